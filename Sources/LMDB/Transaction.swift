@@ -1,0 +1,199 @@
+internal import CLMDB
+
+final class TransactionState {
+    var firstError: LMDBError?
+}
+
+/// A read or write transaction; it exists only inside `Environment.read` / `write`.
+///
+/// - Important: Byte views (`RawSpan`) handed to closures point into the memory map
+///   and are valid only inside that closure; copy what must outlive it. After any
+///   failed write operation the transaction is poisoned: later operations throw
+///   `.transactionPoisoned` and the transaction aborts with the first error.
+public struct Transaction: ~Copyable {
+    let txn: OpaquePointer
+    unowned let environment: Environment
+    /// True for snapshot readers; writes then throw `.readOnlyTransaction`.
+    public let isReadOnly: Bool
+    let state = TransactionState()
+
+    init(txn: OpaquePointer, environment: Environment, readOnly: Bool) {
+        self.txn = txn
+        self.environment = environment
+        self.isReadOnly = readOnly
+    }
+
+    @inline(__always)
+    func validate(_ db: Database) {
+        precondition(
+            db.environment == UInt(bitPattern: Int(bitPattern: environment.handle)),
+            "\(db) belongs to another environment"
+        )
+    }
+
+    @inline(__always)
+    func checkWritable(_ operation: @autoclosure () -> String) throws(LMDBError) {
+        if isReadOnly {
+            throw LMDBError(code: .readOnlyTransaction, message: "\(operation()): transaction is read-only")
+        }
+        if let first = state.firstError {
+            throw LMDBError(code: .transactionPoisoned, message: "\(operation()): transaction failed earlier: \(first)")
+        }
+    }
+
+    @inline(__always)
+    func record(_ rc: Int32, _ operation: @autoclosure () -> String) throws(LMDBError) {
+        guard rc != 0 else { return }
+        let error = LMDBError(rc, operation())
+        if !isReadOnly && state.firstError == nil { state.firstError = error }
+        throw error
+    }
+
+    // MARK: Reads
+
+    /// Calls `body` with a zero-copy view of the value stored under `key`.
+    ///
+    /// - Returns: `body`'s result, or nil when the key is absent.
+    public func withValue<R>(
+        forKey key: [UInt8], in db: Database, _ body: (RawSpan) throws -> R
+    ) throws -> R? {
+        try key.withUnsafeBytes { k in
+            try withValue(forKey: k, in: db) { v in try body(v.bytes) }
+        }
+    }
+
+    /// A copy of the value stored under `key`, or nil when absent.
+    public func value(forKey key: [UInt8], in db: Database) throws(LMDBError) -> [UInt8]? {
+        try withBytes(key) { (k) throws(LMDBError) in try withValue(forKey: k, in: db) { Array($0) } }
+    }
+
+    /// Zero-copy lookup for callers inside this package (no allocation).
+    package func withValue<R>(
+        forKey key: UnsafeRawBufferPointer, in db: Database, _ body: (UnsafeRawBufferPointer) throws -> R
+    ) throws(LMDBError) -> R? {
+        validate(db)
+        var k = MDB_val(mv_size: key.count, mv_data: UnsafeMutableRawPointer(mutating: key.baseAddress))
+        var v = MDB_val()
+        let rc = mdb_get(txn, db.dbi, &k, &v)
+        if rc == MDB_NOTFOUND { return nil }
+        try record(rc, "get from \(db.name)")
+        do {
+            return try body(UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size))
+        } catch let error as LMDBError {
+            throw error
+        } catch {
+            preconditionFailure("package withValue body threw a non-LMDB error: \(error)")
+        }
+    }
+
+    /// Entry and page counts of `db` as seen by this transaction.
+    public func statistics(of db: Database) throws(LMDBError) -> DatabaseStatistics {
+        validate(db)
+        var st = MDB_stat()
+        try record(mdb_stat(txn, db.dbi, &st), "stat \(db.name)")
+        return DatabaseStatistics(
+            entries: st.ms_entries,
+            depth: Int(st.ms_depth),
+            branchPages: st.ms_branch_pages,
+            leafPages: st.ms_leaf_pages,
+            overflowPages: st.ms_overflow_pages,
+            pageSize: Int(st.ms_psize)
+        )
+    }
+
+    // MARK: Writes
+
+    /// Stores `value` under `key`, replacing any previous value unless `flags` say otherwise.
+    ///
+    /// - Throws: `.keyExists` (with `.noOverwrite`, or `.append` out of order),
+    ///   `.badValueSize` for an empty or oversized key, `.mapFull`,
+    ///   `.readOnlyTransaction`.
+    public func put(_ value: [UInt8], forKey key: [UInt8], in db: Database, flags: PutFlags = []) throws(LMDBError) {
+        try withBytes(key) { (k) throws(LMDBError) in
+            try withBytes(value) { (v) throws(LMDBError) in try put(v, forKey: k, in: db, flags: flags) }
+        }
+    }
+
+    /// Zero-copy put for callers inside this package.
+    package func put(
+        _ value: UnsafeRawBufferPointer, forKey key: UnsafeRawBufferPointer, in db: Database, flags: PutFlags = []
+    ) throws(LMDBError) {
+        validate(db)
+        try checkWritable("put into \(db.name)")
+        var k = MDB_val(mv_size: key.count, mv_data: UnsafeMutableRawPointer(mutating: key.baseAddress))
+        var v = MDB_val(mv_size: value.count, mv_data: UnsafeMutableRawPointer(mutating: value.baseAddress))
+        try record(mdb_put(txn, db.dbi, &k, &v, flags.rawValue), "put into \(db.name)")
+    }
+
+    /// Reserves `count` bytes for `key` and lets `fill` write them in place (`MDB_RESERVE`).
+    package func reserve(
+        _ count: Int, forKey key: UnsafeRawBufferPointer, in db: Database, flags: PutFlags = [],
+        _ fill: (UnsafeMutableRawBufferPointer) -> Void
+    ) throws(LMDBError) {
+        validate(db)
+        try checkWritable("reserve in \(db.name)")
+        var k = MDB_val(mv_size: key.count, mv_data: UnsafeMutableRawPointer(mutating: key.baseAddress))
+        var v = MDB_val(mv_size: count, mv_data: nil)
+        try record(mdb_put(txn, db.dbi, &k, &v, flags.rawValue | UInt32(MDB_RESERVE)), "reserve in \(db.name)")
+        fill(UnsafeMutableRawBufferPointer(start: v.mv_data, count: count))
+    }
+
+    /// Removes `key`.
+    ///
+    /// - Returns: true if the key existed.
+    @discardableResult
+    public func delete(_ key: [UInt8], in db: Database) throws(LMDBError) -> Bool {
+        try withBytes(key) { (k) throws(LMDBError) in try delete(k, in: db) }
+    }
+
+    @discardableResult
+    package func delete(_ key: UnsafeRawBufferPointer, in db: Database) throws(LMDBError) -> Bool {
+        validate(db)
+        try checkWritable("delete from \(db.name)")
+        var k = MDB_val(mv_size: key.count, mv_data: UnsafeMutableRawPointer(mutating: key.baseAddress))
+        let rc = mdb_del(txn, db.dbi, &k, nil)
+        if rc == MDB_NOTFOUND { return false }
+        try record(rc, "delete from \(db.name)")
+        return true
+    }
+
+    /// Removes every entry of `db` (the database itself stays).
+    public func removeAll(in db: Database) throws(LMDBError) {
+        validate(db)
+        try checkWritable("clear \(db.name)")
+        try record(mdb_drop(txn, db.dbi, 0), "clear \(db.name)")
+    }
+
+    // MARK: Cursors
+
+    /// Runs `body` with a cursor over `db`; the cursor closes when `body` returns.
+    public func withCursor<R>(on db: Database, _ body: (inout Cursor) throws -> R) throws -> R {
+        validate(db)
+        var cursor: OpaquePointer?
+        try record(mdb_cursor_open(txn, db.dbi, &cursor), "open cursor on \(db.name)")
+        var c = Cursor(cursor: cursor!, transaction: self)
+        return try body(&c)
+    }
+
+    /// Visits the entries of `range` in key order (or reverse order) with zero-copy
+    /// views; `body` returns false to stop early.
+    public func forEach(
+        in db: Database, range: KeyRange = .all, reverse: Bool = false,
+        _ body: (_ key: RawSpan, _ value: RawSpan) throws -> Bool
+    ) throws {
+        try withCursor(on: db) { cursor in
+            try cursor.scan(range: range, reverse: reverse) { k, v in try body(k.bytes, v.bytes) }
+        }
+    }
+}
+
+/// `Array.withUnsafeBytes` with a typed error (the standard library's is untyped).
+@inline(__always)
+func withBytes<R>(
+    _ bytes: [UInt8], _ body: (UnsafeRawBufferPointer) throws(LMDBError) -> R
+) throws(LMDBError) -> R {
+    let result: Result<R, LMDBError> = bytes.withUnsafeBytes { buffer in
+        do throws(LMDBError) { return .success(try body(buffer)) } catch { return .failure(error) }
+    }
+    return try result.get()
+}
