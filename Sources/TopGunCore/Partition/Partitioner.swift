@@ -1,0 +1,30 @@
+/// Maps keys to TopGun's 271 partitions.
+///
+/// The hash is TopGun's `hashString`: FNV-1a 32-bit over UTF-16 code units (not UTF-8
+/// bytes), so a key lands in the same partition id here as in TopGun.
+public enum Partitioner {
+    /// TopGun's `PARTITION_COUNT`.
+    public static let partitionCount = 271
+
+    /// FNV-1a 32-bit over the UTF-16 code units of `key`.
+    @inlinable
+    public static func hash(_ key: String) -> UInt32 {
+        var hash: UInt32 = 0x811c_9dc5
+        for unit in key.utf16 {
+            hash ^= UInt32(unit)
+            hash = hash &* 0x0100_0193
+        }
+        return hash
+    }
+
+    /// The partition id of `key`: `hash(key) % 271`.
+    @inlinable
+    public static func partition(of key: String) -> UInt16 {
+        UInt16(hash(key) % UInt32(partitionCount))
+    }
+
+    /// TopGun's `combineHashes`: a wrapping 32-bit sum, independent of order.
+    public static func combine(_ hashes: some Sequence<UInt32>) -> UInt32 {
+        hashes.reduce(0, &+)
+    }
+}
