@@ -70,6 +70,19 @@ public struct Transaction: ~Copyable {
     /// Zero-copy lookup for callers inside this package (no allocation).
     package func withValue<R>(
         forKey key: UnsafeRawBufferPointer, in db: Database, _ body: (UnsafeRawBufferPointer) throws -> R
+    ) throws -> R? {
+        validate(db)
+        var k = MDB_val(mv_size: key.count, mv_data: UnsafeMutableRawPointer(mutating: key.baseAddress))
+        var v = MDB_val()
+        let rc = mdb_get(txn, db.dbi, &k, &v)
+        if rc == MDB_NOTFOUND { return nil }
+        try record(rc, "get from \(db.name)")
+        return try body(UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size))
+    }
+
+    /// Zero-copy lookup with a typed error, for bodies that cannot fail.
+    package func withValue<R>(
+        forKey key: UnsafeRawBufferPointer, in db: Database, _ body: (UnsafeRawBufferPointer) -> R
     ) throws(LMDBError) -> R? {
         validate(db)
         var k = MDB_val(mv_size: key.count, mv_data: UnsafeMutableRawPointer(mutating: key.baseAddress))
@@ -77,13 +90,7 @@ public struct Transaction: ~Copyable {
         let rc = mdb_get(txn, db.dbi, &k, &v)
         if rc == MDB_NOTFOUND { return nil }
         try record(rc, "get from \(db.name)")
-        do {
-            return try body(UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size))
-        } catch let error as LMDBError {
-            throw error
-        } catch {
-            preconditionFailure("package withValue body threw a non-LMDB error: \(error)")
-        }
+        return body(UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size))
     }
 
     /// Entry and page counts of `db` as seen by this transaction.

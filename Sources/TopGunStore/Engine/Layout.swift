@@ -1,0 +1,135 @@
+import TopGunCore
+
+/// The on-disk layout: named databases, key encodings and the record header.
+///
+/// ```
+/// meta     name                                  -> bytes
+/// maps     map name (UTF-8)                      -> id u32 BE, kind u8
+/// records  map id u32 BE | partition u16 BE | key -> header | payload
+/// oplog    local apply HLC (16 B)                -> origin HLC | map id | header tail | key | payload
+/// merkle   map id u32 BE | partition u16 BE | bucket u8 -> digest u64 BE
+/// index    (reserved for secondary indexes)
+/// peers    peer node id u64 BE                   -> cursor (16 B op-log key) | last seen ms u64 BE
+/// ```
+///
+/// A record header is the origin HLC (16 B), a flags byte (CRDT kind in the low two
+/// bits, tombstone, has-TTL), the 8-byte value digest (so Merkle updates never
+/// re-read the value) and, with has-TTL, the TTL in ms. LWW decisions read only the
+/// first 16 bytes in place.
+enum Layout {
+    static let schemaVersion: UInt32 = 1
+    static let databases = ["meta", "maps", "records", "oplog", "merkle", "index", "peers"]
+    static let maxKeyBytes = 400  // LMDB's key limit is 511 bytes; 6 go to the prefix.
+
+    enum Meta {
+        static let schema = Array("schema".utf8)
+        static let node = Array("node".utf8)
+        static let highWater = Array("hlc.high-water".utf8)
+        static let horizon = Array("gc.horizon".utf8)
+        static let nextMapID = Array("maps.next-id".utf8)
+    }
+
+    static let recordPrefixBytes = 6
+    static let headerBytes = 25
+    static let ttlBytes = 8
+
+    struct Flags: OptionSet {
+        let rawValue: UInt8
+        static let tombstone = Flags(rawValue: 0x04)
+        static let hasTTL = Flags(rawValue: 0x08)
+        static let kindMask: UInt8 = 0x03
+
+        init(rawValue: UInt8) { self.rawValue = rawValue }
+        init(kind: CRDTKind, tombstone: Bool, hasTTL: Bool) {
+            var raw = kind.rawValue
+            if tombstone { raw |= Flags.tombstone.rawValue }
+            if hasTTL { raw |= Flags.hasTTL.rawValue }
+            self.rawValue = raw
+        }
+        var kind: CRDTKind? { CRDTKind(rawValue: rawValue & Self.kindMask) }
+    }
+
+    /// Writes `mapID | partition` big-endian at `p`.
+    @inline(__always)
+    static func storePrefix(mapID: UInt32, partition: UInt16, to p: UnsafeMutableRawPointer) {
+        p.storeBytes(of: mapID.bigEndian, as: UInt32.self)
+        p.storeBytes(of: partition.bigEndian, toByteOffset: 4, as: UInt16.self)
+    }
+
+    static func recordPrefix(mapID: UInt32, partition: UInt16? = nil) -> [UInt8] {
+        var out = withUnsafeBytes(of: mapID.bigEndian) { Array($0) }
+        if let partition { withUnsafeBytes(of: partition.bigEndian) { out.append(contentsOf: $0) } }
+        return out
+    }
+
+    static func merkleKey(mapID: UInt32, partition: UInt16, bucket: UInt8) -> UInt64 {
+        UInt64(mapID) << 24 | UInt64(partition) << 8 | UInt64(bucket)
+    }
+
+    static func merkleKeyBytes(_ packed: UInt64) -> [UInt8] {
+        // 7 bytes: map id (4), partition (2), bucket (1).
+        withUnsafeBytes(of: packed.bigEndian) { Array($0.dropFirst(1)) }
+    }
+}
+
+/// The CRDT a map holds.
+public enum CRDTKind: UInt8, Sendable, Codable, CustomStringConvertible {
+    case lww = 0
+    case orMap = 1
+    case counter = 2
+
+    public var description: String {
+        switch self {
+        case .lww: "lww"
+        case .orMap: "or-map"
+        case .counter: "pn-counter"
+        }
+    }
+}
+
+/// A decoded record header.
+struct RecordHeader {
+    var timestamp: HLCTimestamp
+    var flags: Layout.Flags
+    var digest: UInt64
+    var ttl: UInt64?
+    /// Offset of the payload.
+    var payloadOffset: Int
+
+    /// Parses a stored record; nil when the bytes are too short or the kind is unknown.
+    init?(_ bytes: UnsafeRawBufferPointer) {
+        guard bytes.count >= Layout.headerBytes, let base = bytes.baseAddress else { return nil }
+        timestamp = HLCTimestamp(loadingFrom: base)
+        flags = Layout.Flags(rawValue: bytes[16])
+        guard flags.kind != nil else { return nil }
+        digest = UInt64(bigEndian: base.loadUnaligned(fromByteOffset: 17, as: UInt64.self))
+        if flags.contains(.hasTTL) {
+            guard bytes.count >= Layout.headerBytes + Layout.ttlBytes else { return nil }
+            ttl = UInt64(bigEndian: base.loadUnaligned(fromByteOffset: 25, as: UInt64.self))
+            payloadOffset = Layout.headerBytes + Layout.ttlBytes
+        } else {
+            ttl = nil
+            payloadOffset = Layout.headerBytes
+        }
+    }
+
+    var headerBytes: Int { payloadOffset }
+
+    static func size(hasTTL: Bool) -> Int { Layout.headerBytes + (hasTTL ? Layout.ttlBytes : 0) }
+
+    /// Writes a header at `p`; returns its size.
+    @inline(__always)
+    @discardableResult
+    static func store(
+        timestamp: HLCTimestamp, flags: Layout.Flags, digest: UInt64, ttl: UInt64?, to p: UnsafeMutableRawPointer
+    ) -> Int {
+        timestamp.store(to: p)
+        p.storeBytes(of: flags.rawValue, toByteOffset: 16, as: UInt8.self)
+        p.storeBytes(of: digest.bigEndian, toByteOffset: 17, as: UInt64.self)
+        if let ttl {
+            p.storeBytes(of: ttl.bigEndian, toByteOffset: 25, as: UInt64.self)
+            return Layout.headerBytes + Layout.ttlBytes
+        }
+        return Layout.headerBytes
+    }
+}

@@ -1,0 +1,370 @@
+import LMDB
+import TopGunCore
+
+/// One step of a batch: a remote operation or a local mutation.
+enum BatchStep: Sendable {
+    case remote(Operation)
+    case local(Mutation)
+}
+
+extension Store {
+    /// Applies operations from another replica (or an import) in one transaction.
+    ///
+    /// Each op is merged with the stored record; duplicates and stale ops change
+    /// nothing and are not logged. An op whose HLC is too far ahead is rejected alone;
+    /// the rest of the batch applies.
+    ///
+    /// - Returns: one outcome per operation, in order.
+    /// - Throws: `StoreError` when the transaction fails; then nothing was applied.
+    public func apply(_ operations: [Operation]) throws -> [ApplyOutcome] {
+        try commit(operations.map(BatchStep.remote))
+    }
+
+    /// Applies local mutations in one transaction, stamping each with a fresh HLC.
+    public func apply(_ mutations: [Mutation]) throws -> [ApplyOutcome] {
+        try commit(mutations.map(BatchStep.local))
+    }
+
+    /// Runs one write transaction over `steps`, then publishes its changes.
+    func commit(_ steps: [BatchStep]) throws -> [ApplyOutcome] {
+        let wantChanges = feed.hasSubscribers
+        let (outcomes, changes, newMaps) = try env.write { txn in
+            var batch = try Batch(store: self, wantChanges: wantChanges, txn)
+            let outcomes = try steps.map { step in try batch.apply(step, txn) }
+            try batch.finish(txn)
+            return (outcomes, batch.changes, batch.newMaps)
+        }
+        if !newMaps.isEmpty {
+            mapsByName.withLock { for (name, info) in newMaps { $0[name] = info } }
+            mapsByID.withLock { for (name, info) in newMaps { $0[info.id] = name } }
+        }
+        if !changes.isEmpty { feed.publish(changes) }
+        return outcomes
+    }
+}
+
+/// The state of one write transaction: scratch buffers, Merkle deltas, changes.
+struct Batch {
+    let store: Store
+    let dbs: Store.DBs
+    let wantChanges: Bool
+    var changes: [Change] = []
+    var newMaps: [String: Store.MapInfo] = [:]
+    var merkleDeltas: [UInt64: UInt64] = [:]
+    var keyBuffer: [UInt8] = []
+    var logBuffer: [UInt8] = []
+    var clock: HybridLogicalClock
+    let horizon: HLCTimestamp
+    let resolvers: [String: ConflictResolver]
+
+    init(store: Store, wantChanges: Bool, _ txn: borrowing Transaction) throws {
+        self.store = store
+        self.dbs = store.dbs
+        self.wantChanges = wantChanges
+        // Another process (a CLI next to a server) may have issued stamps with this
+        // node id: start past the persisted high-water mark as well.
+        var clock = store.clock.withLock { $0 }
+        if let raw = try txn.value(forKey: Layout.Meta.highWater, in: store.dbs.meta), let persisted = HLCTimestamp(bytes: raw),
+            persisted > clock.last
+        {
+            clock = HybridLogicalClock(
+                node: clock.node, wallClock: clock.wallClock, maxDriftMillis: clock.maxDriftMillis, lastIssued: persisted)
+        }
+        self.clock = clock
+        self.horizon = store.horizon.withLock { $0 }
+        self.resolvers = store.resolvers.withLock { $0 }
+        keyBuffer.reserveCapacity(Layout.recordPrefixBytes + Layout.maxKeyBytes)
+        logBuffer.reserveCapacity(256)
+    }
+
+    // MARK: Maps
+
+    mutating func map(_ name: String, kind: CRDTKind, _ txn: borrowing Transaction) throws -> Store.MapInfo? {
+        if let info = newMaps[name] ?? store.mapInfo(name) {
+            return info.kind == kind ? info : nil
+        }
+        // Created by another process since this one loaded the map list?
+        if let raw = try txn.value(forKey: Array(name.utf8), in: dbs.maps), raw.count == 5, let k = CRDTKind(rawValue: raw[4]) {
+            let info = Store.MapInfo(id: raw.withUnsafeBytes { UInt32(bigEndian: $0.loadUnaligned(as: UInt32.self)) }, kind: k)
+            newMaps[name] = info
+            return info.kind == kind ? info : nil
+        }
+        guard !name.isEmpty, name.utf8.count <= Layout.maxKeyBytes else {
+            throw StoreError(.invalidKey, "map names are 1 to \(Layout.maxKeyBytes) UTF-8 bytes")
+        }
+        let next = try txn.value(forKey: Layout.Meta.nextMapID, in: dbs.meta)
+            .map { $0.withUnsafeBytes { UInt32(bigEndian: $0.loadUnaligned(as: UInt32.self)) } } ?? 1
+        try txn.put(withUnsafeBytes(of: (next + 1).bigEndian) { Array($0) }, forKey: Layout.Meta.nextMapID, in: dbs.meta)
+        var value = withUnsafeBytes(of: next.bigEndian) { Array($0) }
+        value.append(kind.rawValue)
+        try txn.put(value, forKey: Array(name.utf8), in: dbs.maps)
+        let info = Store.MapInfo(id: next, kind: kind)
+        newMaps[name] = info
+        return info
+    }
+
+    // MARK: Steps
+
+    mutating func apply(_ step: BatchStep, _ txn: borrowing Transaction) throws -> ApplyOutcome {
+        switch step {
+        case .remote(let op):
+            do throws(HLCError) {
+                try clock.receive(op.timestamp)
+            } catch {
+                return .rejected(.clockDrift(error.description))
+            }
+            return try apply(op, local: false, txn)
+        case .local(let mutation):
+            return try apply(mutation, txn)
+        }
+    }
+
+    mutating func apply(_ mutation: Mutation, _ txn: borrowing Transaction) throws -> ApplyOutcome {
+        switch mutation {
+        case .set(let map, let key, let value, let ttl):
+            return try apply(.init(map: map, key: key, timestamp: clock.now(), payload: .lww(encodedValue: value?.encoded, ttlMillis: ttl)), local: true, txn)
+        case .setEncoded(let map, let key, let bytes, let ttl):
+            return try apply(.init(map: map, key: key, timestamp: clock.now(), payload: .lww(encodedValue: bytes, ttlMillis: ttl)), local: true, txn)
+        case .add(let map, let key, let value, let ttl):
+            let tag = clock.now()
+            var delta = ORSet()
+            delta.add(value, tag: tag, ttlMillis: ttl)
+            return try apply(.init(map: map, key: key, timestamp: tag, payload: .orSet(delta)), local: true, txn)
+        case .remove(let map, let key, let value):
+            guard let current = try readState(map: map, key: key, kind: .orMap, txn), case .orMap(let set) = current else {
+                return .unchanged
+            }
+            let tags = set.entries.filter { $0.value.value == value }.keys
+            guard !tags.isEmpty else { return .unchanged }
+            let delta = ORSet(tombstones: Set(tags))
+            return try apply(.init(map: map, key: key, timestamp: clock.now(), payload: .orSet(delta)), local: true, txn)
+        case .increment(let map, let key, let amount):
+            guard amount != 0 else { return .unchanged }
+            var counter = PNCounter()
+            if let current = try readState(map: map, key: key, kind: .counter, txn), case .counter(let c) = current {
+                counter = c
+            }
+            counter.add(amount, by: clock.node)
+            let delta = PNCounter(
+                positive: counter.positive.filter { $0.key == clock.node },
+                negative: counter.negative.filter { $0.key == clock.node })
+            return try apply(.init(map: map, key: key, timestamp: clock.now(), payload: .counter(delta)), local: true, txn)
+        case .update(let map, let key, let ttl, let body):
+            var current: Value?
+            if let state = try readState(map: map, key: key, kind: .lww, txn), case .lww(let record) = state {
+                current = record.visibleValue(at: store.options.wallClock.milliseconds())
+            }
+            let next: Value?
+            do { next = try body(current) } catch { return .failed("\(error)") }
+            if next == nil && current == nil { return .unchanged }
+            return try apply(.init(map: map, key: key, timestamp: clock.now(), payload: .lww(encodedValue: next?.encoded, ttlMillis: ttl)), local: true, txn)
+        }
+    }
+
+    func readState(map: String, key: String, kind: CRDTKind, _ txn: borrowing Transaction) throws -> StoredState? {
+        guard let info = newMaps[map] ?? store.mapInfo(map), info.kind == kind else { return nil }
+        return try store.readState(mapID: info.id, kind: kind, key: key, txn)
+    }
+
+    // MARK: The merge path
+
+    mutating func apply(_ op: Operation, local: Bool, _ txn: borrowing Transaction) throws -> ApplyOutcome {
+        let kind = op.payload.kind
+        guard let info = try map(op.map, kind: kind, txn) else {
+            return .rejected(.kindMismatch("map \(op.map) is not \(kind)"))
+        }
+        let keyCount = op.key.utf8.count
+        guard keyCount > 0, keyCount <= Layout.maxKeyBytes else {
+            throw StoreError(.invalidKey, "keys are 1 to \(Layout.maxKeyBytes) UTF-8 bytes")
+        }
+        let partition = Partitioner.partition(of: op.key)
+        keyBuffer.removeAll(keepingCapacity: true)
+        withUnsafeBytes(of: info.id.bigEndian) { keyBuffer.append(contentsOf: $0) }
+        withUnsafeBytes(of: partition.bigEndian) { keyBuffer.append(contentsOf: $0) }
+        keyBuffer.append(contentsOf: op.key.utf8)
+
+        switch op.payload {
+        case .lww(let encoded, let ttl):
+            return try applyLWW(op, local: local, info: info, partition: partition, encoded: encoded, ttl: ttl, txn)
+        case .orSet, .counter:
+            return try applyState(op, local: local, info: info, partition: partition, txn)
+        }
+    }
+
+    /// LWW: decides from the 16 stored HLC bytes, in place, without decoding values.
+    mutating func applyLWW(
+        _ op: Operation, local: Bool, info: Store.MapInfo, partition: UInt16, encoded: [UInt8]?, ttl: UInt64?,
+        _ txn: borrowing Transaction
+    ) throws -> ApplyOutcome {
+        let digest = encoded.map { Digest64.hash($0) } ?? 0
+        let incoming = op.timestamp
+        // (exists, wins, old timestamp, old digest, old bytes if a change feed or resolver needs them)
+        let needOld = wantChanges || resolvers[op.map] != nil
+        let existing: (wins: Bool, timestamp: HLCTimestamp, digest: UInt64, old: StoredState?)? = try keyBuffer.withUnsafeBytes { key in
+            try txn.withValue(forKey: key, in: dbs.records) { raw in
+                guard let header = RecordHeader(raw) else { return nil }
+                var wins = incoming > header.timestamp
+                if incoming == header.timestamp {
+                    wins = digest != header.digest ? digest > header.digest : (ttl ?? 0) > (header.ttl ?? 0)
+                }
+                var old: StoredState?
+                if wins && needOld { old = try? StoredState(decoding: raw, kind: .lww) }
+                return (wins, header.timestamp, header.digest, old)
+            }
+        } ?? nil
+        if let existing, !existing.wins { return .unchanged }
+        if existing == nil && incoming < horizon { return .rejected(.beyondHorizon(horizon)) }
+
+        var finalEncoded = encoded
+        var finalDigest = digest
+        if let resolver = resolvers[op.map] {
+            var current: LWWRecord?
+            if case .lww(let r)? = existing?.old { current = r }
+            let value = try encoded.map { bytes in try Value(messagePack: bytes) }
+            switch resolver.resolve(current: current, incoming: LWWRecord(value: value, timestamp: incoming, ttlMillis: ttl)) {
+            case .accept: break
+            case .replace(let replacement):
+                finalEncoded = replacement?.encoded
+                finalDigest = finalEncoded.map { Digest64.hash($0) } ?? 0
+            case .reject(let reason): return .rejected(.resolver(reason))
+            }
+        }
+
+        // Record.
+        let flags = Layout.Flags(kind: .lww, tombstone: finalEncoded == nil, hasTTL: ttl != nil)
+        let payloadCount = finalEncoded?.count ?? 0
+        let headerSize = RecordHeader.size(hasTTL: ttl != nil)
+        try keyBuffer.withUnsafeBytes { key in
+            try txn.reserve(headerSize + payloadCount, forKey: key, in: dbs.records) { out in
+                RecordHeader.store(timestamp: incoming, flags: flags, digest: finalDigest, ttl: ttl, to: out.baseAddress!)
+                if let finalEncoded {
+                    finalEncoded.withUnsafeBytes { out.baseAddress!.advanced(by: headerSize).copyMemory(from: $0.baseAddress!, byteCount: payloadCount) }
+                }
+            }
+        }
+        // Merkle bucket, accumulated for the batch.
+        let keyHash = keyBuffer.withUnsafeBytes { MerkleBuckets.keyHash(UnsafeRawBufferPointer(rebasing: $0[Layout.recordPrefixBytes...])) }
+        var delta = MerkleBuckets.entryHash(keyHash: keyHash, timestamp: incoming, valueDigest: finalDigest)
+        if let existing {
+            delta ^= MerkleBuckets.entryHash(keyHash: keyHash, timestamp: existing.timestamp, valueDigest: existing.digest)
+        }
+        merkleDeltas[Layout.merkleKey(mapID: info.id, partition: partition, bucket: MerkleBuckets.bucket(ofKeyHash: keyHash)), default: 0] ^= delta
+
+        // Op log.
+        let sequence = local ? incoming : clock.now()
+        try appendLog(sequence: sequence, origin: incoming, mapID: info.id, flags: flags, ttl: ttl, key: op.key, payload: finalEncoded, txn)
+
+        if wantChanges {
+            let value = try finalEncoded.map { try Value(messagePack: $0) }
+            changes.append(
+                Change(
+                    map: op.map, key: op.key, sequence: sequence, old: existing?.old,
+                    new: .lww(LWWRecord(value: value, timestamp: incoming, ttlMillis: ttl))))
+        }
+        return .applied(sequence)
+    }
+
+    /// OR-Map and PN-Counter: decode the stored state, merge the delta, write if changed.
+    mutating func applyState(
+        _ op: Operation, local: Bool, info: Store.MapInfo, partition: UInt16, _ txn: borrowing Transaction
+    ) throws -> ApplyOutcome {
+        let stored: (state: StoredState, header: RecordHeader)? = try keyBuffer.withUnsafeBytes { key in
+            try txn.withValue(forKey: key, in: dbs.records) { raw in
+                guard let header = RecordHeader(raw) else { return nil }
+                return (try StoredState(decoding: raw, kind: info.kind), header)
+            }
+        } ?? nil
+        var merged: StoredState
+        let changed: Bool
+        switch (op.payload, stored?.state) {
+        case (.orSet(let delta), .orMap(var set)?):
+            changed = set.merge(delta)
+            merged = .orMap(set)
+        case (.orSet(let delta), nil):
+            var set = ORSet()
+            changed = set.merge(delta)
+            merged = .orMap(set)
+        case (.counter(let delta), .counter(var counter)?):
+            changed = counter.merge(delta)
+            merged = .counter(counter)
+        case (.counter(let delta), nil):
+            var counter = PNCounter()
+            changed = counter.merge(delta)
+            merged = .counter(counter)
+        default:
+            throw StoreError(.corruptRecord, "record kind differs from map kind for \(op.map)/\(op.key)")
+        }
+        guard changed else { return .unchanged }
+
+        let timestamp = max(stored?.header.timestamp ?? .zero, op.timestamp)
+        let payload = merged.payloadValue.encoded
+        let digest = Digest64.hash(payload)
+        let flags = Layout.Flags(kind: info.kind, tombstone: false, hasTTL: false)
+        try keyBuffer.withUnsafeBytes { key in
+            try txn.reserve(Layout.headerBytes + payload.count, forKey: key, in: dbs.records) { out in
+                RecordHeader.store(timestamp: timestamp, flags: flags, digest: digest, ttl: nil, to: out.baseAddress!)
+                payload.withUnsafeBytes { out.baseAddress!.advanced(by: Layout.headerBytes).copyMemory(from: $0.baseAddress!, byteCount: payload.count) }
+            }
+        }
+        let keyHash = keyBuffer.withUnsafeBytes { MerkleBuckets.keyHash(UnsafeRawBufferPointer(rebasing: $0[Layout.recordPrefixBytes...])) }
+        var delta = MerkleBuckets.entryHash(keyHash: keyHash, timestamp: timestamp, valueDigest: digest)
+        if let stored {
+            delta ^= MerkleBuckets.entryHash(keyHash: keyHash, timestamp: stored.header.timestamp, valueDigest: stored.header.digest)
+        }
+        merkleDeltas[Layout.merkleKey(mapID: info.id, partition: partition, bucket: MerkleBuckets.bucket(ofKeyHash: keyHash)), default: 0] ^= delta
+
+        let opPayload: Value
+        switch op.payload {
+        case .orSet(let d): opPayload = d.state
+        case .counter(let d): opPayload = d.state
+        case .lww: preconditionFailure("unreachable")
+        }
+        let sequence = local ? op.timestamp : clock.now()
+        try appendLog(sequence: sequence, origin: op.timestamp, mapID: info.id, flags: flags, ttl: nil, key: op.key, payload: opPayload.encoded, txn)
+        if wantChanges {
+            changes.append(Change(map: op.map, key: op.key, sequence: sequence, old: stored?.state, new: merged))
+        }
+        return .applied(sequence)
+    }
+
+    /// Appends `[origin 16][map id 4][flags 1][ttl 8?][key length 2][key][payload]`.
+    mutating func appendLog(
+        sequence: HLCTimestamp, origin: HLCTimestamp, mapID: UInt32, flags: Layout.Flags, ttl: UInt64?, key: String,
+        payload: [UInt8]?, _ txn: borrowing Transaction
+    ) throws {
+        logBuffer.removeAll(keepingCapacity: true)
+        withUnsafeBytes(of: origin.packedTime.bigEndian) { logBuffer.append(contentsOf: $0) }
+        withUnsafeBytes(of: origin.node.rawValue.bigEndian) { logBuffer.append(contentsOf: $0) }
+        withUnsafeBytes(of: mapID.bigEndian) { logBuffer.append(contentsOf: $0) }
+        logBuffer.append(flags.rawValue)
+        if let ttl { withUnsafeBytes(of: ttl.bigEndian) { logBuffer.append(contentsOf: $0) } }
+        withUnsafeBytes(of: UInt16(key.utf8.count).bigEndian) { logBuffer.append(contentsOf: $0) }
+        logBuffer.append(contentsOf: key.utf8)
+        if let payload { logBuffer.append(contentsOf: payload) }
+        var seqKey = (UInt64(0), UInt64(0))
+        withUnsafeMutableBytes(of: &seqKey) { sequence.store(to: $0.baseAddress!) }
+        try withUnsafeBytes(of: seqKey) { k in
+            try logBuffer.withUnsafeBytes { v in try txn.put(v, forKey: k, in: dbs.oplog, flags: .append) }
+        }
+    }
+
+    /// Writes the accumulated Merkle bucket digests and the HLC high-water mark.
+    mutating func finish(_ txn: borrowing Transaction) throws {
+        for (packed, delta) in merkleDeltas where delta != 0 {
+            let key = Layout.merkleKeyBytes(packed)
+            let current = try txn.value(forKey: key, in: dbs.merkle)
+                .map { $0.withUnsafeBytes { UInt64(bigEndian: $0.loadUnaligned(as: UInt64.self)) } } ?? 0
+            let next = current ^ delta
+            if next == 0 {
+                try txn.delete(key, in: dbs.merkle)
+            } else {
+                try txn.put(withUnsafeBytes(of: next.bigEndian) { Array($0) }, forKey: key, in: dbs.merkle)
+            }
+        }
+        try txn.put(clock.last.bytes, forKey: Layout.Meta.highWater, in: dbs.meta)
+        // Publish the clock only once the commit is certain to be attempted; a failed
+        // commit leaves a clock that is ahead, which is harmless.
+        let final = clock
+        store.clock.withLock { if final.last > $0.last { $0 = final } }
+    }
+}

@@ -1,0 +1,178 @@
+import LMDB
+import TopGunCore
+
+extension Store {
+    /// The stored state of `key` in `map`, or nil when absent (tombstones included).
+    ///
+    /// - Throws: `StoreError(.corruptRecord)` when the stored bytes do not decode.
+    public func state(map: String, key: String) throws -> StoredState? {
+        guard let info = mapInfo(map) else { return nil }
+        return try env.read { txn in try readState(mapID: info.id, kind: info.kind, key: key, txn) }
+    }
+
+    func readState(mapID: UInt32, kind: CRDTKind, key: String, _ txn: borrowing Transaction) throws -> StoredState? {
+        var k = Layout.recordPrefix(mapID: mapID, partition: Partitioner.partition(of: key))
+        k.append(contentsOf: key.utf8)
+        return try k.withUnsafeBytes { kb in
+            try txn.withValue(forKey: kb, in: dbs.records) { raw in try StoredState(decoding: raw, kind: kind) }
+        }
+    }
+
+    /// Visits the records of `map` (optionally one partition) in key order inside one
+    /// snapshot; `body` returns false to stop.
+    public func scan(
+        map: String, partition: UInt16? = nil, _ body: (_ key: String, _ state: StoredState) throws -> Bool
+    ) throws {
+        guard let info = mapInfo(map) else { return }
+        let prefix = Layout.recordPrefix(mapID: info.id, partition: partition)
+        try env.read { txn in
+            try txn.withCursor(on: dbs.records) { cursor in
+                try cursor.scan(range: .prefix(prefix), reverse: false) { k, v in
+                    let key = String(decoding: UnsafeRawBufferPointer(rebasing: k[Layout.recordPrefixBytes...]), as: UTF8.self)
+                    return try body(key, StoredState(decoding: v, kind: info.kind))
+                }
+            }
+        }
+    }
+
+    /// Number of records (tombstones included) of `map`.
+    public func count(map: String, partition: UInt16? = nil) throws -> Int {
+        guard let info = mapInfo(map) else { return 0 }
+        var n = 0
+        try env.read { txn in
+            try txn.forEach(in: dbs.records, range: .prefix(Layout.recordPrefix(mapID: info.id, partition: partition))) { _, _ in
+                n += 1
+                return true
+            }
+        }
+        return n
+    }
+
+    /// Committed operations with op-log key after `sequence` (all when nil), at most
+    /// `limit`, in commit order.
+    public func operations(after sequence: HLCTimestamp?, limit: Int = .max) throws -> [LoggedOperation] {
+        var out: [LoggedOperation] = []
+        let lower = sequence.map { $0.successor.bytes }
+        let names = mapsByID.withLock { $0 }
+        try env.read { txn in
+            try txn.withCursor(on: dbs.oplog) { cursor in
+                try cursor.scan(range: KeyRange(from: lower), reverse: false) { k, v in
+                    guard out.count < limit else { return false }
+                    let seq = HLCTimestamp(loadingFrom: k.baseAddress!)
+                    out.append(LoggedOperation(sequence: seq, operation: try Self.decodeLogEntry(v, names: names, txn: txn, dbs: dbs)))
+                    return true
+                }
+            }
+        }
+        return out
+    }
+
+    /// The newest op-log key, or nil for an empty log.
+    public func lastSequence() throws -> HLCTimestamp? {
+        try env.read { txn in
+            var last: HLCTimestamp?
+            try txn.withCursor(on: dbs.oplog) { cursor in
+                if try cursor.last() { last = HLCTimestamp(loadingFrom: cursor.currentKey.baseAddress!) }
+            }
+            return last
+        }
+    }
+
+    static func decodeLogEntry(
+        _ v: UnsafeRawBufferPointer, names: [UInt32: String], txn: borrowing Transaction, dbs: DBs
+    ) throws -> Operation {
+        func corrupt(_ why: String) -> StoreError { StoreError(.corruptRecord, "op-log entry: \(why)") }
+        guard v.count >= 16 + 4 + 1 + 2, let base = v.baseAddress else { throw corrupt("too short") }
+        let origin = HLCTimestamp(loadingFrom: base)
+        let mapID = UInt32(bigEndian: base.loadUnaligned(fromByteOffset: 16, as: UInt32.self))
+        let flags = Layout.Flags(rawValue: v[20])
+        var offset = 21
+        var ttl: UInt64?
+        if flags.contains(.hasTTL) {
+            guard v.count >= offset + 8 + 2 else { throw corrupt("too short for its TTL") }
+            ttl = UInt64(bigEndian: base.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
+            offset += 8
+        }
+        let keyCount = Int(UInt16(bigEndian: base.loadUnaligned(fromByteOffset: offset, as: UInt16.self)))
+        offset += 2
+        guard v.count >= offset + keyCount, let kind = flags.kind else { throw corrupt("bad key length or kind") }
+        guard let key = String(validating: UnsafeRawBufferPointer(rebasing: v[offset..<offset + keyCount]), as: UTF8.self)
+        else { throw corrupt("key is not UTF-8") }
+        offset += keyCount
+        guard let map = names[mapID] else { throw corrupt("unknown map id \(mapID)") }
+        let payload = UnsafeRawBufferPointer(rebasing: v[offset...])
+        do throws(ValueCodingError) {
+            switch kind {
+            case .lww:
+                if flags.contains(.tombstone) {
+                    return Operation(map: map, key: key, timestamp: origin, payload: .lww(encodedValue: nil, ttlMillis: ttl))
+                }
+                _ = try Value(messagePack: payload)  // validate before handing bytes on
+                return Operation(map: map, key: key, timestamp: origin, payload: .lww(encodedValue: Array(payload), ttlMillis: ttl))
+            case .orMap:
+                return Operation(map: map, key: key, timestamp: origin, payload: .orSet(try ORSet(state: Value(messagePack: payload))))
+            case .counter:
+                return Operation(map: map, key: key, timestamp: origin, payload: .counter(try PNCounter(state: Value(messagePack: payload))))
+            }
+        } catch {
+            throw StoreError(.corruptRecord, "op-log payload: \(error)", underlying: error)
+        }
+    }
+
+    // MARK: Merkle
+
+    /// The bucket digests of (map, partition), `MerkleBuckets.bucketCount` of them.
+    public func merkleBuckets(map: String, partition: UInt16) throws -> [UInt64] {
+        var buckets = [UInt64](repeating: 0, count: MerkleBuckets.bucketCount)
+        guard let info = mapInfo(map) else { return buckets }
+        try env.read { txn in
+            try txn.withCursor(on: dbs.merkle) { cursor in
+                try cursor.scan(range: .prefix(Layout.recordPrefix(mapID: info.id, partition: partition)), reverse: false) { k, v in
+                    guard k.count == 7, v.count == 8 else { throw StoreError(.corruptRecord, "merkle entry") }
+                    buckets[Int(k[6]) % MerkleBuckets.bucketCount] = UInt64(bigEndian: v.loadUnaligned(as: UInt64.self))
+                    return true
+                }
+            }
+        }
+        return buckets
+    }
+
+    /// The root digest of (map, partition).
+    public func merkleRoot(map: String, partition: UInt16) throws -> UInt64 {
+        MerkleBuckets.root(of: try merkleBuckets(map: map, partition: partition))
+    }
+
+    /// Recomputes every bucket digest of `map` from its records and compares with the
+    /// stored digests. Returns the partitions that disagree (empty when consistent).
+    public func verifyMerkle(map: String) throws -> [UInt16] {
+        guard let info = mapInfo(map) else { return [] }
+        var computed: [UInt16: [UInt64]] = [:]
+        try env.read { txn in
+            try txn.forEach(in: dbs.records, range: .prefix(Layout.recordPrefix(mapID: info.id))) { k, v in
+                try k.withUnsafeBytes { k in
+                    try v.withUnsafeBytes { v in
+                        guard let header = RecordHeader(v) else { throw StoreError(.corruptRecord, "record header") }
+                        let partition = UInt16(bigEndian: k.loadUnaligned(fromByteOffset: 4, as: UInt16.self))
+                        let keyHash = MerkleBuckets.keyHash(UnsafeRawBufferPointer(rebasing: k[Layout.recordPrefixBytes...]))
+                        let payload = UnsafeRawBufferPointer(rebasing: v[header.payloadOffset...])
+                        let digest = payload.isEmpty && header.flags.contains(.tombstone) ? 0 : Digest64.hash(payload)
+                        guard digest == header.digest else { throw StoreError(.corruptRecord, "record digest mismatch") }
+                        let entry = MerkleBuckets.entryHash(keyHash: keyHash, timestamp: header.timestamp, valueDigest: digest)
+                        computed[partition, default: .init(repeating: 0, count: MerkleBuckets.bucketCount)][Int(MerkleBuckets.bucket(ofKeyHash: keyHash))] ^= entry
+                    }
+                }
+                return true
+            }
+        }
+        var bad: [UInt16] = []
+        for p in 0..<UInt16(Partitioner.partitionCount) {
+            let expected = computed[p] ?? .init(repeating: 0, count: MerkleBuckets.bucketCount)
+            if try merkleBuckets(map: map, partition: p) != expected { bad.append(p) }
+        }
+        return bad
+    }
+
+    /// Committed changes, delivered after each commit. See `ChangeFeed` for the
+    /// slow-consumer policy (oldest dropped, gaps visible through `sequence`).
+    public func changes() -> AsyncStream<Change> { feed.subscribe() }
+}

@@ -1,0 +1,146 @@
+import LMDB
+import Synchronization
+import TopGunCore
+
+/// The storage engine: CRDT records, op log and Merkle digests in one LMDB environment.
+///
+/// Every change, local or remote, goes through `apply`: one write transaction per
+/// batch that merges each op with the stored record and, only when the state changes,
+/// writes the record, updates its Merkle bucket and appends one op-log entry under a
+/// fresh local HLC. Readers use MVCC snapshots on any thread.
+public final class Store: Sendable {
+    /// Open-time settings.
+    public struct Options: Sendable {
+        public var durability: Environment.Durability
+        public var mapSize: Int
+        public var maxMapSize: Int
+        /// Remote stamps further ahead of the local clock are refused.
+        public var maxClockDriftMillis: UInt64
+        public var wallClock: any WallClock
+        /// The node id for a new database (an existing one keeps its stored id).
+        public var nodeID: NodeID?
+        /// Changes buffered per change-feed subscriber before the oldest are dropped.
+        public var changeBufferSize: Int
+        /// Most local mutations coalesced into one group commit.
+        public var maxGroupSize: Int
+
+        public init(
+            durability: Environment.Durability = .durable, mapSize: Int = 64 << 20, maxMapSize: Int = 1 << 40,
+            maxClockDriftMillis: UInt64 = 60_000, wallClock: any WallClock = SystemWallClock(), nodeID: NodeID? = nil,
+            changeBufferSize: Int = 4_096, maxGroupSize: Int = 10_000
+        ) {
+            self.durability = durability
+            self.mapSize = mapSize
+            self.maxMapSize = maxMapSize
+            self.maxClockDriftMillis = maxClockDriftMillis
+            self.wallClock = wallClock
+            self.nodeID = nodeID
+            self.changeBufferSize = changeBufferSize
+            self.maxGroupSize = maxGroupSize
+        }
+    }
+
+    struct MapInfo: Sendable {
+        let id: UInt32
+        let kind: CRDTKind
+    }
+
+    struct DBs: Sendable {
+        let meta, maps, records, oplog, merkle, index, peers: LMDB.Database
+    }
+
+    let env: Environment
+    let dbs: DBs
+    public let nodeID: NodeID
+    public let options: Options
+    let clock: Mutex<HybridLogicalClock>
+    let mapsByName: Mutex<[String: MapInfo]>
+    let mapsByID: Mutex<[UInt32: String]>
+    let resolvers = Mutex<[String: ConflictResolver]>([:])
+    let horizon: Mutex<HLCTimestamp>
+    let feed: ChangeFeed
+
+    /// Opens or creates the store in directory `path`.
+    ///
+    /// - Throws: `StoreError` `.unsupportedSchema` for a database from a newer
+    ///   version, `.storage` wrapping `LMDBError` (not a directory, already open,
+    ///   corrupt environment, …).
+    public init(path: String, options: Options = .init()) throws {
+        self.options = options
+        do {
+            env = try Environment(
+                path: path,
+                options: .init(
+                    databases: Layout.databases, mapSize: options.mapSize, maxMapSize: options.maxMapSize,
+                    durability: options.durability))
+        } catch {
+            throw StoreError(.storage, "cannot open \(path)", underlying: error)
+        }
+        dbs = DBs(
+            meta: env.database("meta"), maps: env.database("maps"), records: env.database("records"),
+            oplog: env.database("oplog"), merkle: env.database("merkle"), index: env.database("index"),
+            peers: env.database("peers"))
+        let dbs = self.dbs
+        let (node, highWater, maps, horizon) = try env.write { txn -> (NodeID, HLCTimestamp?, [String: MapInfo], HLCTimestamp) in
+            if let raw = try txn.value(forKey: Layout.Meta.schema, in: dbs.meta) {
+                let version = raw.count == 4 ? raw.withUnsafeBytes { UInt32(bigEndian: $0.loadUnaligned(as: UInt32.self)) } : 0
+                guard version == Layout.schemaVersion else {
+                    throw StoreError(.unsupportedSchema, "database schema \(version); this library reads \(Layout.schemaVersion)")
+                }
+            } else {
+                try txn.put(withUnsafeBytes(of: Layout.schemaVersion.bigEndian) { Array($0) }, forKey: Layout.Meta.schema, in: dbs.meta)
+            }
+            let node: NodeID
+            if let raw = try txn.value(forKey: Layout.Meta.node, in: dbs.meta), raw.count == 8 {
+                node = NodeID(raw.withUnsafeBytes { UInt64(bigEndian: $0.loadUnaligned(as: UInt64.self)) })
+            } else {
+                node = options.nodeID ?? .random()
+                try txn.put(withUnsafeBytes(of: node.rawValue.bigEndian) { Array($0) }, forKey: Layout.Meta.node, in: dbs.meta)
+            }
+            let highWater = try txn.value(forKey: Layout.Meta.highWater, in: dbs.meta).flatMap { HLCTimestamp(bytes: $0) }
+            let horizon = try txn.value(forKey: Layout.Meta.horizon, in: dbs.meta).flatMap { HLCTimestamp(bytes: $0) } ?? .zero
+            var maps: [String: MapInfo] = [:]
+            try txn.forEach(in: dbs.maps) { key, value in
+                let name = key.withUnsafeBytes { String(decoding: $0, as: UTF8.self) }
+                let info = value.withUnsafeBytes { v -> MapInfo? in
+                    guard v.count == 5, let kind = CRDTKind(rawValue: v[4]) else { return nil }
+                    return MapInfo(id: UInt32(bigEndian: v.loadUnaligned(as: UInt32.self)), kind: kind)
+                }
+                if let info { maps[name] = info }
+                return true
+            }
+            return (node, highWater, maps, horizon)
+        }
+        self.nodeID = node
+        self.clock = Mutex(
+            HybridLogicalClock(
+                node: node, wallClock: options.wallClock, maxDriftMillis: options.maxClockDriftMillis, lastIssued: highWater))
+        self.mapsByName = Mutex(maps)
+        self.mapsByID = Mutex(Dictionary(uniqueKeysWithValues: maps.map { ($0.value.id, $0.key) }))
+        self.horizon = Mutex(horizon)
+        self.feed = ChangeFeed(bufferSize: options.changeBufferSize)
+    }
+
+    /// The highest HLC this node has issued or observed.
+    public var clockHighWater: HLCTimestamp { clock.withLock { $0.last } }
+
+    /// Registers a conflict resolver for LWW map `map`. Resolvers live in memory:
+    /// register them again after every open, before writing.
+    public func register(_ resolver: ConflictResolver, for map: String) {
+        resolvers.withLock { $0[map] = resolver }
+    }
+
+    /// Flushes commits made with `.noSync` to disk.
+    public func sync() throws {
+        try env.sync()
+    }
+
+    // MARK: Maps
+
+    /// Names and kinds of the maps in the store.
+    public var maps: [String: CRDTKind] { mapsByName.withLock { $0.mapValues(\.kind) } }
+
+    func mapInfo(_ name: String) -> MapInfo? { mapsByName.withLock { $0[name] } }
+
+    func mapName(_ id: UInt32) -> String? { mapsByID.withLock { $0[id] } }
+}

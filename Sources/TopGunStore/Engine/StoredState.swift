@@ -1,0 +1,66 @@
+import TopGunCore
+
+/// The decoded state of one record.
+public enum StoredState: Sendable, Equatable {
+    case lww(LWWRecord)
+    case orMap(ORSet)
+    case counter(PNCounter)
+
+    /// Decodes a stored record.
+    ///
+    /// - Throws: `StoreError(.corruptRecord)` for bytes that are not a valid record
+    ///   of `kind` (a truncated header, an unknown kind, an undecodable payload).
+    init(decoding raw: UnsafeRawBufferPointer, kind: CRDTKind) throws(StoreError) {
+        guard let header = RecordHeader(raw) else {
+            throw StoreError(.corruptRecord, "record header of \(raw.count) bytes is invalid")
+        }
+        guard header.flags.kind == kind else {
+            throw StoreError(.corruptRecord, "record of kind \(String(describing: header.flags.kind)) in a \(kind) map")
+        }
+        let payload = UnsafeRawBufferPointer(rebasing: raw[header.payloadOffset...])
+        do throws(ValueCodingError) {
+            switch kind {
+            case .lww:
+                if header.flags.contains(.tombstone) {
+                    guard payload.isEmpty else { throw ValueCodingError(.trailingBytes, at: header.payloadOffset) }
+                    self = .lww(LWWRecord(value: nil, timestamp: header.timestamp, ttlMillis: header.ttl))
+                } else {
+                    let value = try Value(messagePack: payload)
+                    self = .lww(LWWRecord(value: value, timestamp: header.timestamp, ttlMillis: header.ttl))
+                }
+            case .orMap: self = .orMap(try ORSet(state: Value(messagePack: payload)))
+            case .counter: self = .counter(try PNCounter(state: Value(messagePack: payload)))
+            }
+        } catch {
+            throw StoreError(.corruptRecord, "record payload: \(error)", underlying: error)
+        }
+    }
+
+    /// The payload form of OR-Map and counter states.
+    var payloadValue: Value {
+        switch self {
+        case .lww(let r): r.value ?? .null
+        case .orMap(let s): s.state
+        case .counter(let c): c.state
+        }
+    }
+
+    /// The timestamp and digest that feed the record's Merkle entry.
+    var merkleDigest: UInt64 {
+        switch self {
+        case .lww(let r): r.valueDigest
+        case .orMap, .counter: Digest64.hash(payloadValue.encoded)
+        }
+    }
+}
+
+/// One committed change, delivered on the change feed after commit.
+public struct Change: Sendable, Equatable {
+    public var map: String
+    public var key: String
+    /// The op-log key of the change; gaps in a subscriber's sequence mean it fell
+    /// behind and dropped changes (read them back with `Store.operations(after:)`).
+    public var sequence: HLCTimestamp
+    public var old: StoredState?
+    public var new: StoredState
+}
