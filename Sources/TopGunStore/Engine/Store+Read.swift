@@ -176,3 +176,8 @@ extension Store {
     /// slow-consumer policy (oldest dropped, gaps visible through `sequence`).
     public func changes() -> AsyncStream<Change> { feed.subscribe() }
 }
+
+extension Store {
+    /// LMDB environment sizes (map size, last transaction id, readers).
+    public var environmentInfo: Environment.Info { env.info() }
+}

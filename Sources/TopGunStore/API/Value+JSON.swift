@@ -1,0 +1,77 @@
+import Foundation
+import TopGunCore
+
+extension Value {
+    /// Converts a `JSONSerialization` object (dictionaries, arrays, strings, numbers,
+    /// booleans, `NSNull`) to a `Value`; integers stay integers.
+    ///
+    /// - Throws: `StoreError(.invalidValue)` for anything JSON cannot hold.
+    public init(jsonObject: Any) throws {
+        switch jsonObject {
+        case is NSNull: self = .null
+        case let s as String: self = .string(s)
+        case let n as NSNumber:
+            switch String(cString: n.objCType) {
+            case "c", "B": self = .bool(n.boolValue)
+            case "d", "f":
+                let d = n.doubleValue
+                self = d.rounded() == d && abs(d) < 9.0e15 && !n.stringValue.contains(".") ? .int(Int64(d)) : .double(d)
+            default: self = .int(n.int64Value)
+            }
+        case let a as [Any]: self = .array(try a.map { try Value(jsonObject: $0) })
+        case let m as [String: Any]: self = .map(try m.mapValues { try Value(jsonObject: $0) })
+        default: throw StoreError(.invalidValue, "not a JSON value: \(type(of: jsonObject))")
+        }
+    }
+
+    /// Parses JSON text (any top-level value).
+    public init(json: String) throws {
+        do {
+            let object = try JSONSerialization.jsonObject(with: Data(json.utf8), options: [.fragmentsAllowed])
+            try self.init(jsonObject: object)
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw StoreError(.invalidValue, "malformed JSON: \(error.localizedDescription)")
+        }
+    }
+
+    /// The value as a `JSONSerialization` object; bytes become base64 strings.
+    public var jsonObject: Any {
+        switch self {
+        case .null: NSNull()
+        case .bool(let b): b
+        case .int(let i): i
+        case .double(let d): d
+        case .string(let s): s
+        case .bytes(let b): Data(b).base64EncodedString()
+        case .array(let a): a.map(\.jsonObject)
+        case .map(let m): m.mapValues(\.jsonObject)
+        }
+    }
+
+    /// Compact JSON text with sorted keys.
+    public var json: String {
+        let data = (try? JSONSerialization.data(withJSONObject: jsonObject, options: [.sortedKeys, .fragmentsAllowed])) ?? Data("null".utf8)
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// Encodes a `Codable` value (through its JSON form).
+    public init<T: Encodable>(encoding value: T) throws {
+        let data: Data
+        do { data = try JSONEncoder().encode(value) } catch {
+            throw StoreError(.invalidValue, "cannot encode \(T.self): \(error)")
+        }
+        try self.init(jsonObject: try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed]))
+    }
+
+    /// Decodes a `Codable` value (through its JSON form).
+    public func decode<T: Decodable>(as type: T.Type) throws -> T {
+        do {
+            let data = try JSONSerialization.data(withJSONObject: jsonObject, options: [.fragmentsAllowed])
+            return try JSONDecoder().decode(T.self, from: data)
+        } catch {
+            throw StoreError(.invalidValue, "cannot decode \(T.self) from \(json): \(error)")
+        }
+    }
+}
