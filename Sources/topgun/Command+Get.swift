@@ -1,0 +1,28 @@
+import ArgumentParser
+import TopGunCore
+import TopGunStore
+
+struct Get: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the JSON value of a key; exit 1 when absent.",
+        discussion: "Example: topgun get --data ./topgun-data users u1")
+
+    @OptionGroup var options: DataOption
+    @Argument(help: "Map name.") var map: String
+    @Argument(help: "Key.") var key: String
+
+    func run() async throws {
+        let store = try Store(path: options.data)
+        switch try store.state(map: map, key: key) {
+        case .lww(let record)?:
+            guard let value = record.visibleValue(at: SystemWallClock().milliseconds()) else { throw ExitCode(1) }
+            print(value.json)
+        case .counter(let counter)?:
+            print(counter.value)
+        case .orMap(let set)?:
+            print(Value.array(set.values(at: SystemWallClock().milliseconds())).json)
+        case nil:
+            throw ExitCode(1)
+        }
+    }
+}

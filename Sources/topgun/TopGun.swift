@@ -1,0 +1,26 @@
+import ArgumentParser
+
+/// The `topgun` command.
+@main
+struct TopGun: AsyncParsableCommand {
+    static let version = "0.1.0"
+
+    static let configuration = CommandConfiguration(
+        commandName: "topgun",
+        abstract: "An embedded CRDT database on LMDB: converging maps, counters and sets.",
+        discussion: """
+            Examples:
+              topgun demo
+              topgun put --data ./topgun-data users u1 '{"name":"Ann","age":31}'
+              topgun get --data ./topgun-data users u1
+            """,
+        version: version,
+        subcommands: [Demo.self, Put.self, Get.self, StressWriter.self]
+    )
+}
+
+/// `--data DIR`, shared by the data commands.
+struct DataOption: ParsableArguments {
+    @Option(name: .long, help: "Database directory.")
+    var data: String = "./topgun-data"
+}
