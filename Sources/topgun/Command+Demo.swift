@@ -66,7 +66,7 @@ struct Demo: AsyncParsableCommand {
         var applied = 0
         for _ in 0..<100 {
             let ops = (0..<1_000).map { _ in
-                Operation(
+                ReplicatedOperation(
                     map: "bench", key: "key-\(Int.random(in: 0..<10_000, using: &rng))",
                     timestamp: HLCTimestamp(millis: 1_700_000_000_000 + UInt64.random(in: 0..<1_000_000, using: &rng), counter: 0, node: NodeID(UInt64.random(in: 1...8, using: &rng))),
                     payload: .lww(encodedValue: encoded, ttlMillis: nil))

@@ -19,8 +19,8 @@ struct StoreApplyTests {
 
     @Test func lwwMergeKeepsNewestAndLogsOnlyChanges() throws {
         try withStore { store, _ in
-            let older = Operation.lww(map: "users", key: "u1", value: "old", timestamp: t0)
-            let newer = Operation.lww(map: "users", key: "u1", value: "new", timestamp: t0.successor)
+            let older = ReplicatedOperation.lww(map: "users", key: "u1", value: "old", timestamp: t0)
+            let newer = ReplicatedOperation.lww(map: "users", key: "u1", value: "new", timestamp: t0.successor)
             let outcomes = try store.apply([newer, older, newer])
             #expect(outcomes[0].isApplied)
             #expect(outcomes[1] == .unchanged && outcomes[2] == .unchanged)

@@ -2,7 +2,7 @@ import TopGunCore
 
 /// A replicated operation: a CRDT state change with its origin HLC, as stored in the
 /// op log and shipped between replicas. Applying it twice changes nothing.
-public struct Operation: Sendable, Equatable {
+public struct ReplicatedOperation: Sendable, Equatable {
     /// What the operation carries.
     public enum Payload: Sendable, Equatable {
         /// An LWW write: the canonical MessagePack bytes of the value (nil = delete).
@@ -38,8 +38,8 @@ public struct Operation: Sendable, Equatable {
     /// An LWW write of `value` (nil deletes).
     public static func lww(
         map: String, key: String, value: Value?, timestamp: HLCTimestamp, ttlMillis: UInt64? = nil
-    ) -> Operation {
-        Operation(map: map, key: key, timestamp: timestamp, payload: .lww(encodedValue: value?.encoded, ttlMillis: ttlMillis))
+    ) -> ReplicatedOperation {
+        ReplicatedOperation(map: map, key: key, timestamp: timestamp, payload: .lww(encodedValue: value?.encoded, ttlMillis: ttlMillis))
     }
 }
 
@@ -79,5 +79,5 @@ public enum ApplyOutcome: Sendable, Equatable {
 public struct LoggedOperation: Sendable, Equatable {
     /// The local apply HLC: the op-log key, strictly increasing in commit order.
     public var sequence: HLCTimestamp
-    public var operation: Operation
+    public var operation: ReplicatedOperation
 }

@@ -3,7 +3,7 @@ import TopGunCore
 
 /// One step of a batch: a remote operation or a local mutation.
 enum BatchStep: Sendable {
-    case remote(Operation)
+    case remote(ReplicatedOperation)
     case local(Mutation)
 }
 
@@ -16,7 +16,7 @@ extension Store {
     ///
     /// - Returns: one outcome per operation, in order.
     /// - Throws: `StoreError` when the transaction fails; then nothing was applied.
-    public func apply(_ operations: [Operation]) throws -> [ApplyOutcome] {
+    public func apply(_ operations: [ReplicatedOperation]) throws -> [ApplyOutcome] {
         try commit(operations.map(BatchStep.remote))
     }
 
@@ -168,7 +168,7 @@ struct Batch {
 
     // MARK: The merge path
 
-    mutating func apply(_ op: Operation, local: Bool, _ txn: borrowing Transaction) throws -> ApplyOutcome {
+    mutating func apply(_ op: ReplicatedOperation, local: Bool, _ txn: borrowing Transaction) throws -> ApplyOutcome {
         let kind = op.payload.kind
         guard let info = try map(op.map, kind: kind, txn) else {
             return .rejected(.kindMismatch("map \(op.map) is not \(kind)"))
@@ -193,7 +193,7 @@ struct Batch {
 
     /// LWW: decides from the 16 stored HLC bytes, in place, without decoding values.
     mutating func applyLWW(
-        _ op: Operation, local: Bool, info: Store.MapInfo, partition: UInt16, encoded: [UInt8]?, ttl: UInt64?,
+        _ op: ReplicatedOperation, local: Bool, info: Store.MapInfo, partition: UInt16, encoded: [UInt8]?, ttl: UInt64?,
         _ txn: borrowing Transaction
     ) throws -> ApplyOutcome {
         let digest = encoded.map { Digest64.hash($0) } ?? 0
@@ -266,7 +266,7 @@ struct Batch {
 
     /// OR-Map and PN-Counter: decode the stored state, merge the delta, write if changed.
     mutating func applyState(
-        _ op: Operation, local: Bool, info: Store.MapInfo, partition: UInt16, _ txn: borrowing Transaction
+        _ op: ReplicatedOperation, local: Bool, info: Store.MapInfo, partition: UInt16, _ txn: borrowing Transaction
     ) throws -> ApplyOutcome {
         let stored: (state: StoredState, header: RecordHeader)? = try keyBuffer.withUnsafeBytes { key in
             try txn.withValue(forKey: key, in: dbs.records) { raw in

@@ -80,7 +80,7 @@ extension Store {
 
     static func decodeLogEntry(
         _ v: UnsafeRawBufferPointer, names: [UInt32: String], txn: borrowing Transaction, dbs: DBs
-    ) throws -> Operation {
+    ) throws -> ReplicatedOperation {
         func corrupt(_ why: String) -> StoreError { StoreError(.corruptRecord, "op-log entry: \(why)") }
         guard v.count >= 16 + 4 + 1 + 2, let base = v.baseAddress else { throw corrupt("too short") }
         let origin = HLCTimestamp(loadingFrom: base)
@@ -105,14 +105,14 @@ extension Store {
             switch kind {
             case .lww:
                 if flags.contains(.tombstone) {
-                    return Operation(map: map, key: key, timestamp: origin, payload: .lww(encodedValue: nil, ttlMillis: ttl))
+                    return ReplicatedOperation(map: map, key: key, timestamp: origin, payload: .lww(encodedValue: nil, ttlMillis: ttl))
                 }
                 _ = try Value(messagePack: payload)  // validate before handing bytes on
-                return Operation(map: map, key: key, timestamp: origin, payload: .lww(encodedValue: Array(payload), ttlMillis: ttl))
+                return ReplicatedOperation(map: map, key: key, timestamp: origin, payload: .lww(encodedValue: Array(payload), ttlMillis: ttl))
             case .orMap:
-                return Operation(map: map, key: key, timestamp: origin, payload: .orSet(try ORSet(state: Value(messagePack: payload))))
+                return ReplicatedOperation(map: map, key: key, timestamp: origin, payload: .orSet(try ORSet(state: Value(messagePack: payload))))
             case .counter:
-                return Operation(map: map, key: key, timestamp: origin, payload: .counter(try PNCounter(state: Value(messagePack: payload))))
+                return ReplicatedOperation(map: map, key: key, timestamp: origin, payload: .counter(try PNCounter(state: Value(messagePack: payload))))
             }
         } catch {
             throw StoreError(.corruptRecord, "op-log payload: \(error)", underlying: error)
