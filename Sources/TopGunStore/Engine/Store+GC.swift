@@ -1,0 +1,118 @@
+import LMDB
+import TopGunCore
+
+/// What one garbage-collection step removed.
+public struct GarbageCollectionReport: Sendable, Equatable {
+    /// LWW tombstones removed from `records`.
+    public var tombstonesRemoved = 0
+    /// Op-log entries removed.
+    public var logEntriesRemoved = 0
+    /// True when the step stopped at its bound and more may remain.
+    public var hasMore = false
+}
+
+extension Store {
+    /// Removes LWW tombstones older than `cutoff`, and op-log entries that are older
+    /// than `cutoff` or that every known peer has already applied, in one bounded
+    /// transaction of at most `maxSteps` deletions of each kind.
+    ///
+    /// The cutoff becomes the store's GC horizon (persisted): from then on an LWW op
+    /// older than the horizon for a key without a record is rejected as
+    /// `.beyondHorizon`, so a removed key cannot be resurrected by a stale op. Call
+    /// repeatedly while `hasMore` is true.
+    ///
+    /// - Parameter cutoff: usually `now - retention`.
+    @discardableResult
+    public func collectGarbage(olderThan cutoff: HLCTimestamp, maxSteps: Int = 10_000) throws -> GarbageCollectionReport {
+        try env.write { txn in
+            var report = GarbageCollectionReport()
+            let horizon = max(self.horizon.withLock { $0 }, cutoff)
+            try txn.put(horizon.bytes, forKey: Layout.Meta.horizon, in: dbs.meta)
+
+            // Op log: below the retention cutoff, or below every peer's cursor.
+            var logCutoff = cutoff
+            var peerMin: HLCTimestamp?
+            try txn.forEach(in: dbs.peers) { _, v in
+                if v.byteCount >= 16 {
+                    let cursor = v.withUnsafeBytes { HLCTimestamp(loadingFrom: $0.baseAddress!) }
+                    peerMin = min(peerMin ?? cursor, cursor)
+                }
+                return true
+            }
+            if let peerMin { logCutoff = max(logCutoff, peerMin.successor) }
+            try txn.withCursor(on: dbs.oplog) { cursor in
+                var more = try cursor.first()
+                while more {
+                    let key = HLCTimestamp(loadingFrom: cursor.currentKey.baseAddress!)
+                    guard key < logCutoff else { break }
+                    guard report.logEntriesRemoved < maxSteps else {
+                        report.hasMore = true
+                        break
+                    }
+                    try cursor.deleteCurrent()
+                    report.logEntriesRemoved += 1
+                    // LMDB leaves a cursor on the following entry after a delete;
+                    // MDB_NEXT then returns that entry rather than skipping it.
+                    more = try cursor.next()
+                }
+            }
+
+            // LWW tombstones, with their Merkle entries.
+            var merkle: [UInt64: UInt64] = [:]
+            let lwwMaps = mapsByName.withLock { $0.values.filter { $0.kind == .lww } }
+            for info in lwwMaps {
+                try txn.withCursor(on: dbs.records) { cursor in
+                    let prefix = Layout.recordPrefix(mapID: info.id)
+                    var more = try cursor.seek(atLeast: prefix)
+                    while more {
+                        let k = cursor.currentKey
+                        guard k.count >= Layout.recordPrefixBytes, k.starts(with: prefix) else { break }
+                        guard let header = RecordHeader(cursor.currentValue) else {
+                            throw StoreError(.corruptRecord, "record header during GC")
+                        }
+                        if header.flags.contains(.tombstone) && header.timestamp < cutoff {
+                            guard report.tombstonesRemoved < maxSteps else {
+                                report.hasMore = true
+                                break
+                            }
+                            let partition = UInt16(bigEndian: k.loadUnaligned(fromByteOffset: 4, as: UInt16.self))
+                            let keyHash = MerkleBuckets.keyHash(UnsafeRawBufferPointer(rebasing: k[Layout.recordPrefixBytes...]))
+                            let entry = MerkleBuckets.entryHash(keyHash: keyHash, timestamp: header.timestamp, valueDigest: header.digest)
+                            merkle[Layout.merkleKey(mapID: info.id, partition: partition, bucket: MerkleBuckets.bucket(ofKeyHash: keyHash)), default: 0] ^= entry
+                            try cursor.deleteCurrent()
+                            report.tombstonesRemoved += 1
+                            more = try cursor.next()
+                        } else {
+                            more = try cursor.next()
+                        }
+                    }
+                }
+            }
+            for (packed, delta) in merkle where delta != 0 {
+                let key = Layout.merkleKeyBytes(packed)
+                let current = try txn.value(forKey: key, in: dbs.merkle)
+                    .map { $0.withUnsafeBytes { UInt64(bigEndian: $0.loadUnaligned(as: UInt64.self)) } } ?? 0
+                if current ^ delta == 0 {
+                    try txn.delete(key, in: dbs.merkle)
+                } else {
+                    try txn.put(withUnsafeBytes(of: (current ^ delta).bigEndian) { Array($0) }, forKey: key, in: dbs.merkle)
+                }
+            }
+            self.horizon.withLock { $0 = horizon }
+            return report
+        }
+    }
+
+    /// The GC horizon: LWW ops older than this for absent keys are rejected.
+    public var garbageCollectionHorizon: HLCTimestamp { horizon.withLock { $0 } }
+
+    /// Records that peer `peer` has applied this store's op log up to `cursor`
+    /// (replication keeps this current; GC keeps log entries peers still need).
+    public func setPeerCursor(_ peer: NodeID, cursor: HLCTimestamp) throws {
+        try env.write { txn in
+            var value = cursor.bytes
+            withUnsafeBytes(of: options.wallClock.milliseconds().bigEndian) { value.append(contentsOf: $0) }
+            try txn.put(value, forKey: withUnsafeBytes(of: peer.rawValue.bigEndian) { Array($0) }, in: dbs.peers)
+        }
+    }
+}
