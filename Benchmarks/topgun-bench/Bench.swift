@@ -16,6 +16,7 @@ struct Bench {
         var keys = 100_000
         var batch = 1_000
         var json = false
+        var seed: UInt64 = 20_261_126
     }
 
     static func main() throws {
@@ -28,8 +29,9 @@ struct Bench {
             case "--ops": config.ops = Int(args.popFirst() ?? "") ?? config.ops
             case "--keys": config.keys = Int(args.popFirst() ?? "") ?? config.keys
             case "--batch": config.batch = Int(args.popFirst() ?? "") ?? config.batch
+            case "--seed": config.seed = UInt64(args.popFirst() ?? "") ?? config.seed
             default:
-                print("usage: topgun-bench [--quick] [--json] [--ops N] [--keys K] [--batch B]")
+                print("usage: topgun-bench [--quick] [--json] [--ops N] [--keys K] [--batch B] [--seed S]")
                 exit(2)
             }
         }
@@ -43,7 +45,7 @@ struct Bench {
     }
 
     static func runW1(_ config: Config) throws {
-        var rng = SystemRandomNumberGenerator()
+        var rng = SplitMix64(seed: config.seed)
         let base: UInt64 = 1_700_000_000_000
         let keys = (0..<config.ops).map { _ in UInt32.random(in: 0..<UInt32(config.keys), using: &rng) }
         let stamps = (0..<config.ops).map { _ in
@@ -130,4 +132,17 @@ struct Bench {
 
 extension Duration {
     var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}
+
+/// SplitMix64: a fast seeded generator, so every run draws the same workload.
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9e37_79b9_7f4a_7c15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
+        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
+        return z ^ (z >> 31)
+    }
 }

@@ -49,7 +49,12 @@ public struct HybridLogicalClock: Sendable {
 
     /// A fresh timestamp, greater than every one issued or received before.
     public mutating func now() -> HLCTimestamp {
-        let wall = min(wallClock.milliseconds(), HLCTimestamp.maxMillis)
+        now(wall: wallClock.milliseconds())
+    }
+
+    /// `now()` with a wall-clock reading the caller already took (one per batch).
+    public mutating func now(wall reading: UInt64) -> HLCTimestamp {
+        let wall = min(reading, HLCTimestamp.maxMillis)
         if wall > last.millis {
             last = HLCTimestamp(millis: wall, counter: 0, node: node)
         } else {
@@ -63,7 +68,12 @@ public struct HybridLogicalClock: Sendable {
     /// - Throws: `HLCError` when `remote` is more than `maxDriftMillis` ahead of the
     ///   wall clock; the clock is then unchanged.
     public mutating func receive(_ remote: HLCTimestamp) throws(HLCError) {
-        let wall = min(wallClock.milliseconds(), HLCTimestamp.maxMillis)
+        try receive(remote, wall: wallClock.milliseconds())
+    }
+
+    /// `receive(_:)` with a wall-clock reading the caller already took.
+    public mutating func receive(_ remote: HLCTimestamp, wall reading: UInt64) throws(HLCError) {
+        let wall = min(reading, HLCTimestamp.maxMillis)
         if let maxDrift = maxDriftMillis, remote.millis > wall, remote.millis - wall > maxDrift {
             throw HLCError(remote: remote, localMillis: wall, maxDriftMillis: maxDrift)
         }

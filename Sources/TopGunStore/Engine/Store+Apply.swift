@@ -1,12 +1,6 @@
 import LMDB
 import TopGunCore
 
-/// One step of a batch: a remote operation or a local mutation.
-enum BatchStep: Sendable {
-    case remote(ReplicatedOperation)
-    case local(Mutation)
-}
-
 extension Store {
     /// Applies operations from another replica (or an import) in one transaction.
     ///
@@ -17,20 +11,25 @@ extension Store {
     /// - Returns: one outcome per operation, in order.
     /// - Throws: `StoreError` when the transaction fails; then nothing was applied.
     public func apply(_ operations: [ReplicatedOperation]) throws -> [ApplyOutcome] {
-        try commit(operations.map(BatchStep.remote))
+        try commit { batch, txn in
+            var outcomes: [ApplyOutcome] = []
+            outcomes.reserveCapacity(operations.count)
+            for op in operations { outcomes.append(try batch.applyRemote(op, txn)) }
+            return outcomes
+        }
     }
 
     /// Applies local mutations in one transaction, stamping each with a fresh HLC.
     public func apply(_ mutations: [Mutation]) throws -> [ApplyOutcome] {
-        try commit(mutations.map(BatchStep.local))
+        try commit { batch, txn in try mutations.map { try batch.apply($0, txn) } }
     }
 
-    /// Runs one write transaction over `steps`, then publishes its changes.
-    func commit(_ steps: [BatchStep]) throws -> [ApplyOutcome] {
+    /// Runs one write transaction with `body`, then publishes its changes.
+    func commit(_ body: (inout Batch, borrowing Transaction) throws -> [ApplyOutcome]) throws -> [ApplyOutcome] {
         let wantChanges = feed.hasSubscribers
         let (outcomes, changes, newMaps) = try env.write { txn in
             var batch = try Batch(store: self, wantChanges: wantChanges, txn)
-            let outcomes = try steps.map { step in try batch.apply(step, txn) }
+            let outcomes = try body(&batch, txn)
             try batch.finish(txn)
             return (outcomes, batch.changes, batch.newMaps)
         }
@@ -54,6 +53,10 @@ struct Batch {
     var keyBuffer: [UInt8] = []
     var logBuffer: [UInt8] = []
     var clock: HybridLogicalClock
+    /// One wall-clock reading for the whole batch.
+    let wall: UInt64
+    /// The last map looked up, to skip the shared map table for runs of one map.
+    var lastMap: (name: String, info: Store.MapInfo)?
     let horizon: HLCTimestamp
     let resolvers: [String: ConflictResolver]
 
@@ -71,6 +74,7 @@ struct Batch {
                 node: clock.node, wallClock: clock.wallClock, maxDriftMillis: clock.maxDriftMillis, lastIssued: persisted)
         }
         self.clock = clock
+        self.wall = store.options.wallClock.milliseconds()
         self.horizon = store.horizon.withLock { $0 }
         self.resolvers = store.resolvers.withLock { $0 }
         keyBuffer.reserveCapacity(Layout.recordPrefixBytes + Layout.maxKeyBytes)
@@ -80,6 +84,13 @@ struct Batch {
     // MARK: Maps
 
     mutating func map(_ name: String, kind: CRDTKind, _ txn: borrowing Transaction) throws -> Store.MapInfo? {
+        if let last = lastMap, last.name == name { return last.info.kind == kind ? last.info : nil }
+        guard let info = try lookUpOrCreate(name, kind: kind, txn) else { return nil }
+        lastMap = (name, info)
+        return info.kind == kind ? info : nil
+    }
+
+    mutating func lookUpOrCreate(_ name: String, kind: CRDTKind, _ txn: borrowing Transaction) throws -> Store.MapInfo? {
         if let info = newMaps[name] ?? store.mapInfo(name) {
             return info.kind == kind ? info : nil
         }
@@ -105,28 +116,26 @@ struct Batch {
 
     // MARK: Steps
 
-    mutating func apply(_ step: BatchStep, _ txn: borrowing Transaction) throws -> ApplyOutcome {
-        switch step {
-        case .remote(let op):
-            do throws(HLCError) {
-                try clock.receive(op.timestamp)
-            } catch {
-                return .rejected(.clockDrift(error.description))
-            }
-            return try apply(op, local: false, txn)
-        case .local(let mutation):
-            return try apply(mutation, txn)
+    mutating func applyRemote(_ op: ReplicatedOperation, _ txn: borrowing Transaction) throws -> ApplyOutcome {
+        do throws(HLCError) {
+            try clock.receive(op.timestamp, wall: wall)
+        } catch {
+            return .rejected(.clockDrift(error.description))
         }
+        return try apply(op, local: false, txn)
     }
+
+    /// A fresh local stamp (the wall clock is read once per batch).
+    mutating func stamp() -> HLCTimestamp { clock.now(wall: wall) }
 
     mutating func apply(_ mutation: Mutation, _ txn: borrowing Transaction) throws -> ApplyOutcome {
         switch mutation {
         case .set(let map, let key, let value, let ttl):
-            return try apply(.init(map: map, key: key, timestamp: clock.now(), payload: .lww(encodedValue: value?.encoded, ttlMillis: ttl)), local: true, txn)
+            return try apply(.init(map: map, key: key, timestamp: stamp(), payload: .lww(encodedValue: value?.encoded, ttlMillis: ttl)), local: true, txn)
         case .setEncoded(let map, let key, let bytes, let ttl):
-            return try apply(.init(map: map, key: key, timestamp: clock.now(), payload: .lww(encodedValue: bytes, ttlMillis: ttl)), local: true, txn)
+            return try apply(.init(map: map, key: key, timestamp: stamp(), payload: .lww(encodedValue: bytes, ttlMillis: ttl)), local: true, txn)
         case .add(let map, let key, let value, let ttl):
-            let tag = clock.now()
+            let tag = stamp()
             var delta = ORSet()
             delta.add(value, tag: tag, ttlMillis: ttl)
             return try apply(.init(map: map, key: key, timestamp: tag, payload: .orSet(delta)), local: true, txn)
@@ -137,7 +146,7 @@ struct Batch {
             let tags = set.entries.filter { $0.value.value == value }.keys
             guard !tags.isEmpty else { return .unchanged }
             let delta = ORSet(tombstones: Set(tags))
-            return try apply(.init(map: map, key: key, timestamp: clock.now(), payload: .orSet(delta)), local: true, txn)
+            return try apply(.init(map: map, key: key, timestamp: stamp(), payload: .orSet(delta)), local: true, txn)
         case .increment(let map, let key, let amount):
             guard amount != 0 else { return .unchanged }
             var counter = PNCounter()
@@ -148,7 +157,7 @@ struct Batch {
             let delta = PNCounter(
                 positive: counter.positive.filter { $0.key == clock.node },
                 negative: counter.negative.filter { $0.key == clock.node })
-            return try apply(.init(map: map, key: key, timestamp: clock.now(), payload: .counter(delta)), local: true, txn)
+            return try apply(.init(map: map, key: key, timestamp: stamp(), payload: .counter(delta)), local: true, txn)
         case .update(let map, let key, let ttl, let body):
             var current: Value?
             if let state = try readState(map: map, key: key, kind: .lww, txn), case .lww(let record) = state {
@@ -157,7 +166,7 @@ struct Batch {
             let next: Value?
             do { next = try body(current) } catch { return .failed("\(error)") }
             if next == nil && current == nil { return .unchanged }
-            return try apply(.init(map: map, key: key, timestamp: clock.now(), payload: .lww(encodedValue: next?.encoded, ttlMillis: ttl)), local: true, txn)
+            return try apply(.init(map: map, key: key, timestamp: stamp(), payload: .lww(encodedValue: next?.encoded, ttlMillis: ttl)), local: true, txn)
         }
     }
 
@@ -196,15 +205,20 @@ struct Batch {
         _ op: ReplicatedOperation, local: Bool, info: Store.MapInfo, partition: UInt16, encoded: [UInt8]?, ttl: UInt64?,
         _ txn: borrowing Transaction
     ) throws -> ApplyOutcome {
-        let digest = encoded.map { Digest64.hash($0) } ?? 0
         let incoming = op.timestamp
+        // The value digest is needed only when the op is not already beaten on its HLC.
+        var digest: UInt64 = 0
+        var digested = false
         // (exists, wins, old timestamp, old digest, old bytes if a change feed or resolver needs them)
-        let needOld = wantChanges || resolvers[op.map] != nil
+        let resolver = resolvers.isEmpty ? nil : resolvers[op.map]
+        let needOld = wantChanges || resolver != nil
         let existing: (wins: Bool, timestamp: HLCTimestamp, digest: UInt64, old: StoredState?)? = try keyBuffer.withUnsafeBytes { key in
             try txn.withValue(forKey: key, in: dbs.records) { raw in
                 guard let header = RecordHeader(raw) else { return nil }
                 var wins = incoming > header.timestamp
                 if incoming == header.timestamp {
+                    digest = encoded.map { Digest64.hash($0) } ?? 0
+                    digested = true
                     wins = digest != header.digest ? digest > header.digest : (ttl ?? 0) > (header.ttl ?? 0)
                 }
                 var old: StoredState?
@@ -214,10 +228,11 @@ struct Batch {
         } ?? nil
         if let existing, !existing.wins { return .unchanged }
         if existing == nil && incoming < horizon { return .rejected(.beyondHorizon(horizon)) }
+        if !digested { digest = encoded.map { Digest64.hash($0) } ?? 0 }
 
         var finalEncoded = encoded
         var finalDigest = digest
-        if let resolver = resolvers[op.map] {
+        if let resolver {
             var current: LWWRecord?
             if case .lww(let r)? = existing?.old { current = r }
             let value = try encoded.map { bytes in try Value(messagePack: bytes) }
@@ -251,7 +266,7 @@ struct Batch {
         merkleDeltas[Layout.merkleKey(mapID: info.id, partition: partition, bucket: MerkleBuckets.bucket(ofKeyHash: keyHash)), default: 0] ^= delta
 
         // Op log.
-        let sequence = local ? incoming : clock.now()
+        let sequence = local ? incoming : stamp()
         try appendLog(sequence: sequence, origin: incoming, mapID: info.id, flags: flags, ttl: ttl, key: op.key, payload: finalEncoded, txn)
 
         if wantChanges {
@@ -319,7 +334,7 @@ struct Batch {
         case .counter(let d): opPayload = d.state
         case .lww: preconditionFailure("unreachable")
         }
-        let sequence = local ? op.timestamp : clock.now()
+        let sequence = local ? op.timestamp : stamp()
         try appendLog(sequence: sequence, origin: op.timestamp, mapID: info.id, flags: flags, ttl: nil, key: op.key, payload: opPayload.encoded, txn)
         if wantChanges {
             changes.append(Change(map: op.map, key: op.key, sequence: sequence, old: stored?.state, new: merged))

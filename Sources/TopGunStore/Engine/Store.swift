@@ -23,12 +23,16 @@ public final class Store: Sendable {
         public var changeBufferSize: Int
         /// Most local mutations coalesced into one group commit.
         public var maxGroupSize: Int
+        /// Map the file writable (`MDB_WRITEMAP`): commits skip a copy through
+        /// `pwrite`, at the cost of exposing the map to stray writes of this process.
+        public var writeMap: Bool
 
         public init(
             durability: Environment.Durability = .durable, mapSize: Int = 64 << 20, maxMapSize: Int = 1 << 40,
             maxClockDriftMillis: UInt64 = 60_000, wallClock: any WallClock = SystemWallClock(), nodeID: NodeID? = nil,
-            changeBufferSize: Int = 4_096, maxGroupSize: Int = 10_000
+            changeBufferSize: Int = 4_096, maxGroupSize: Int = 10_000, writeMap: Bool = false
         ) {
+            self.writeMap = writeMap
             self.durability = durability
             self.mapSize = mapSize
             self.maxMapSize = maxMapSize
@@ -72,7 +76,7 @@ public final class Store: Sendable {
                 path: path,
                 options: .init(
                     databases: Layout.databases, mapSize: options.mapSize, maxMapSize: options.maxMapSize,
-                    durability: options.durability))
+                    durability: options.durability, writeMap: options.writeMap))
         } catch {
             throw StoreError(.storage, "cannot open \(path)", underlying: error)
         }
