@@ -11,7 +11,6 @@ let package = Package(
         .library(name: "TopGunCore", targets: ["TopGunCore"]),
         .library(name: "TopGunStore", targets: ["TopGunStore"]),
         .executable(name: "topgun", targets: ["topgun"]),
-        .executable(name: "topgun-bench", targets: ["topgun-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -32,16 +31,6 @@ let package = Package(
         .target(name: "TopGunCore"),
         .target(name: "TopGunStore", dependencies: ["LMDB", "TopGunCore"]),
         .executableTarget(name: "topgun", dependencies: ["TopGunStore", "TopGunCore", argumentParser]),
-        .target(
-            name: "CLMDBBaseline",
-            path: "Benchmarks/CLMDBBaseline",
-            linkerSettings: [.linkedLibrary("lmdb")]
-        ),
-        .executableTarget(
-            name: "topgun-bench",
-            dependencies: ["CLMDBBaseline", "TopGunStore", "TopGunCore"],
-            path: "Benchmarks/topgun-bench"
-        ),
         .target(
             name: "TopGunTestSupport",
             dependencies: ["TopGunCore", propertyBased],

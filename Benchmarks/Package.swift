@@ -1,0 +1,28 @@
+// swift-tools-version: 6.1
+import Foundation
+import PackageDescription
+
+// SwiftPM names a path dependency after its directory, which depends on the checkout.
+let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().lastPathComponent
+
+// The benchmark is its own package so that the main package builds without SQLite and
+// RocksDB: `swift run -c release --package-path Benchmarks topgun-bench`.
+let package = Package(
+    name: "TopGunBenchmarks",
+    dependencies: [.package(path: "..")],
+    targets: [
+        .target(
+            name: "CBaselines",
+            linkerSettings: [.linkedLibrary("lmdb"), .linkedLibrary("sqlite3"), .linkedLibrary("rocksdb")]
+        ),
+        .executableTarget(
+            name: "topgun-bench",
+            dependencies: [
+                "CBaselines",
+                .product(name: "TopGunStore", package: root),
+                .product(name: "TopGunCore", package: root),
+            ]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)
