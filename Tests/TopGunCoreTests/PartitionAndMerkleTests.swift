@@ -28,7 +28,7 @@ struct PartitionAndMerkleTests {
         #expect(Digest64.hash([]) != Digest64.hash([0]))
         var buckets = [UInt64](repeating: 0, count: MerkleBuckets.bucketCount)
         let root = MerkleBuckets.root(of: buckets)
-        buckets[63] = 1
+        buckets[MerkleBuckets.bucketCount - 1] = 1
         #expect(MerkleBuckets.root(of: buckets) != root)
     }
 }

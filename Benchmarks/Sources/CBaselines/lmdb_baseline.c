@@ -13,7 +13,7 @@ static int open_env(tg_run *run, MDB_env **env) {
     int rc = mdb_env_create(env);
     if (!rc) rc = mdb_env_set_mapsize(*env, (size_t)16 << 30);
     if (!rc) rc = mdb_env_set_maxdbs(*env, 4);
-    if (!rc) rc = mdb_env_open(*env, run->dir, MDB_NOTLS | (run->durable ? 0 : MDB_NOSYNC), 0644);
+    if (!rc) rc = mdb_env_open(*env, run->dir, MDB_NOTLS | (run->durable ? 0 : MDB_NOSYNC) | (run->writemap ? MDB_WRITEMAP : 0), 0644);
     if (rc) snprintf(run->error, sizeof run->error, "lmdb open: %s", mdb_strerror(rc));
     return rc;
 }

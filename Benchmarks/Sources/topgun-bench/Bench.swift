@@ -33,7 +33,9 @@ struct Bench {
             }
         }
         if !config.json {
-            print("topgun-bench: \(config.quick ? "quick" : "full") run, seed \(config.seed), \(config.runs) run(s) per system, median reported")
+            print(
+                "topgun-bench: \(config.quick ? "quick" : "full") run, seed \(config.seed), \(config.runs) run(s) per system (median)"
+                    + (config.writeMap ? ", LMDB and TopGun with MDB_WRITEMAP" : ""))
         }
         for id in Workload.ids where config.only.isEmpty || config.only.contains(id) {
             try Harness(config: config, workload: Workload.make(id, config)).run()
@@ -68,7 +70,8 @@ struct Harness {
 
     var systems: [any BenchSystem] {
         let all: [any BenchSystem] = [
-            LMDBSystem(oplog: false), LMDBSystem(oplog: true), SQLiteSystem(), RocksDBSystem(),
+            LMDBSystem(oplog: false, writeMap: config.writeMap), LMDBSystem(oplog: true, writeMap: config.writeMap),
+            SQLiteSystem(), RocksDBSystem(),
             TopGunSystem(writeMap: config.writeMap),
         ]
         return all.filter { config.systems.isEmpty || config.systems.contains($0.name) || $0.name == "lmdb-raw" }
@@ -116,7 +119,7 @@ struct Harness {
             print(
                 "system".padding(16) + "ops/s".padding(11, left: true) + "ratio".padding(8, left: true)
                     + "p50 ms".padding(9, left: true) + "p99 ms".padding(9, left: true) + "B/record".padding(10, left: true)
-                    + "peak RSS MB".padding(13, left: true))
+                    + "peak RSS MB".padding(13, left: true) + "applied".padding(9, left: true))
         }
         for (name, m) in results {
             let sorted = m.batchSeconds.sorted()
@@ -127,14 +130,14 @@ struct Harness {
             let perRecord = m.summary.live > 0 ? Double(m.diskBytes) / Double(m.summary.live) : 0
             if config.json {
                 print(
-                    #"{"workload":"\#(workload.id)","system":"\#(name)","ops":\#(workload.count),"ops_per_sec":\#(Int(opsPerSec)),"ratio_to_lmdb":\#(round3(ratio)),"p50_batch_ms":\#(round3(p50)),"p99_batch_ms":\#(round3(p99)),"bytes_per_live_record":\#(Int(perRecord)),"peak_rss_mb":\#(m.peakRSS >> 20),"live":\#(m.summary.live),"state_digest":"\#(String(m.summary.digest, radix: 16))"}"#
+                    #"{"workload":"\#(workload.id)","system":"\#(name)","ops":\#(workload.count),"ops_per_sec":\#(Int(opsPerSec)),"ratio_to_lmdb":\#(round3(ratio)),"p50_batch_ms":\#(round3(p50)),"p99_batch_ms":\#(round3(p99)),"bytes_per_live_record":\#(Int(perRecord)),"peak_rss_mb":\#(m.peakRSS >> 20),"applied":\#(m.applied),"live":\#(m.summary.live),"state_digest":"\#(String(m.summary.digest, radix: 16))"}"#
                 )
             } else {
                 print(
                     name.padding(16) + String(Int(opsPerSec)).padding(11, left: true)
                         + String(format: "%.2f", ratio).padding(8, left: true) + String(format: "%.2f", p50).padding(9, left: true)
                         + String(format: "%.2f", p99).padding(9, left: true) + String(Int(perRecord)).padding(10, left: true)
-                        + String(m.peakRSS >> 20).padding(13, left: true))
+                        + String(m.peakRSS >> 20).padding(13, left: true) + String(m.applied).padding(9, left: true))
             }
         }
     }

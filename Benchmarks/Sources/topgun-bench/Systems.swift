@@ -52,12 +52,14 @@ func cSummary(_ f: (UnsafePointer<CChar>, Int32, UInt32, UnsafeMutablePointer<tg
 
 struct LMDBSystem: BenchSystem {
     let oplog: Bool
+    let writeMap: Bool
     var name: String { oplog ? "lmdb-raw+oplog" : "lmdb-raw" }
 
     func run(_ w: Workload, dir: String, batchSeconds: inout [Double]) throws -> Int {
         try batchSeconds.withUnsafeMutableBufferPointer { seconds in
             try cRun(dir, w) { run in
                 run.batch_seconds = seconds.baseAddress
+                run.writemap = writeMap ? 1 : 0
                 switch w.kind {
                 case .lww: return tg_lmdb_lww(&run, w.lww, w.lww.count, Workload.encodedValue, Workload.encodedValue.count, oplog ? 1 : 0)
                 case .counter: return tg_lmdb_counter(&run, w.counters, w.counters.count)
@@ -112,7 +114,7 @@ struct RocksDBSystem: BenchSystem {
 /// TopGun's `Store.apply`: the merge write path with op log and Merkle digests.
 struct TopGunSystem: BenchSystem {
     let writeMap: Bool
-    var name: String { writeMap ? "topgun+writemap" : "topgun" }
+    var name: String { "topgun" }
 
     func options(_ w: Workload) -> Store.Options {
         .init(durability: w.durable ? .durable : .noSync, maxClockDriftMillis: .max / 4, writeMap: writeMap)

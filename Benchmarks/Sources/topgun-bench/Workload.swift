@@ -69,8 +69,8 @@ struct Workload {
         stride(from: 0, to: ops.count, by: size).map { Array(ops[$0..<min($0 + size, ops.count)]) }
     }
 
-    /// Origin stamps drift forward with jitter about as wide as the gap between two
-    /// writes of one key, so roughly half of the ops lose to an earlier, newer write.
+    /// Origin stamps drift forward with jitter of 8 × the mean gap between two writes
+    /// of one key, so about half of the ops lose to an earlier but newer write.
     static func lww(id: String, title: String, n: Int, k: Int, zipf: Bool, durable: Bool, rng: inout SplitMix64) -> Workload {
         var w = Workload(id: id, title: title, kind: .lww, keys: k, batch: 1_000, durable: durable)
         let sampler = zipf ? ZipfSampler(count: k, exponent: 0.99, rng: &rng) : nil
@@ -79,7 +79,7 @@ struct Workload {
         w.lww.reserveCapacity(n)
         for i in 0..<n {
             let key = sampler?.next(&rng) ?? Int.random(in: 0..<k, using: &rng)
-            let t = stamp(UInt64(i) + UInt64.random(in: 0..<UInt64(k) * 2, using: &rng), node: UInt64.random(in: 1...8, using: &rng))
+            let t = stamp(UInt64(i) + UInt64.random(in: 0..<UInt64(k) * 8, using: &rng), node: UInt64.random(in: 1...8, using: &rng))
             w.lww.append(tg_lww_op(key: UInt32(key), hlc: cStamp(t)))
             ops.append(ReplicatedOperation(map: "bench", key: keyNames[key], timestamp: t, payload: .lww(encodedValue: encodedValue, ttlMillis: nil)))
         }

@@ -7,7 +7,7 @@ import TopGunCore
 /// maps     map name (UTF-8)                      -> id u32 BE, kind u8
 /// records  map id u32 BE | partition u16 BE | key -> header | payload
 /// oplog    local apply HLC (16 B)                -> origin HLC | map id | header tail | key | payload
-/// merkle   map id u32 BE | partition u16 BE | bucket u8 -> digest u64 BE
+/// merkle   map id u32 BE | partition u16 BE  -> bucket digests, u64 BE each
 /// index    (reserved for secondary indexes)
 /// peers    peer node id u64 BE                   -> cursor (16 B op-log key) | last seen ms u64 BE
 /// ```
@@ -62,14 +62,6 @@ enum Layout {
         return out
     }
 
-    static func merkleKey(mapID: UInt32, partition: UInt16, bucket: UInt8) -> UInt64 {
-        UInt64(mapID) << 24 | UInt64(partition) << 8 | UInt64(bucket)
-    }
-
-    static func merkleKeyBytes(_ packed: UInt64) -> [UInt8] {
-        // 7 bytes: map id (4), partition (2), bucket (1).
-        withUnsafeBytes(of: packed.bigEndian) { Array($0.dropFirst(1)) }
-    }
 }
 
 /// The CRDT a map holds.

@@ -49,7 +49,7 @@ struct Batch {
     let wantChanges: Bool
     var changes: [Change] = []
     var newMaps: [String: Store.MapInfo] = [:]
-    var merkleDeltas: [UInt64: UInt64] = [:]
+    var merkle = MerkleDeltas()
     var keyBuffer: [UInt8] = []
     var logBuffer: [UInt8] = []
     var clock: HybridLogicalClock
@@ -263,7 +263,7 @@ struct Batch {
         if let existing {
             delta ^= MerkleBuckets.entryHash(keyHash: keyHash, timestamp: existing.timestamp, valueDigest: existing.digest)
         }
-        merkleDeltas[Layout.merkleKey(mapID: info.id, partition: partition, bucket: MerkleBuckets.bucket(ofKeyHash: keyHash)), default: 0] ^= delta
+        merkle.record(mapID: info.id, partition: partition, keyHash: keyHash, entryDelta: delta)
 
         // Op log.
         let sequence = local ? incoming : stamp()
@@ -326,7 +326,7 @@ struct Batch {
         if let stored {
             delta ^= MerkleBuckets.entryHash(keyHash: keyHash, timestamp: stored.header.timestamp, valueDigest: stored.header.digest)
         }
-        merkleDeltas[Layout.merkleKey(mapID: info.id, partition: partition, bucket: MerkleBuckets.bucket(ofKeyHash: keyHash)), default: 0] ^= delta
+        merkle.record(mapID: info.id, partition: partition, keyHash: keyHash, entryDelta: delta)
 
         let opPayload: Value
         switch op.payload {
@@ -365,17 +365,7 @@ struct Batch {
 
     /// Writes the accumulated Merkle bucket digests and the HLC high-water mark.
     mutating func finish(_ txn: borrowing Transaction) throws {
-        for (packed, delta) in merkleDeltas where delta != 0 {
-            let key = Layout.merkleKeyBytes(packed)
-            let current = try txn.value(forKey: key, in: dbs.merkle)
-                .map { $0.withUnsafeBytes { UInt64(bigEndian: $0.loadUnaligned(as: UInt64.self)) } } ?? 0
-            let next = current ^ delta
-            if next == 0 {
-                try txn.delete(key, in: dbs.merkle)
-            } else {
-                try txn.put(withUnsafeBytes(of: next.bigEndian) { Array($0) }, forKey: key, in: dbs.merkle)
-            }
-        }
+        try merkle.write(txn, dbs.merkle)
         try txn.put(clock.last.bytes, forKey: Layout.Meta.highWater, in: dbs.meta)
         // Publish the clock only once the commit is certain to be attempted; a failed
         // commit leaves a clock that is ahead, which is harmless.

@@ -58,7 +58,7 @@ extension Store {
             }
 
             // LWW tombstones, with their Merkle entries.
-            var merkle: [UInt64: UInt64] = [:]
+            var merkle = MerkleDeltas()
             let lwwMaps = mapsByName.withLock { $0.values.filter { $0.kind == .lww } }
             for info in lwwMaps {
                 try txn.withCursor(on: dbs.records) { cursor in
@@ -78,7 +78,7 @@ extension Store {
                             let partition = UInt16(bigEndian: k.loadUnaligned(fromByteOffset: 4, as: UInt16.self))
                             let keyHash = MerkleBuckets.keyHash(UnsafeRawBufferPointer(rebasing: k[Layout.recordPrefixBytes...]))
                             let entry = MerkleBuckets.entryHash(keyHash: keyHash, timestamp: header.timestamp, valueDigest: header.digest)
-                            merkle[Layout.merkleKey(mapID: info.id, partition: partition, bucket: MerkleBuckets.bucket(ofKeyHash: keyHash)), default: 0] ^= entry
+                            merkle.record(mapID: info.id, partition: partition, keyHash: keyHash, entryDelta: entry)
                             try cursor.deleteCurrent()
                             report.tombstonesRemoved += 1
                             more = try cursor.next()
@@ -88,16 +88,7 @@ extension Store {
                     }
                 }
             }
-            for (packed, delta) in merkle where delta != 0 {
-                let key = Layout.merkleKeyBytes(packed)
-                let current = try txn.value(forKey: key, in: dbs.merkle)
-                    .map { $0.withUnsafeBytes { UInt64(bigEndian: $0.loadUnaligned(as: UInt64.self)) } } ?? 0
-                if current ^ delta == 0 {
-                    try txn.delete(key, in: dbs.merkle)
-                } else {
-                    try txn.put(withUnsafeBytes(of: (current ^ delta).bigEndian) { Array($0) }, forKey: key, in: dbs.merkle)
-                }
-            }
+            try merkle.write(txn, dbs.merkle)
             self.horizon.withLock { $0 = horizon }
             return report
         }

@@ -123,18 +123,10 @@ extension Store {
 
     /// The bucket digests of (map, partition), `MerkleBuckets.bucketCount` of them.
     public func merkleBuckets(map: String, partition: UInt16) throws -> [UInt64] {
-        var buckets = [UInt64](repeating: 0, count: MerkleBuckets.bucketCount)
-        guard let info = mapInfo(map) else { return buckets }
-        try env.read { txn in
-            try txn.withCursor(on: dbs.merkle) { cursor in
-                try cursor.scan(range: .prefix(Layout.recordPrefix(mapID: info.id, partition: partition)), reverse: false) { k, v in
-                    guard k.count == 7, v.count == 8 else { throw StoreError(.corruptRecord, "merkle entry") }
-                    buckets[Int(k[6]) % MerkleBuckets.bucketCount] = UInt64(bigEndian: v.loadUnaligned(as: UInt64.self))
-                    return true
-                }
-            }
+        guard let info = mapInfo(map) else { return [UInt64](repeating: 0, count: MerkleBuckets.bucketCount) }
+        return try env.read { txn in
+            try MerkleDeltas.read(txn, dbs.merkle, key: Layout.recordPrefix(mapID: info.id, partition: partition))
         }
-        return buckets
     }
 
     /// The root digest of (map, partition).

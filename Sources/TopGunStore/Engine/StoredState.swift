@@ -45,13 +45,6 @@ public enum StoredState: Sendable, Equatable {
         }
     }
 
-    /// The timestamp and digest that feed the record's Merkle entry.
-    var merkleDigest: UInt64 {
-        switch self {
-        case .lww(let r): r.valueDigest
-        case .orMap, .counter: Digest64.hash(payloadValue.encoded)
-        }
-    }
 }
 
 /// One committed change, delivered on the change feed after commit.

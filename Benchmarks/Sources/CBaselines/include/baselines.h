@@ -7,6 +7,7 @@
 typedef struct {
     const char *dir;        ///< empty directory for this run's files
     int durable;            ///< fsync every batch (else leave flushing to the OS)
+    int writemap;           ///< LMDB only: MDB_WRITEMAP
     size_t batch;           ///< ops per transaction / write batch
     double *batch_seconds;  ///< out: one entry per batch (may be NULL)
     char error[256];        ///< out: message when a function returns -1

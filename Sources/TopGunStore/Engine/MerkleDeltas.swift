@@ -1,0 +1,54 @@
+import LMDB
+import TopGunCore
+
+/// The Merkle bucket changes of one transaction, written once per touched
+/// (map, partition) at the end.
+///
+/// On disk, `merkle` maps `map id u32 BE | partition u16 BE` to the partition's
+/// `MerkleBuckets.bucketCount` digests as big-endian `UInt64`s, so a batch dirties at
+/// most one small value per partition.
+struct MerkleDeltas {
+    private var partitions: [UInt64: [UInt64]] = [:]
+
+    /// XORs `entryDelta` (old entry hash ^ new entry hash) into the key's bucket.
+    mutating func record(mapID: UInt32, partition: UInt16, keyHash: UInt64, entryDelta: UInt64) {
+        let id = UInt64(mapID) << 16 | UInt64(partition)
+        partitions[id, default: [UInt64](repeating: 0, count: MerkleBuckets.bucketCount)][
+            Int(MerkleBuckets.bucket(ofKeyHash: keyHash))] ^= entryDelta
+    }
+
+    /// Applies the deltas to the stored digests; all-zero partitions are deleted.
+    func write(_ txn: borrowing Transaction, _ db: LMDB.Database) throws {
+        var value = [UInt8](repeating: 0, count: MerkleBuckets.bucketCount * 8)
+        for (id, deltas) in partitions where deltas.contains(where: { $0 != 0 }) {
+            let key = Layout.recordPrefix(mapID: UInt32(id >> 16), partition: UInt16(truncatingIfNeeded: id))
+            var buckets = try Self.read(txn, db, key: key)
+            var allZero = true
+            for i in 0..<buckets.count {
+                buckets[i] ^= deltas[i]
+                allZero = allZero && buckets[i] == 0
+            }
+            if allZero {
+                try txn.delete(key, in: db)
+                continue
+            }
+            value.withUnsafeMutableBytes { out in
+                for (i, b) in buckets.enumerated() { out.storeBytes(of: b.bigEndian, toByteOffset: i * 8, as: UInt64.self) }
+            }
+            try txn.put(value, forKey: key, in: db)
+        }
+    }
+
+    /// The stored bucket digests of the partition at `key` (zeros when absent).
+    static func read(_ txn: borrowing Transaction, _ db: LMDB.Database, key: [UInt8]) throws -> [UInt64] {
+        guard let raw = try txn.value(forKey: key, in: db) else {
+            return [UInt64](repeating: 0, count: MerkleBuckets.bucketCount)
+        }
+        guard raw.count == MerkleBuckets.bucketCount * 8 else {
+            throw StoreError(.corruptRecord, "Merkle digests of \(raw.count) bytes")
+        }
+        return raw.withUnsafeBytes { b in
+            (0..<MerkleBuckets.bucketCount).map { UInt64(bigEndian: b.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self)) }
+        }
+    }
+}
