@@ -12,21 +12,22 @@ final class TransactionState {
 ///   `.transactionPoisoned` and the transaction aborts with the first error.
 public struct Transaction: ~Copyable {
     let txn: OpaquePointer
-    unowned let environment: Environment
+    /// The owning environment's handle, to catch handles of another environment.
+    let environmentToken: UInt
     /// True for snapshot readers; writes then throw `.readOnlyTransaction`.
     public let isReadOnly: Bool
     let state = TransactionState()
 
     init(txn: OpaquePointer, environment: Environment, readOnly: Bool) {
         self.txn = txn
-        self.environment = environment
+        self.environmentToken = UInt(bitPattern: Int(bitPattern: environment.handle))
         self.isReadOnly = readOnly
     }
 
     @inline(__always)
     func validate(_ db: Database) {
         precondition(
-            db.environment == UInt(bitPattern: Int(bitPattern: environment.handle)),
+            db.environment == environmentToken,
             "\(db) belongs to another environment"
         )
     }

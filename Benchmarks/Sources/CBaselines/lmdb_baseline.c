@@ -63,17 +63,19 @@ fail:
     return -1;
 }
 
-long tg_lmdb_counter(tg_run *run, const tg_counter_op *ops, size_t count) {
+long tg_lmdb_counter(tg_run *run, const tg_counter_op *ops, size_t count, int oplog) {
     MDB_env *env = NULL;
     MDB_txn *txn = NULL;
-    MDB_dbi dbi;
+    MDB_dbi dbi, log = 0;
     long applied = 0;
+    uint64_t seq = 0;
     if (open_env(run, &env)) goto fail;
     for (size_t start = 0, b = 0; start < count; start += run->batch, b++) {
         double t0 = tg_now();
         size_t end = start + run->batch < count ? start + run->batch : count;
         CHECK(mdb_txn_begin(env, NULL, 0, &txn), "begin");
         CHECK(mdb_dbi_open(txn, "records", MDB_CREATE, &dbi), "dbi");
+        if (oplog) CHECK(mdb_dbi_open(txn, "oplog", MDB_CREATE, &log), "dbi");
         for (size_t i = start; i < end; i++) {
             char kb[32];
             MDB_val k = {key_text(ops[i].key, kb), kb}, v;
@@ -87,6 +89,11 @@ long tg_lmdb_counter(tg_run *run, const tg_counter_op *ops, size_t count) {
             if (ops[i].n > totals[2 * n + 1]) totals[2 * n + 1] = ops[i].n;
             MDB_val nv = {sizeof totals, totals};
             CHECK(mdb_put(txn, dbi, &k, &nv, 0), "put");
+            if (oplog) {
+                uint64_t be = __builtin_bswap64(++seq);
+                MDB_val lk = {8, &be}, lv = {sizeof ops[i], (void *)&ops[i]};
+                CHECK(mdb_put(txn, log, &lk, &lv, MDB_APPEND), "append");
+            }
             applied++;
         }
         CHECK(mdb_txn_commit(txn), "commit");
@@ -102,17 +109,19 @@ fail:
 }
 
 /// OR-set as key "key-N" + 16-byte tag -> 'A' + value, or 'R' once removed.
-long tg_lmdb_orset(tg_run *run, const tg_orset_op *ops, size_t count) {
+long tg_lmdb_orset(tg_run *run, const tg_orset_op *ops, size_t count, int oplog) {
     MDB_env *env = NULL;
     MDB_txn *txn = NULL;
-    MDB_dbi dbi;
+    MDB_dbi dbi, log = 0;
     long applied = 0;
+    uint64_t seq = 0;
     if (open_env(run, &env)) goto fail;
     for (size_t start = 0, b = 0; start < count; start += run->batch, b++) {
         double t0 = tg_now();
         size_t end = start + run->batch < count ? start + run->batch : count;
         CHECK(mdb_txn_begin(env, NULL, 0, &txn), "begin");
         CHECK(mdb_dbi_open(txn, "records", MDB_CREATE, &dbi), "dbi");
+        if (oplog) CHECK(mdb_dbi_open(txn, "oplog", MDB_CREATE, &log), "dbi");
         for (size_t i = start; i < end; i++) {
             char kb[64];
             size_t kl = key_text(ops[i].key, kb);
@@ -133,6 +142,11 @@ long tg_lmdb_orset(tg_run *run, const tg_orset_op *ops, size_t count) {
                 memcpy(entry + 1, &ops[i].value, 8);
                 MDB_val nv = {9, entry};
                 CHECK(mdb_put(txn, dbi, &k, &nv, 0), "put");
+            }
+            if (oplog) {
+                uint64_t be = __builtin_bswap64(++seq);
+                MDB_val lk = {8, &be}, lv = {sizeof ops[i], (void *)&ops[i]};
+                CHECK(mdb_put(txn, log, &lk, &lv, MDB_APPEND), "append");
             }
             applied++;
         }

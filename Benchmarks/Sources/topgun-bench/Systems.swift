@@ -62,8 +62,8 @@ struct LMDBSystem: BenchSystem {
                 run.writemap = writeMap ? 1 : 0
                 switch w.kind {
                 case .lww: return tg_lmdb_lww(&run, w.lww, w.lww.count, Workload.encodedValue, Workload.encodedValue.count, oplog ? 1 : 0)
-                case .counter: return tg_lmdb_counter(&run, w.counters, w.counters.count)
-                case .orSet: return tg_lmdb_orset(&run, w.orSet, w.orSet.count)
+                case .counter: return tg_lmdb_counter(&run, w.counters, w.counters.count, oplog ? 1 : 0)
+                case .orSet: return tg_lmdb_orset(&run, w.orSet, w.orSet.count, oplog ? 1 : 0)
                 }
             }
         }

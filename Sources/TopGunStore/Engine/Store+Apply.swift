@@ -52,6 +52,9 @@ struct Batch {
     var merkle = MerkleDeltas()
     var keyBuffer: [UInt8] = []
     var logBuffer: [UInt8] = []
+    var deltaBuffer: [UInt8] = []
+    var stateBuffer: [UInt8] = []
+    var orLayout = StatePayload.ORLayout()
     var clock: HybridLogicalClock
     /// One wall-clock reading for the whole batch.
     let wall: UInt64
@@ -279,67 +282,81 @@ struct Batch {
         return .applied(sequence)
     }
 
-    /// OR-Map and PN-Counter: decode the stored state, merge the delta, write if changed.
+    /// OR-Map and PN-Counter: merge the delta into the stored payload bytes, write if changed.
     mutating func applyState(
         _ op: ReplicatedOperation, local: Bool, info: Store.MapInfo, partition: UInt16, _ txn: borrowing Transaction
     ) throws -> ApplyOutcome {
-        let stored: (state: StoredState, header: RecordHeader)? = try keyBuffer.withUnsafeBytes { key in
+        deltaBuffer.removeAll(keepingCapacity: true)
+        switch op.payload {
+        case .orSet(let d): StatePayload.encode(d, into: &deltaBuffer)
+        case .counter(let d): StatePayload.encode(d, into: &deltaBuffer)
+        case .lww: preconditionFailure("LWW ops take applyLWW")
+        }
+        var merged = stateBuffer
+        stateBuffer = []
+        defer { stateBuffer = merged }
+        var scratch = orLayout
+        defer { orLayout = scratch }
+        let kind = info.kind
+        let payload = op.payload
+        let deltaBytes = deltaBuffer
+        let found: (header: RecordHeader, changed: Bool, old: StoredState?)? = try keyBuffer.withUnsafeBytes { key in
             try txn.withValue(forKey: key, in: dbs.records) { raw in
-                guard let header = RecordHeader(raw) else { return nil }
-                return (try StoredState(decoding: raw, kind: info.kind), header)
+                guard let header = RecordHeader(raw), header.flags.kind == kind else {
+                    throw StoreError(.corruptRecord, "record of \(op.map)/\(op.key) is not a \(kind) record")
+                }
+                let stored = UnsafeRawBufferPointer(rebasing: raw[header.payloadOffset...])
+                let changed = try Self.merge(payload, stored: stored, deltaBytes: deltaBytes, scratch: &scratch, into: &merged)
+                let old = changed && wantChanges ? try StoredState(decoding: raw, kind: kind) : nil
+                return (header, changed, old)
             }
         } ?? nil
-        var merged: StoredState
-        let changed: Bool
-        switch (op.payload, stored?.state) {
-        case (.orSet(let delta), .orMap(var set)?):
-            changed = set.merge(delta)
-            merged = .orMap(set)
-        case (.orSet(let delta), nil):
-            var set = ORSet()
-            changed = set.merge(delta)
-            merged = .orMap(set)
-        case (.counter(let delta), .counter(var counter)?):
-            changed = counter.merge(delta)
-            merged = .counter(counter)
-        case (.counter(let delta), nil):
-            var counter = PNCounter()
-            changed = counter.merge(delta)
-            merged = .counter(counter)
-        default:
-            throw StoreError(.corruptRecord, "record kind differs from map kind for \(op.map)/\(op.key)")
+        if found == nil {
+            _ = try Self.merge(payload, stored: nil, deltaBytes: deltaBytes, scratch: &scratch, into: &merged)
+        } else if found?.changed == false {
+            return .unchanged
         }
-        guard changed else { return .unchanged }
 
-        let timestamp = max(stored?.header.timestamp ?? .zero, op.timestamp)
-        let payload = merged.payloadValue.encoded
-        let digest = Digest64.hash(payload)
-        let flags = Layout.Flags(kind: info.kind, tombstone: false, hasTTL: false)
+        let timestamp = max(found?.header.timestamp ?? .zero, op.timestamp)
+        let digest = merged.withUnsafeBytes { Digest64.hash($0) }
+        let flags = Layout.Flags(kind: kind, tombstone: false, hasTTL: false)
+        let count = merged.count
         try keyBuffer.withUnsafeBytes { key in
-            try txn.reserve(Layout.headerBytes + payload.count, forKey: key, in: dbs.records) { out in
+            try txn.reserve(Layout.headerBytes + count, forKey: key, in: dbs.records) { out in
                 RecordHeader.store(timestamp: timestamp, flags: flags, digest: digest, ttl: nil, to: out.baseAddress!)
-                payload.withUnsafeBytes { out.baseAddress!.advanced(by: Layout.headerBytes).copyMemory(from: $0.baseAddress!, byteCount: payload.count) }
+                merged.withUnsafeBytes { out.baseAddress!.advanced(by: Layout.headerBytes).copyMemory(from: $0.baseAddress!, byteCount: count) }
             }
         }
         let keyHash = keyBuffer.withUnsafeBytes { MerkleBuckets.keyHash(UnsafeRawBufferPointer(rebasing: $0[Layout.recordPrefixBytes...])) }
         var delta = MerkleBuckets.entryHash(keyHash: keyHash, timestamp: timestamp, valueDigest: digest)
-        if let stored {
-            delta ^= MerkleBuckets.entryHash(keyHash: keyHash, timestamp: stored.header.timestamp, valueDigest: stored.header.digest)
+        if let found {
+            delta ^= MerkleBuckets.entryHash(keyHash: keyHash, timestamp: found.header.timestamp, valueDigest: found.header.digest)
         }
         merkle.record(mapID: info.id, partition: partition, keyHash: keyHash, entryDelta: delta)
 
-        let opPayload: Value
-        switch op.payload {
-        case .orSet(let d): opPayload = d.state
-        case .counter(let d): opPayload = d.state
-        case .lww: preconditionFailure("unreachable")
-        }
         let sequence = local ? op.timestamp : stamp()
-        try appendLog(sequence: sequence, origin: op.timestamp, mapID: info.id, flags: flags, ttl: nil, key: op.key, payload: opPayload.encoded, txn)
+        try appendLog(sequence: sequence, origin: op.timestamp, mapID: info.id, flags: flags, ttl: nil, key: op.key, payload: deltaBuffer, txn)
         if wantChanges {
-            changes.append(Change(map: op.map, key: op.key, sequence: sequence, old: stored?.state, new: merged))
+            let new: StoredState = try merged.withUnsafeBytes { bytes in
+                kind == .orMap ? .orMap(try StatePayload.decodeORSet(bytes)) : .counter(try StatePayload.decodeCounter(bytes))
+            }
+            changes.append(Change(map: op.map, key: op.key, sequence: sequence, old: found?.old, new: new))
         }
         return .applied(sequence)
+    }
+
+    static func merge(
+        _ payload: ReplicatedOperation.Payload, stored: UnsafeRawBufferPointer?, deltaBytes: [UInt8],
+        scratch: inout StatePayload.ORLayout, into out: inout [UInt8]
+    ) throws -> Bool {
+        switch payload {
+        case .orSet(let d):
+            return try StatePayload.mergeORSet(stored: stored, delta: d, scratch: &scratch, into: &out)
+        case .counter:
+            return try deltaBytes.withUnsafeBytes { try StatePayload.mergeCounter(stored: stored, delta: $0, into: &out) }
+        case .lww:
+            preconditionFailure("LWW ops take applyLWW")
+        }
     }
 
     /// Appends `[origin 16][map id 4][flags 1][ttl 8?][key length 2][key][payload]`.

@@ -101,7 +101,7 @@ extension Store {
         offset += keyCount
         guard let map = names[mapID] else { throw corrupt("unknown map id \(mapID)") }
         let payload = UnsafeRawBufferPointer(rebasing: v[offset...])
-        do throws(ValueCodingError) {
+        do {
             switch kind {
             case .lww:
                 if flags.contains(.tombstone) {
@@ -110,12 +110,16 @@ extension Store {
                 _ = try Value(messagePack: payload)  // validate before handing bytes on
                 return ReplicatedOperation(map: map, key: key, timestamp: origin, payload: .lww(encodedValue: Array(payload), ttlMillis: ttl))
             case .orMap:
-                return ReplicatedOperation(map: map, key: key, timestamp: origin, payload: .orSet(try ORSet(state: Value(messagePack: payload))))
+                return ReplicatedOperation(map: map, key: key, timestamp: origin, payload: .orSet(try StatePayload.decodeORSet(payload)))
             case .counter:
-                return ReplicatedOperation(map: map, key: key, timestamp: origin, payload: .counter(try PNCounter(state: Value(messagePack: payload))))
+                return ReplicatedOperation(map: map, key: key, timestamp: origin, payload: .counter(try StatePayload.decodeCounter(payload)))
             }
-        } catch {
+        } catch let error as StoreError {
+            throw error
+        } catch let error as ValueCodingError {
             throw StoreError(.corruptRecord, "op-log payload: \(error)", underlying: error)
+        } catch {
+            throw StoreError(.corruptRecord, "op-log payload: \(error)")
         }
     }
 

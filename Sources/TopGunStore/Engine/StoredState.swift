@@ -18,7 +18,7 @@ public enum StoredState: Sendable, Equatable {
             throw StoreError(.corruptRecord, "record of kind \(String(describing: header.flags.kind)) in a \(kind) map")
         }
         let payload = UnsafeRawBufferPointer(rebasing: raw[header.payloadOffset...])
-        do throws(ValueCodingError) {
+        do {
             switch kind {
             case .lww:
                 if header.flags.contains(.tombstone) {
@@ -28,20 +28,13 @@ public enum StoredState: Sendable, Equatable {
                     let value = try Value(messagePack: payload)
                     self = .lww(LWWRecord(value: value, timestamp: header.timestamp, ttlMillis: header.ttl))
                 }
-            case .orMap: self = .orMap(try ORSet(state: Value(messagePack: payload)))
-            case .counter: self = .counter(try PNCounter(state: Value(messagePack: payload)))
+            case .orMap: self = .orMap(try StatePayload.decodeORSet(payload))
+            case .counter: self = .counter(try StatePayload.decodeCounter(payload))
             }
+        } catch let error as StoreError {
+            throw error
         } catch {
             throw StoreError(.corruptRecord, "record payload: \(error)", underlying: error)
-        }
-    }
-
-    /// The payload form of OR-Map and counter states.
-    var payloadValue: Value {
-        switch self {
-        case .lww(let r): r.value ?? .null
-        case .orMap(let s): s.state
-        case .counter(let c): c.state
         }
     }
 

@@ -42,10 +42,10 @@ typedef struct {
 
 uint64_t tg_mix(uint64_t h, uint64_t v);
 
-/// Raw LMDB read-compare-write loop (with `oplog`: also MDB_APPEND each applied op).
+/// Raw LMDB read-merge-write loops (with `oplog`: also MDB_APPEND each applied op).
 long tg_lmdb_lww(tg_run *run, const tg_lww_op *ops, size_t count, const uint8_t *value, size_t len, int oplog);
-long tg_lmdb_counter(tg_run *run, const tg_counter_op *ops, size_t count);
-long tg_lmdb_orset(tg_run *run, const tg_orset_op *ops, size_t count);
+long tg_lmdb_counter(tg_run *run, const tg_counter_op *ops, size_t count, int oplog);
+long tg_lmdb_orset(tg_run *run, const tg_orset_op *ops, size_t count, int oplog);
 /// Summaries: LWW digest over (key, hlc); counters over (key, value); OR-set over live (key, tag).
 int tg_lmdb_summary(const char *dir, int kind, uint32_t keys, tg_summary *out, char *error);
 

@@ -1,0 +1,284 @@
+import TopGunCore
+
+/// Compact binary payloads of PN-Counter and OR-Map states, in records and in the op
+/// log. Merging works on the bytes: no `Value` trees, no dictionaries per op.
+///
+/// Counter: `count u16`, then `count` × (`node u64`, `positive u64`, `negative u64`),
+/// sorted by node, all big-endian.
+///
+/// OR-Map key: `entries u32`, `tombstones u32`, then entries sorted by tag —
+/// (`tag 16 B`, `timestamp 16 B`, `ttl u64` (0 = none), `length u32`, MessagePack
+/// value) — then the tombstoned tags, sorted, 16 bytes each.
+enum StatePayload {
+    static func corrupt(_ what: String) -> StoreError { StoreError(.corruptRecord, what) }
+
+    // MARK: Counter
+
+    static func encode(_ counter: PNCounter, into out: inout [UInt8]) {
+        let nodes = Set(counter.positive.keys).union(counter.negative.keys).sorted()
+        appendBE(UInt16(nodes.count), &out)
+        for node in nodes {
+            appendBE(node.rawValue, &out)
+            appendBE(counter.positive[node] ?? 0, &out)
+            appendBE(counter.negative[node] ?? 0, &out)
+        }
+    }
+
+    static func counterEntries(_ raw: UnsafeRawBufferPointer) throws(StoreError) -> Int {
+        guard raw.count >= 2 else { throw corrupt("counter payload of \(raw.count) bytes") }
+        let n = Int(UInt16(bigEndian: raw.loadUnaligned(as: UInt16.self)))
+        guard raw.count == 2 + n * 24 else { throw corrupt("counter payload length") }
+        return n
+    }
+
+    static func decodeCounter(_ raw: UnsafeRawBufferPointer) throws(StoreError) -> PNCounter {
+        let n = try counterEntries(raw)
+        var p: [NodeID: UInt64] = [:]
+        var m: [NodeID: UInt64] = [:]
+        for i in 0..<n {
+            let node = NodeID(loadBE(raw, 2 + i * 24))
+            p[node] = loadBE(raw, 2 + i * 24 + 8)
+            m[node] = loadBE(raw, 2 + i * 24 + 16)
+        }
+        return PNCounter(positive: p, negative: m)
+    }
+
+    /// Per-node maximum of `stored` (nil = empty) and `delta`, into `out`.
+    ///
+    /// - Returns: true when the result differs from `stored`.
+    static func mergeCounter(
+        stored: UnsafeRawBufferPointer?, delta: UnsafeRawBufferPointer, into out: inout [UInt8]
+    ) throws(StoreError) -> Bool {
+        let a = try stored.map { (s) throws(StoreError) in try counterEntries(s) } ?? 0
+        let b = try counterEntries(delta)
+        out.removeAll(keepingCapacity: true)
+        appendBE(UInt16(0), &out)
+        var i = 0
+        var j = 0
+        var count = 0
+        var changed = false
+        while i < a || j < b {
+            let na: UInt64 = i < a ? loadBE(stored!, 2 + i * 24) : .max
+            let nb: UInt64 = j < b ? loadBE(delta, 2 + j * 24) : .max
+            if i < a && (j >= b || na < nb) {
+                out.append(contentsOf: UnsafeRawBufferPointer(rebasing: stored![(2 + i * 24)..<(2 + i * 24 + 24)]))
+                i += 1
+            } else if j < b && (i >= a || nb < na) {
+                out.append(contentsOf: UnsafeRawBufferPointer(rebasing: delta[(2 + j * 24)..<(2 + j * 24 + 24)]))
+                changed = true
+                j += 1
+            } else {
+                let (pa, ma): (UInt64, UInt64) = (loadBE(stored!, 2 + i * 24 + 8), loadBE(stored!, 2 + i * 24 + 16))
+                let (pb, mb): (UInt64, UInt64) = (loadBE(delta, 2 + j * 24 + 8), loadBE(delta, 2 + j * 24 + 16))
+                if pb > pa || mb > ma { changed = true }
+                appendBE(na, &out)
+                appendBE(max(pa, pb), &out)
+                appendBE(max(ma, mb), &out)
+                i += 1
+                j += 1
+            }
+            count += 1
+        }
+        out.withUnsafeMutableBytes { $0.storeBytes(of: UInt16(count).bigEndian, as: UInt16.self) }
+        return changed
+    }
+
+    // MARK: OR-Map
+
+    static func encode(_ set: ORSet, into out: inout [UInt8]) {
+        appendBE(UInt32(set.entries.count), &out)
+        appendBE(UInt32(set.tombstones.count), &out)
+        for (tag, entry) in set.entries.sorted(by: { $0.key < $1.key }) {
+            appendEntry(tag: tag, entry: entry, into: &out)
+        }
+        for tag in set.tombstones.sorted() { appendStamp(tag, &out) }
+    }
+
+    static func appendEntry(tag: HLCTimestamp, entry: ORSet.Entry, into out: inout [UInt8]) {
+        appendStamp(tag, &out)
+        appendStamp(entry.timestamp, &out)
+        appendBE(entry.ttlMillis ?? 0, &out)
+        let lengthAt = out.count
+        appendBE(UInt32(0), &out)
+        entry.value.encode(into: &out)
+        let length = UInt32(out.count - lengthAt - 4)
+        out.withUnsafeMutableBytes { $0.storeBytes(of: length.bigEndian, toByteOffset: lengthAt, as: UInt32.self) }
+    }
+
+    /// Offsets of the entries and of the tombstone list in an OR-Map payload.
+    struct ORLayout {
+        var entryOffsets: [Int] = []
+        var tombstonesAt = 0
+        var tombstoneCount = 0
+    }
+
+    static func layout(_ raw: UnsafeRawBufferPointer, into layout: inout ORLayout) throws(StoreError) {
+        guard raw.count >= 8 else { throw corrupt("OR-Map payload of \(raw.count) bytes") }
+        let entries = Int(UInt32(bigEndian: raw.loadUnaligned(as: UInt32.self)))
+        let tombstones = Int(UInt32(bigEndian: raw.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
+        guard entries <= raw.count / 44, tombstones <= raw.count / 16 else { throw corrupt("OR-Map counts") }
+        layout.entryOffsets.removeAll(keepingCapacity: true)
+        var offset = 8
+        for _ in 0..<entries {
+            guard offset + 44 <= raw.count else { throw corrupt("OR-Map entry truncated") }
+            let length = Int(UInt32(bigEndian: raw.loadUnaligned(fromByteOffset: offset + 40, as: UInt32.self)))
+            guard offset + 44 + length <= raw.count else { throw corrupt("OR-Map value truncated") }
+            layout.entryOffsets.append(offset)
+            offset += 44 + length
+        }
+        guard offset + tombstones * 16 == raw.count else { throw corrupt("OR-Map tombstones length") }
+        layout.tombstonesAt = offset
+        layout.tombstoneCount = tombstones
+    }
+
+    static func decodeORSet(_ raw: UnsafeRawBufferPointer) throws(StoreError) -> ORSet {
+        var l = ORLayout()
+        try layout(raw, into: &l)
+        var entries: [HLCTimestamp: ORSet.Entry] = [:]
+        for offset in l.entryOffsets {
+            let length = Int(UInt32(bigEndian: raw.loadUnaligned(fromByteOffset: offset + 40, as: UInt32.self)))
+            let value: Value
+            do throws(ValueCodingError) {
+                value = try Value(messagePack: UnsafeRawBufferPointer(rebasing: raw[(offset + 44)..<(offset + 44 + length)]))
+            } catch {
+                throw StoreError(.corruptRecord, "OR-Map value: \(error)", underlying: error)
+            }
+            let ttl: UInt64 = loadBE(raw, offset + 32)
+            entries[stamp(raw, offset)] = ORSet.Entry(value: value, timestamp: stamp(raw, offset + 16), ttlMillis: ttl == 0 ? nil : ttl)
+        }
+        var tombstones = Set<HLCTimestamp>()
+        for i in 0..<l.tombstoneCount { tombstones.insert(stamp(raw, l.tombstonesAt + i * 16)) }
+        return ORSet(entries: entries, tombstones: tombstones)
+    }
+
+    /// Merges the OR-Map `delta` into `stored` (nil = empty), writing the result to
+    /// `out`: tombstones united, entries united minus tombstones, and for a tag on both
+    /// sides the greater (timestamp, value digest, ttl).
+    ///
+    /// - Returns: true when the result differs from `stored`.
+    static func mergeORSet(
+        stored: UnsafeRawBufferPointer?, delta: ORSet, scratch: inout ORLayout, into out: inout [UInt8]
+    ) throws(StoreError) -> Bool {
+        if let stored { try layout(stored, into: &scratch) } else { scratch = ORLayout() }
+        let tombstonesAt = scratch.tombstonesAt
+        let tombstoneCount = scratch.tombstoneCount
+        func storedTombstone(_ tag: HLCTimestamp) -> Bool {
+            guard let stored else { return false }
+            var lo = 0
+            var hi = tombstoneCount
+            while lo < hi {
+                let mid = (lo + hi) / 2
+                let t = stamp(stored, tombstonesAt + mid * 16)
+                if t == tag { return true }
+                if t < tag { lo = mid + 1 } else { hi = mid }
+            }
+            return false
+        }
+        let deltaEntries = delta.entries.sorted { $0.key < $1.key }.filter {
+            !delta.tombstones.contains($0.key) && !storedTombstone($0.key)
+        }
+        out.removeAll(keepingCapacity: true)
+        appendBE(UInt32(0), &out)
+        appendBE(UInt32(0), &out)
+        var changed = false
+        var count = 0
+        var j = 0
+        for offset in scratch.entryOffsets {
+            let tag = stamp(stored!, offset)
+            while j < deltaEntries.count && deltaEntries[j].key < tag {
+                appendEntry(tag: deltaEntries[j].key, entry: deltaEntries[j].value, into: &out)
+                changed = true
+                count += 1
+                j += 1
+            }
+            let length = Int(UInt32(bigEndian: stored!.loadUnaligned(fromByteOffset: offset + 40, as: UInt32.self)))
+            if delta.tombstones.contains(tag) {
+                changed = true
+                continue
+            }
+            if j < deltaEntries.count && deltaEntries[j].key == tag {
+                let incoming = deltaEntries[j].value
+                j += 1
+                let current = try decodeEntry(stored!, offset, length)
+                if incoming.timestamp != current.timestamp || incoming.value != current.value || incoming.ttlMillis != current.ttlMillis,
+                    wins(incoming, over: current)
+                {
+                    appendEntry(tag: tag, entry: incoming, into: &out)
+                    changed = true
+                    count += 1
+                    continue
+                }
+            }
+            out.append(contentsOf: UnsafeRawBufferPointer(rebasing: stored![offset..<(offset + 44 + length)]))
+            count += 1
+        }
+        while j < deltaEntries.count {
+            appendEntry(tag: deltaEntries[j].key, entry: deltaEntries[j].value, into: &out)
+            changed = true
+            count += 1
+            j += 1
+        }
+        // Tombstones: sorted union.
+        let newTombstones = delta.tombstones.filter { !storedTombstone($0) }.sorted()
+        var t = 0
+        var k = 0
+        while t < scratch.tombstoneCount || k < newTombstones.count {
+            let s: HLCTimestamp? = t < scratch.tombstoneCount ? stamp(stored!, scratch.tombstonesAt + t * 16) : nil
+            if let s, k >= newTombstones.count || s < newTombstones[k] {
+                appendStamp(s, &out)
+                t += 1
+            } else {
+                appendStamp(newTombstones[k], &out)
+                changed = true
+                k += 1
+            }
+        }
+        let totalTombstones = UInt32(scratch.tombstoneCount + newTombstones.count)
+        out.withUnsafeMutableBytes {
+            $0.storeBytes(of: UInt32(count).bigEndian, as: UInt32.self)
+            $0.storeBytes(of: totalTombstones.bigEndian, toByteOffset: 4, as: UInt32.self)
+        }
+        return changed
+    }
+
+    static func decodeEntry(_ raw: UnsafeRawBufferPointer, _ offset: Int, _ length: Int) throws(StoreError) -> ORSet.Entry {
+        do throws(ValueCodingError) {
+            let value = try Value(messagePack: UnsafeRawBufferPointer(rebasing: raw[(offset + 44)..<(offset + 44 + length)]))
+            let ttl: UInt64 = loadBE(raw, offset + 32)
+            return ORSet.Entry(value: value, timestamp: stamp(raw, offset + 16), ttlMillis: ttl == 0 ? nil : ttl)
+        } catch {
+            throw StoreError(.corruptRecord, "OR-Map value: \(error)", underlying: error)
+        }
+    }
+
+    /// The same order as `ORSet.Entry`'s merge: timestamp, value digest, TTL.
+    static func wins(_ a: ORSet.Entry, over b: ORSet.Entry) -> Bool {
+        if a.timestamp != b.timestamp { return a.timestamp > b.timestamp }
+        let (x, y) = (a.value.digest, b.value.digest)
+        if x != y { return x > y }
+        return (a.ttlMillis ?? 0) > (b.ttlMillis ?? 0)
+    }
+
+    // MARK: Bytes
+
+    @inline(__always)
+    static func appendBE<T: FixedWidthInteger>(_ v: T, _ out: inout [UInt8]) {
+        withUnsafeBytes(of: v.bigEndian) { out.append(contentsOf: $0) }
+    }
+
+    @inline(__always)
+    static func appendStamp(_ t: HLCTimestamp, _ out: inout [UInt8]) {
+        appendBE(t.packedTime, &out)
+        appendBE(t.node.rawValue, &out)
+    }
+
+    @inline(__always)
+    static func loadBE<T: FixedWidthInteger>(_ raw: UnsafeRawBufferPointer, _ offset: Int) -> T {
+        T(bigEndian: raw.loadUnaligned(fromByteOffset: offset, as: T.self))
+    }
+
+    @inline(__always)
+    static func stamp(_ raw: UnsafeRawBufferPointer, _ offset: Int) -> HLCTimestamp {
+        HLCTimestamp(loadingFrom: raw.baseAddress! + offset)
+    }
+}
