@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "LMDB", targets: ["LMDB"]),
         .library(name: "TopGunCore", targets: ["TopGunCore"]),
         .library(name: "TopGunStore", targets: ["TopGunStore"]),
+        .library(name: "TopGunQuery", targets: ["TopGunQuery"]),
         .executable(name: "topgun", targets: ["topgun"]),
     ],
     dependencies: [
@@ -30,7 +31,8 @@ let package = Package(
         .target(name: "LMDB", dependencies: ["CLMDB"]),
         .target(name: "TopGunCore"),
         .target(name: "TopGunStore", dependencies: ["LMDB", "TopGunCore"]),
-        .executableTarget(name: "topgun", dependencies: ["TopGunStore", "TopGunCore", argumentParser]),
+        .target(name: "TopGunQuery", dependencies: ["TopGunStore", "TopGunCore", "LMDB"]),
+        .executableTarget(name: "topgun", dependencies: ["TopGunStore", "TopGunQuery", "TopGunCore", argumentParser]),
         .target(
             name: "TopGunTestSupport",
             dependencies: ["TopGunCore", propertyBased],
@@ -43,6 +45,7 @@ let package = Package(
             exclude: []
         ),
         .testTarget(name: "TopGunStoreTests", dependencies: ["TopGunStore", "TopGunTestSupport"]),
+        .testTarget(name: "TopGunQueryTests", dependencies: ["TopGunQuery", "TopGunStore", "TopGunTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -62,6 +62,7 @@ struct Batch {
     var lastMap: (name: String, info: Store.MapInfo)?
     let horizon: HLCTimestamp
     let resolvers: [String: ConflictResolver]
+    let indexes: [String: [IndexDefinition]]
 
     init(store: Store, wantChanges: Bool, _ txn: borrowing Transaction) throws {
         self.store = store
@@ -80,6 +81,7 @@ struct Batch {
         self.wall = store.options.wallClock.milliseconds()
         self.horizon = store.horizon.withLock { $0 }
         self.resolvers = store.resolvers.withLock { $0 }
+        self.indexes = store.indexRegistry.withLock { $0 }
         keyBuffer.reserveCapacity(Layout.recordPrefixBytes + Layout.maxKeyBytes)
         logBuffer.reserveCapacity(256)
     }
@@ -214,7 +216,8 @@ struct Batch {
         var digested = false
         // (exists, wins, old timestamp, old digest, old bytes if a change feed or resolver needs them)
         let resolver = resolvers.isEmpty ? nil : resolvers[op.map]
-        let needOld = wantChanges || resolver != nil
+        let mapIndexes = indexes.isEmpty ? [] : indexes[op.map] ?? []
+        let needOld = wantChanges || resolver != nil || !mapIndexes.isEmpty
         let existing: (wins: Bool, timestamp: HLCTimestamp, digest: UInt64, old: StoredState?)? = try keyBuffer.withUnsafeBytes { key in
             try txn.withValue(forKey: key, in: dbs.records) { raw in
                 guard let header = RecordHeader(raw) else { return nil }
@@ -272,8 +275,14 @@ struct Batch {
         let sequence = local ? incoming : stamp()
         try appendLog(sequence: sequence, origin: incoming, mapID: info.id, flags: flags, ttl: ttl, key: op.key, payload: finalEncoded, txn)
 
-        if wantChanges {
+        if !mapIndexes.isEmpty || wantChanges {
             let value = try finalEncoded.map { try Value(messagePack: $0) }
+            if !mapIndexes.isEmpty {
+                var oldValue: Value?
+                if case .lww(let r)? = existing?.old { oldValue = r.value }
+                try maintainIndexes(mapIndexes, key: op.key, partition: partition, old: oldValue, new: value, txn)
+            }
+            guard wantChanges else { return .applied(sequence) }
             changes.append(
                 Change(
                     map: op.map, key: op.key, sequence: sequence, old: existing?.old,

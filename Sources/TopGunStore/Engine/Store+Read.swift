@@ -177,3 +177,71 @@ extension Store {
     /// LMDB environment sizes (map size, last transaction id, readers).
     public var environmentInfo: Environment.Info { env.info() }
 }
+
+// MARK: Snapshot access for the query executor (same package).
+
+extension Store {
+    /// Runs `body` in one read snapshot.
+    package func snapshot<R>(_ body: (borrowing Transaction) throws -> R) throws -> R {
+        try env.read(body)
+    }
+
+    /// The map's id and kind, if it exists.
+    package func mapKind(_ name: String) -> CRDTKind? { mapInfo(name)?.kind }
+
+    /// The record of `key` in `map`, read in `txn`.
+    package func state(map: String, key: String, in txn: borrowing Transaction) throws -> StoredState? {
+        guard let info = mapInfo(map) else { return nil }
+        return try readState(mapID: info.id, kind: info.kind, key: key, txn)
+    }
+
+    /// Visits the records of `map` (one partition, or all) in `txn`.
+    package func scan(
+        map: String, partition: UInt16?, in txn: borrowing Transaction,
+        _ body: (_ key: String, _ state: StoredState) throws -> Bool
+    ) throws {
+        guard let info = mapInfo(map) else { return }
+        try txn.withCursor(on: dbs.records) { cursor in
+            try cursor.scan(range: .prefix(Layout.recordPrefix(mapID: info.id, partition: partition)), reverse: false) { k, v in
+                let key = String(decoding: UnsafeRawBufferPointer(rebasing: k[Layout.recordPrefixBytes...]), as: UTF8.self)
+                return try body(key, StoredState(decoding: v, kind: info.kind))
+            }
+        }
+    }
+
+    /// Visits the (partition, key) entries of `index` whose indexed value lies in
+    /// `range`, a range over `Layout.indexedValue` bytes (nil bounds = open).
+    package func scanIndex(
+        _ index: IndexDefinition, lower: [UInt8]?, upper: [UInt8]?, in txn: borrowing Transaction,
+        _ body: (_ partition: UInt16, _ key: String) throws -> Bool
+    ) throws {
+        let id = withUnsafeBytes(of: index.id.bigEndian) { Array($0) }
+        let range = KeyRange(
+            from: id + (lower ?? []),
+            to: upper.map { id + $0 } ?? KeyRange.prefix(id).upper)
+        try txn.withCursor(on: dbs.index) { cursor in
+            try cursor.scan(range: range, reverse: false) { _, v in
+                guard v.count >= 2 else { throw StoreError(.corruptRecord, "index entry") }
+                let partition = UInt16(bigEndian: v.loadUnaligned(as: UInt16.self))
+                return try body(partition, String(decoding: UnsafeRawBufferPointer(rebasing: v[2...]), as: UTF8.self))
+            }
+        }
+    }
+
+    /// The indexed-value bytes of `value` for `index` (see `scanIndex`).
+    package func indexedValue(_ index: IndexDefinition, _ value: Value) -> [UInt8] {
+        Layout.indexedValue(index, value)
+    }
+
+    /// The newest op-log key as seen by `txn`.
+    package func lastSequence(in txn: borrowing Transaction) throws -> HLCTimestamp? {
+        var last: HLCTimestamp?
+        try txn.withCursor(on: dbs.oplog) { cursor in
+            if try cursor.last() { last = HLCTimestamp(loadingFrom: cursor.currentKey.baseAddress!) }
+        }
+        return last
+    }
+
+    /// Wall-clock milliseconds, for TTL visibility.
+    package var now: UInt64 { options.wallClock.milliseconds() }
+}

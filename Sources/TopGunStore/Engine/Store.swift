@@ -62,6 +62,7 @@ public final class Store: Sendable {
     let mapsByID: Mutex<[UInt32: String]>
     let resolvers = Mutex<[String: ConflictResolver]>([:])
     let horizon: Mutex<HLCTimestamp>
+    let indexRegistry: Mutex<[String: [IndexDefinition]]>
     let feed: ChangeFeed
 
     /// Opens or creates the store in directory `path`.
@@ -85,7 +86,7 @@ public final class Store: Sendable {
             oplog: env.database("oplog"), merkle: env.database("merkle"), index: env.database("index"),
             peers: env.database("peers"))
         let dbs = self.dbs
-        let (node, highWater, maps, horizon) = try env.write { txn -> (NodeID, HLCTimestamp?, [String: MapInfo], HLCTimestamp) in
+        let (node, highWater, maps, horizon, indexes) = try env.write { txn -> (NodeID, HLCTimestamp?, [String: MapInfo], HLCTimestamp, [String: [IndexDefinition]]) in
             if let raw = try txn.value(forKey: Layout.Meta.schema, in: dbs.meta) {
                 let version = raw.count == 4 ? raw.withUnsafeBytes { UInt32(bigEndian: $0.loadUnaligned(as: UInt32.self)) } : 0
                 guard version == Layout.schemaVersion else {
@@ -113,7 +114,7 @@ public final class Store: Sendable {
                 if let info { maps[name] = info }
                 return true
             }
-            return (node, highWater, maps, horizon)
+            return (node, highWater, maps, horizon, try Self.loadIndexes(txn, dbs))
         }
         self.nodeID = node
         self.clock = Mutex(
@@ -122,6 +123,7 @@ public final class Store: Sendable {
         self.mapsByName = Mutex(maps)
         self.mapsByID = Mutex(Dictionary(uniqueKeysWithValues: maps.map { ($0.value.id, $0.key) }))
         self.horizon = Mutex(horizon)
+        self.indexRegistry = Mutex(indexes)
         self.feed = ChangeFeed(bufferSize: options.changeBufferSize)
     }
 
