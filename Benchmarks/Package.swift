@@ -21,6 +21,7 @@ let package = Package(
                 "CBaselines",
                 .product(name: "TopGunStore", package: root),
                 .product(name: "TopGunCore", package: root),
+                .product(name: "TopGunQuery", package: root),
             ]
         ),
     ],

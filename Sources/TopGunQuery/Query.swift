@@ -101,14 +101,18 @@ public struct Query: Sendable {
                 }
             }
         case .indexScan(let index, let ranges):
-            var seen = Set<String>()
+            var candidates: [(partition: UInt16, key: String)] = []
             for range in ranges {
-                try store.scanIndex(index, lower: range.lower, upper: range.upper, in: txn) { _, key in
-                    guard seen.insert(key).inserted, let state = try store.state(map: map, key: key, in: txn) else { return true }
-                    consider(key, state)
+                try store.scanIndex(index, lower: range.lower, upper: range.upper, in: txn) { partition, key in
+                    candidates.append((partition, key))
                     return true
                 }
             }
+            if ranges.count > 1 {
+                var seen = Set<String>()
+                candidates.removeAll { !seen.insert($0.key).inserted }
+            }
+            try store.fetch(map: map, keys: candidates, in: txn) { key, state in consider(key, state) }
         case .fullScan:
             try store.scan(map: map, partition: nil, in: txn) { key, state in
                 consider(key, state)

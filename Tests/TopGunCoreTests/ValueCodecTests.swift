@@ -79,3 +79,15 @@ struct ValueCodecTests {
         #expect(v[path: "age.x"] == nil)
     }
 }
+
+struct ValuePathTests {
+    @Test func fieldExtractionMatchesFullDecode() async {
+        await propertyCheck(count: 1_000, input: Gen.document) { value in
+            let bytes = value.encoded
+            for path in ["k1", "k2.k3", "k5.k1.k7", "missing", "k10"] {
+                let direct = try? bytes.withUnsafeBytes { try Value.field(atPath: path, in: $0) }
+                #expect(direct == value[path: path], "\(path)")
+            }
+        }
+    }
+}

@@ -23,14 +23,24 @@ struct Bench {
             case "--only": config.only = Set((args.popFirst() ?? "").split(separator: ",").map(String.init))
             case "--systems": config.systems = Set((args.popFirst() ?? "").split(separator: ",").map(String.init))
             case "--write-map": config.writeMap = true
+            case "--queries": config.queries = true
             default:
                 print(
                     """
                     usage: topgun-bench [--quick] [--json] [--runs R] [--seed S] [--only W1,W2,…]
                                         [--systems lmdb-raw,lmdb-raw+oplog,sqlite,rocksdb,topgun] [--write-map]
+                                        [--queries]   (query executor: index vs scan, key lookup vs get, index upkeep)
                     """)
                 exit(arg == "--help" ? 0 : 2)
             }
+        }
+        if config.queries {
+            try QueryBench(config: config).run()
+            return
+        }
+        if config.queries {
+            try QueryBench(config: config).run()
+            return
         }
         if !config.json {
             print(
@@ -51,6 +61,7 @@ struct Config {
     var only: Set<String> = []
     var systems: Set<String> = []
     var writeMap = false
+    var queries = false
 }
 
 /// One measured run of one system.

@@ -147,7 +147,7 @@ extension Value {
 public struct MessagePackReader {
     let buffer: UnsafeRawBufferPointer
     /// Offset of the next byte to read.
-    public private(set) var offset = 0
+    public internal(set) var offset = 0
 
     public init(_ buffer: UnsafeRawBufferPointer) { self.buffer = buffer }
 

@@ -217,9 +217,10 @@ struct Batch {
         // (exists, wins, old timestamp, old digest, old bytes if a change feed or resolver needs them)
         let resolver = resolvers.isEmpty ? nil : resolvers[op.map]
         let mapIndexes = indexes.isEmpty ? [] : indexes[op.map] ?? []
-        let needOld = wantChanges || resolver != nil || !mapIndexes.isEmpty
-        let existing: (wins: Bool, timestamp: HLCTimestamp, digest: UInt64, old: StoredState?)? = try keyBuffer.withUnsafeBytes { key in
-            try txn.withValue(forKey: key, in: dbs.records) { raw in
+        let needOld = wantChanges || resolver != nil
+        typealias Existing = (wins: Bool, timestamp: HLCTimestamp, digest: UInt64, old: StoredState?, oldFields: [Value?])
+        let existing: Existing? = try keyBuffer.withUnsafeBytes { key in
+            try txn.withValue(forKey: key, in: dbs.records) { (raw) throws -> Existing? in
                 guard let header = RecordHeader(raw) else { return nil }
                 var wins = incoming > header.timestamp
                 if incoming == header.timestamp {
@@ -229,7 +230,12 @@ struct Batch {
                 }
                 var old: StoredState?
                 if wins && needOld { old = try? StoredState(decoding: raw, kind: .lww) }
-                return (wins, header.timestamp, header.digest, old)
+                var oldFields: [Value?] = []
+                if wins && !mapIndexes.isEmpty && !header.flags.contains(.tombstone) {
+                    let payload = UnsafeRawBufferPointer(rebasing: raw[header.payloadOffset...])
+                    oldFields = try mapIndexes.map { try Value.field(atPath: $0.path, in: payload) }
+                }
+                return (wins, header.timestamp, header.digest, old, oldFields)
             }
         } ?? nil
         if let existing, !existing.wins { return .unchanged }
@@ -275,14 +281,17 @@ struct Batch {
         let sequence = local ? incoming : stamp()
         try appendLog(sequence: sequence, origin: incoming, mapID: info.id, flags: flags, ttl: ttl, key: op.key, payload: finalEncoded, txn)
 
-        if !mapIndexes.isEmpty || wantChanges {
+        if !mapIndexes.isEmpty {
+            let newFields: [Value?] = try finalEncoded.map { bytes in
+                try bytes.withUnsafeBytes { b in try mapIndexes.map { try Value.field(atPath: $0.path, in: b) } }
+            } ?? mapIndexes.map { _ in nil }
+            let oldFields = existing?.oldFields ?? []
+            try maintainIndexes(
+                mapIndexes, key: op.key, partition: partition,
+                old: oldFields.isEmpty ? mapIndexes.map { _ in nil } : oldFields, new: newFields, txn)
+        }
+        if wantChanges {
             let value = try finalEncoded.map { try Value(messagePack: $0) }
-            if !mapIndexes.isEmpty {
-                var oldValue: Value?
-                if case .lww(let r)? = existing?.old { oldValue = r.value }
-                try maintainIndexes(mapIndexes, key: op.key, partition: partition, old: oldValue, new: value, txn)
-            }
-            guard wantChanges else { return .applied(sequence) }
             changes.append(
                 Change(
                     map: op.map, key: op.key, sequence: sequence, old: existing?.old,

@@ -180,13 +180,15 @@ extension Store {
 }
 
 extension Batch {
-    /// Moves the index entries of one record from its old value to its new one.
+    /// Moves the index entries of one record from its old field values to its new
+    /// ones (`old[i]` / `new[i]` belong to `indexes[i]`).
     mutating func maintainIndexes(
-        _ indexes: [IndexDefinition], key: String, partition: UInt16, old: Value?, new: Value?, _ txn: borrowing Transaction
+        _ indexes: [IndexDefinition], key: String, partition: UInt16, old: [Value?], new: [Value?],
+        _ txn: borrowing Transaction
     ) throws {
-        for index in indexes {
-            let before = old?[path: index.path].map { Layout.indexKey(index, value: $0, partition: partition, key: key) }
-            let after = new?[path: index.path].map { Layout.indexKey(index, value: $0, partition: partition, key: key) }
+        for (i, index) in indexes.enumerated() {
+            let before = old[i].map { Layout.indexKey(index, value: $0, partition: partition, key: key) }
+            let after = new[i].map { Layout.indexKey(index, value: $0, partition: partition, key: key) }
             if before == after { continue }
             if let before { try txn.delete(before, in: dbs.index) }
             if let after { try txn.put(Layout.indexEntryValue(partition: partition, key: key), forKey: after, in: dbs.index) }

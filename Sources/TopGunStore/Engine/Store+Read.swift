@@ -245,3 +245,27 @@ extension Store {
     /// Wall-clock milliseconds, for TTL visibility.
     package var now: UInt64 { options.wallClock.milliseconds() }
 }
+
+extension Store {
+    /// Reads the records of `keys` (partition, key), sorted first so the reads sweep the
+    /// map in key order with one cursor; absent keys are skipped.
+    package func fetch(
+        map: String, keys: [(partition: UInt16, key: String)], in txn: borrowing Transaction,
+        _ body: (_ key: String, _ state: StoredState) throws -> Void
+    ) throws {
+        guard let info = mapInfo(map), !keys.isEmpty else { return }
+        let sorted = keys.sorted { $0.partition != $1.partition ? $0.partition < $1.partition : $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }
+        var buffer = Layout.recordPrefix(mapID: info.id, partition: 0)
+        try txn.withCursor(on: dbs.records) { cursor in
+            for (partition, key) in sorted {
+                buffer.removeSubrange(4...)
+                withUnsafeBytes(of: partition.bigEndian) { buffer.append(contentsOf: $0) }
+                buffer.append(contentsOf: key.utf8)
+                let found = try buffer.withUnsafeBytes { target in
+                    try cursor.seek(atLeast: target) && cursor.currentKey.elementsEqual(target)
+                }
+                if found { try body(key, StoredState(decoding: cursor.currentValue, kind: info.kind)) }
+            }
+        }
+    }
+}
