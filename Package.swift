@@ -3,6 +3,10 @@ import PackageDescription
 
 let argumentParser: Target.Dependency = .product(name: "ArgumentParser", package: "swift-argument-parser")
 let propertyBased: Target.Dependency = .product(name: "PropertyBased", package: "swift-property-based")
+let nioCore: Target.Dependency = .product(name: "NIOCore", package: "swift-nio")
+let nioPosix: Target.Dependency = .product(name: "NIOPosix", package: "swift-nio")
+let logging: Target.Dependency = .product(name: "Logging", package: "swift-log")
+let serviceLifecycle: Target.Dependency = .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
 
 let package = Package(
     name: "TopGun",
@@ -11,11 +15,15 @@ let package = Package(
         .library(name: "TopGunCore", targets: ["TopGunCore"]),
         .library(name: "TopGunStore", targets: ["TopGunStore"]),
         .library(name: "TopGunQuery", targets: ["TopGunQuery"]),
+        .library(name: "TopGunReplication", targets: ["TopGunReplication"]),
         .executable(name: "topgun", targets: ["topgun"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         .systemLibrary(
@@ -32,7 +40,13 @@ let package = Package(
         .target(name: "TopGunCore"),
         .target(name: "TopGunStore", dependencies: ["LMDB", "TopGunCore"]),
         .target(name: "TopGunQuery", dependencies: ["TopGunStore", "TopGunCore", "LMDB"]),
-        .executableTarget(name: "topgun", dependencies: ["TopGunStore", "TopGunQuery", "TopGunCore", argumentParser]),
+        .target(
+            name: "TopGunReplication",
+            dependencies: ["TopGunStore", "TopGunCore", "CLZ4", nioCore, nioPosix, logging]
+        ),
+        .executableTarget(name: "topgun", dependencies: [
+                "TopGunStore", "TopGunQuery", "TopGunReplication", "TopGunCore", argumentParser, logging, serviceLifecycle,
+            ]),
         .target(
             name: "TopGunTestSupport",
             dependencies: ["TopGunCore", propertyBased],
@@ -46,6 +60,10 @@ let package = Package(
         ),
         .testTarget(name: "TopGunStoreTests", dependencies: ["TopGunStore", "TopGunTestSupport"]),
         .testTarget(name: "TopGunQueryTests", dependencies: ["TopGunQuery", "TopGunStore", "TopGunTestSupport"]),
+        .testTarget(
+            name: "TopGunReplicationTests",
+            dependencies: ["TopGunReplication", "TopGunStore", "TopGunTestSupport", nioCore, nioPosix]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -15,7 +15,7 @@ struct TopGun: AsyncParsableCommand {
               topgun get --data ./topgun-data users u1
             """,
         version: version,
-        subcommands: [Demo.self, Put.self, Get.self, StressWriter.self]
+        subcommands: [Demo.self, Serve.self, Put.self, Get.self, StressWriter.self]
     )
 }
 

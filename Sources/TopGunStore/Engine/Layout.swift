@@ -27,6 +27,7 @@ enum Layout {
         static let highWater = Array("hlc.high-water".utf8)
         static let horizon = Array("gc.horizon".utf8)
         static let nextMapID = Array("maps.next-id".utf8)
+        static let truncated = Array("oplog.truncated-through".utf8)
     }
 
     static let recordPrefixBytes = 6

@@ -80,4 +80,9 @@ public struct LoggedOperation: Sendable, Equatable {
     /// The local apply HLC: the op-log key, strictly increasing in commit order.
     public var sequence: HLCTimestamp
     public var operation: ReplicatedOperation
+
+    public init(sequence: HLCTimestamp, operation: ReplicatedOperation) {
+        self.sequence = sequence
+        self.operation = operation
+    }
 }

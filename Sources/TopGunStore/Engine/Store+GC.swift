@@ -40,6 +40,7 @@ extension Store {
                 return true
             }
             if let peerMin { logCutoff = max(logCutoff, peerMin.successor) }
+            var truncated: HLCTimestamp?
             try txn.withCursor(on: dbs.oplog) { cursor in
                 var more = try cursor.first()
                 while more {
@@ -51,6 +52,7 @@ extension Store {
                     }
                     try cursor.deleteCurrent()
                     report.logEntriesRemoved += 1
+                    truncated = key
                     // LMDB leaves a cursor on the following entry after a delete;
                     // MDB_NEXT then returns that entry rather than skipping it.
                     more = try cursor.next()
@@ -89,9 +91,16 @@ extension Store {
                 }
             }
             try merkle.write(txn, dbs.merkle)
+            if let truncated { try txn.put(truncated.bytes, forKey: Layout.Meta.truncated, in: dbs.meta) }
             self.horizon.withLock { $0 = horizon }
             return report
         }
+    }
+
+    /// The newest op-log key removed by GC; a peer whose cursor is older needs
+    /// anti-entropy rather than the log.
+    public func logTruncatedThrough() throws -> HLCTimestamp? {
+        try env.read { txn in try txn.value(forKey: Layout.Meta.truncated, in: dbs.meta).flatMap { HLCTimestamp(bytes: $0) } }
     }
 
     /// The GC horizon: LWW ops older than this for absent keys are rejected.

@@ -53,7 +53,11 @@ extension Store {
     public func operations(after sequence: HLCTimestamp?, limit: Int = .max) throws -> [LoggedOperation] {
         var out: [LoggedOperation] = []
         let lower = sequence.map { $0.successor.bytes }
-        let names = mapsByID.withLock { $0 }
+        var names = mapsByID.withLock { $0 }
+        if try lastMapIDNeedsRefresh(names) {
+            try refreshMaps()
+            names = mapsByID.withLock { $0 }
+        }
         try env.read { txn in
             try txn.withCursor(on: dbs.oplog) { cursor in
                 try cursor.scan(range: KeyRange(from: lower), reverse: false) { k, v in
@@ -267,5 +271,16 @@ extension Store {
                 if found { try body(key, StoredState(decoding: cursor.currentValue, kind: info.kind)) }
             }
         }
+    }
+}
+
+extension Store {
+    /// True when the map table holds an id this process has not loaded yet.
+    func lastMapIDNeedsRefresh(_ names: [UInt32: String]) throws -> Bool {
+        let stored = try env.read { txn in
+            try txn.value(forKey: Layout.Meta.nextMapID, in: dbs.meta)
+                .map { $0.withUnsafeBytes { UInt32(bigEndian: $0.loadUnaligned(as: UInt32.self)) } } ?? 1
+        }
+        return names.count < Int(stored) - 1
     }
 }

@@ -1,0 +1,258 @@
+import NIOCore
+import TopGunCore
+import TopGunStore
+
+/// One protocol message: `length u32 | type u8 | body`, length counting type + body.
+public struct Frame: Sendable, Equatable {
+    public struct Kind: RawRepresentable, Hashable, Sendable {
+        public var rawValue: UInt8
+        public init(rawValue: UInt8) { self.rawValue = rawValue }
+        /// Client → server: protocol version, node id, token.
+        public static let hello = Kind(rawValue: 1)
+        /// Server → client: protocol version, node id.
+        public static let welcome = Kind(rawValue: 2)
+        /// Client → server: cursor and map/partition filter.
+        public static let subscribe = Kind(rawValue: 3)
+        /// Server → client: a segment of the server's op log (advances the cursor).
+        public static let segment = Kind(rawValue: 4)
+        /// Client → server: the op-log key applied so far.
+        public static let ack = Kind(rawValue: 5)
+        /// Client → server: Merkle bucket digests (asks for a repair).
+        public static let digests = Kind(rawValue: 6)
+        /// Server → client: the cursor is behind the truncated log; send digests.
+        public static let needDigests = Kind(rawValue: 7)
+        /// Either way: an error message, then the connection closes.
+        public static let error = Kind(rawValue: 8)
+        /// Server → client: state operations repairing differing buckets (no cursor).
+        public static let repair = Kind(rawValue: 9)
+        /// Server → client: continue from this op-log key (after a repair).
+        public static let resume = Kind(rawValue: 10)
+    }
+
+    public var kind: Kind
+    public var body: [UInt8]
+
+    public init(_ kind: Kind, _ body: [UInt8] = []) {
+        self.kind = kind
+        self.body = body
+    }
+
+    /// Protocol version spoken by this library.
+    public static let protocolVersion: UInt16 = 1
+    /// Largest frame accepted by default (segments are bounded well below it).
+    public static let defaultMaxBytes = 32 << 20
+}
+
+/// Splits a byte stream into frames; a length of zero or above the limit is an error
+/// and the connection is dropped before the body is buffered.
+struct FrameDecoder: ByteToMessageDecoder {
+    typealias InboundOut = Frame
+    let maxBytes: Int
+
+    mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return .needMoreData }
+        guard length >= 1, Int(length) <= maxBytes else {
+            throw ReplicationError(.frameTooLarge, "frame of \(length) bytes (limit \(maxBytes))")
+        }
+        guard buffer.readableBytes >= 4 + Int(length) else { return .needMoreData }
+        buffer.moveReaderIndex(forwardBy: 4)
+        let kind = buffer.readInteger(as: UInt8.self)!
+        let body = buffer.readBytes(length: Int(length) - 1)!
+        context.fireChannelRead(wrapInboundOut(Frame(Frame.Kind(rawValue: kind), body)))
+        return .continue
+    }
+}
+
+struct FrameEncoder: MessageToByteEncoder {
+    typealias OutboundIn = Frame
+
+    func encode(data: Frame, out: inout ByteBuffer) throws {
+        out.writeInteger(UInt32(1 + data.body.count))
+        out.writeInteger(data.kind.rawValue)
+        out.writeBytes(data.body)
+    }
+}
+
+// MARK: Message bodies
+
+struct Hello: Equatable {
+    var version: UInt16
+    var node: NodeID
+    var token: [UInt8]
+
+    var frame: Frame {
+        var b: [UInt8] = []
+        b.appendBE(version)
+        b.appendBE(node.rawValue)
+        b.appendBE(UInt16(token.count))
+        b.append(contentsOf: token)
+        return Frame(.hello, b)
+    }
+
+    init(version: UInt16, node: NodeID, token: [UInt8]) {
+        self.version = version
+        self.node = node
+        self.token = token
+    }
+
+    init(_ frame: Frame) throws(ReplicationError) {
+        guard frame.kind == .hello else { throw ReplicationError(.protocolViolation, "expected HELLO") }
+        let result: Result<Hello, ReplicationError> = frame.body.withUnsafeBytes { raw in
+            var r = ByteReader(raw)
+            do throws(ReplicationError) {
+                let version = try r.be(UInt16.self)
+                let node = NodeID(try r.be(UInt64.self))
+                let token = Array(try r.slice(Int(try r.be(UInt16.self))))
+                guard r.remaining == 0 else { throw ReplicationError(.malformed, "bytes after HELLO") }
+                return .success(Hello(version: version, node: node, token: token))
+            } catch { return .failure(error) }
+        }
+        self = try result.get()
+    }
+}
+
+/// What a replica asks for: everything after `cursor`, restricted to `maps` and
+/// `partitions` when they are non-empty (partial replication).
+public struct Subscription: Sendable, Equatable {
+    public var cursor: HLCTimestamp?
+    public var maps: [String]
+    public var partitions: [UInt16]
+
+    public init(cursor: HLCTimestamp? = nil, maps: [String] = [], partitions: [UInt16] = []) {
+        self.cursor = cursor
+        self.maps = maps
+        self.partitions = partitions
+    }
+
+    func accepts(_ op: ReplicatedOperation) -> Bool {
+        (maps.isEmpty || maps.contains(op.map)) && (partitions.isEmpty || partitions.contains(Partitioner.partition(of: op.key)))
+    }
+
+    var frame: Frame {
+        var b: [UInt8] = []
+        b.append(cursor == nil ? 0 : 1)
+        if let cursor { b.appendStamp(cursor) }
+        b.appendBE(UInt16(maps.count))
+        for m in maps {
+            b.appendBE(UInt16(m.utf8.count))
+            b.append(contentsOf: m.utf8)
+        }
+        b.appendBE(UInt16(partitions.count))
+        for p in partitions { b.appendBE(p) }
+        return Frame(.subscribe, b)
+    }
+
+    init(_ frame: Frame) throws(ReplicationError) {
+        guard frame.kind == .subscribe else { throw ReplicationError(.protocolViolation, "expected SUBSCRIBE") }
+        let result: Result<Subscription, ReplicationError> = frame.body.withUnsafeBytes { raw in
+            var r = ByteReader(raw)
+            do throws(ReplicationError) {
+                let cursor: HLCTimestamp? = try r.u8() == 1 ? try r.stamp() : nil
+                var maps: [String] = []
+                for _ in 0..<Int(try r.be(UInt16.self)) { maps.append(try r.string(Int(try r.be(UInt16.self)))) }
+                var partitions: [UInt16] = []
+                for _ in 0..<Int(try r.be(UInt16.self)) {
+                    let p = try r.be(UInt16.self)
+                    guard p < Partitioner.partitionCount else { throw ReplicationError(.malformed, "partition \(p)") }
+                    partitions.append(p)
+                }
+                guard r.remaining == 0 else { throw ReplicationError(.malformed, "bytes after SUBSCRIBE") }
+                return .success(Subscription(cursor: cursor, maps: maps, partitions: partitions))
+            } catch { return .failure(error) }
+        }
+        self = try result.get()
+    }
+}
+
+/// Bucket digests of some maps: `[map: [partition: buckets]]`.
+struct Digests: Equatable {
+    var maps: [String: [UInt16: [UInt64]]]
+
+    var frame: Frame {
+        var b: [UInt8] = []
+        b.appendBE(UInt16(maps.count))
+        for (map, partitions) in maps.sorted(by: { $0.key < $1.key }) {
+            b.appendBE(UInt16(map.utf8.count))
+            b.append(contentsOf: map.utf8)
+            b.appendBE(UInt16(partitions.count))
+            for (p, buckets) in partitions.sorted(by: { $0.key < $1.key }) {
+                b.appendBE(p)
+                for d in buckets { b.appendBE(d) }
+            }
+        }
+        return Frame(.digests, b)
+    }
+
+    init(maps: [String: [UInt16: [UInt64]]]) { self.maps = maps }
+
+    init(_ frame: Frame) throws(ReplicationError) {
+        let result: Result<Digests, ReplicationError> = frame.body.withUnsafeBytes { raw in
+            var r = ByteReader(raw)
+            do throws(ReplicationError) {
+                var maps: [String: [UInt16: [UInt64]]] = [:]
+                for _ in 0..<Int(try r.be(UInt16.self)) {
+                    let map = try r.string(Int(try r.be(UInt16.self)))
+                    var partitions: [UInt16: [UInt64]] = [:]
+                    for _ in 0..<Int(try r.be(UInt16.self)) {
+                        let p = try r.be(UInt16.self)
+                        var buckets: [UInt64] = []
+                        for _ in 0..<MerkleBuckets.bucketCount { buckets.append(try r.be(UInt64.self)) }
+                        partitions[p] = buckets
+                    }
+                    maps[map] = partitions
+                }
+                guard r.remaining == 0 else { throw ReplicationError(.malformed, "bytes after DIGESTS") }
+                return .success(Digests(maps: maps))
+            } catch { return .failure(error) }
+        }
+        self = try result.get()
+    }
+}
+
+extension Frame {
+    static func stamp(_ kind: Kind, _ t: HLCTimestamp) -> Frame {
+        var b: [UInt8] = []
+        b.appendStamp(t)
+        return Frame(kind, b)
+    }
+
+    func stamp() throws(ReplicationError) -> HLCTimestamp {
+        guard body.count == 16 else { throw ReplicationError(.malformed, "expected a 16-byte HLC") }
+        return body.withUnsafeBytes { HLCTimestamp(loadingFrom: $0.baseAddress!) }
+    }
+
+    static func error(_ message: String) -> Frame { Frame(.error, Array(message.utf8)) }
+
+    static func welcome(_ node: NodeID) -> Frame {
+        var b: [UInt8] = []
+        b.appendBE(Frame.protocolVersion)
+        b.appendBE(node.rawValue)
+        return Frame(.welcome, b)
+    }
+
+    func welcome() throws(ReplicationError) -> (version: UInt16, node: NodeID) {
+        guard kind == .welcome, body.count == 10 else {
+            if kind == .error { throw ReplicationError(.unauthorized, String(decoding: body, as: UTF8.self)) }
+            throw ReplicationError(.protocolViolation, "expected WELCOME")
+        }
+        return body.withUnsafeBytes {
+            (UInt16(bigEndian: $0.loadUnaligned(as: UInt16.self)), NodeID(UInt64(bigEndian: $0.loadUnaligned(fromByteOffset: 2, as: UInt64.self))))
+        }
+    }
+}
+
+extension Frame {
+    /// A body holding `count u16` then `count` × (`length u16`, UTF-8 name).
+    func mapList() throws(ReplicationError) -> [String] {
+        let result: Result<[String], ReplicationError> = body.withUnsafeBytes { raw in
+            var r = ByteReader(raw)
+            do throws(ReplicationError) {
+                var maps: [String] = []
+                for _ in 0..<Int(try r.be(UInt16.self)) { maps.append(try r.string(Int(try r.be(UInt16.self)))) }
+                guard r.remaining == 0 else { throw ReplicationError(.malformed, "bytes after the map list") }
+                return .success(maps)
+            } catch { return .failure(error) }
+        }
+        return try result.get()
+    }
+}

@@ -1,0 +1,29 @@
+/// An error of the replication layer: bad segments, bad frames, refused peers.
+public struct ReplicationError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// What went wrong. New codes can be added without breaking `switch`.
+    public struct Code: RawRepresentable, Hashable, Sendable {
+        public var rawValue: String
+        public init(rawValue: String) { self.rawValue = rawValue }
+
+        public static let badMagic = Code(rawValue: "bad magic")
+        public static let unsupportedVersion = Code(rawValue: "unsupported version")
+        public static let checksumMismatch = Code(rawValue: "checksum mismatch")
+        public static let lengthMismatch = Code(rawValue: "length mismatch")
+        public static let decompressionFailed = Code(rawValue: "decompression failed")
+        public static let malformed = Code(rawValue: "malformed")
+        public static let frameTooLarge = Code(rawValue: "frame too large")
+        public static let unauthorized = Code(rawValue: "unauthorized")
+        public static let protocolViolation = Code(rawValue: "protocol violation")
+        public static let wrongOrigin = Code(rawValue: "wrong origin")
+    }
+
+    public var code: Code
+    public var message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { "\(code.rawValue): \(message)" }
+}

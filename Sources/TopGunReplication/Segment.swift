@@ -1,0 +1,180 @@
+import TopGunCore
+import TopGunStore
+
+/// A contiguous range of one node's op log, as shipped between replicas and written
+/// by `topgun export`.
+///
+/// ```
+/// "TGSG" | version u8 | origin node u64 | first seq 16 B | last seq 16 B
+/// | op count u32 | raw length u32 | payload length u32 | LZ4 payload | CRC-32C u32
+/// ```
+/// All integers big-endian; the CRC covers everything before it. The raw payload is
+/// the ops back to back (see `WireOperation`). Any failed check rejects the whole
+/// segment: nothing of it is applied.
+public struct Segment: Sendable, Equatable {
+    public static let magic: [UInt8] = Array("TGSG".utf8)
+    public static let version: UInt8 = 1
+    static let headerBytes = 4 + 1 + 8 + 16 + 16 + 4 + 4 + 4
+    /// Largest raw payload accepted (bounds memory per segment).
+    public static let maxRawBytes = 64 << 20
+
+    public var origin: NodeID
+    public var entries: [LoggedOperation]
+
+    public init(origin: NodeID, entries: [LoggedOperation]) {
+        self.origin = origin
+        self.entries = entries
+    }
+
+    public var firstSequence: HLCTimestamp { entries.first?.sequence ?? .zero }
+    public var lastSequence: HLCTimestamp { entries.last?.sequence ?? .zero }
+
+    /// The framed, compressed, checksummed bytes.
+    public func encoded() -> [UInt8] {
+        var raw: [UInt8] = []
+        raw.reserveCapacity(entries.count * 160)
+        for entry in entries { WireOperation.encode(entry, into: &raw) }
+        let payload = LZ4.compress(raw)
+        var out: [UInt8] = Self.magic
+        out.append(Self.version)
+        out.appendBE(origin.rawValue)
+        out.appendStamp(firstSequence)
+        out.appendStamp(lastSequence)
+        out.appendBE(UInt32(entries.count))
+        out.appendBE(UInt32(raw.count))
+        out.appendBE(UInt32(payload.count))
+        out.append(contentsOf: payload)
+        out.appendBE(CRC32C.checksum(out))
+        return out
+    }
+
+    /// Decodes and verifies a segment.
+    ///
+    /// - Throws: `ReplicationError` (`.badMagic`, `.unsupportedVersion`,
+    ///   `.lengthMismatch`, `.checksumMismatch`, `.decompressionFailed`, `.malformed`).
+    public init(decoding bytes: UnsafeRawBufferPointer) throws(ReplicationError) {
+        guard bytes.count >= Self.headerBytes + 4 else {
+            throw ReplicationError(.lengthMismatch, "segment of \(bytes.count) bytes is shorter than its header")
+        }
+        guard bytes.prefix(4).elementsEqual(Self.magic) else { throw ReplicationError(.badMagic, "not a TopGun segment") }
+        var r = ByteReader(bytes)
+        _ = try r.slice(4)
+        let version = try r.u8()
+        guard version == Self.version else {
+            throw ReplicationError(.unsupportedVersion, "segment version \(version); this node reads \(Self.version)")
+        }
+        let origin = NodeID(try r.be(UInt64.self))
+        let first = try r.stamp()
+        let last = try r.stamp()
+        let count = Int(try r.be(UInt32.self))
+        let rawLength = Int(try r.be(UInt32.self))
+        let payloadLength = Int(try r.be(UInt32.self))
+        guard payloadLength == bytes.count - Self.headerBytes - 4 else {
+            throw ReplicationError(.lengthMismatch, "payload length \(payloadLength) does not match the segment size")
+        }
+        guard rawLength <= Self.maxRawBytes else { throw ReplicationError(.lengthMismatch, "raw length \(rawLength) beyond limit") }
+        let stored = UInt32(bigEndian: bytes.loadUnaligned(fromByteOffset: bytes.count - 4, as: UInt32.self))
+        guard CRC32C.checksum(UnsafeRawBufferPointer(rebasing: bytes[0..<(bytes.count - 4)])) == stored else {
+            throw ReplicationError(.checksumMismatch, "segment CRC-32C does not match")
+        }
+        let raw = try LZ4.decompress(try r.slice(payloadLength), rawLength: rawLength)
+        var entries: [LoggedOperation] = []
+        entries.reserveCapacity(min(count, rawLength / 40 + 1))
+        let result: Result<[LoggedOperation], ReplicationError> = raw.withUnsafeBytes { rawBytes in
+            var reader = ByteReader(rawBytes)
+            do throws(ReplicationError) {
+                for _ in 0..<count { entries.append(try WireOperation.decode(&reader)) }
+                guard reader.remaining == 0 else { throw ReplicationError(.lengthMismatch, "\(reader.remaining) bytes after the last op") }
+                return .success(entries)
+            } catch {
+                return .failure(error)
+            }
+        }
+        entries = try result.get()
+        guard entries.first?.sequence ?? .zero == first, entries.last?.sequence ?? .zero == last else {
+            throw ReplicationError(.malformed, "first/last sequence do not match the ops")
+        }
+        for (a, b) in zip(entries, entries.dropFirst()) where !(a.sequence < b.sequence) {
+            throw ReplicationError(.malformed, "sequences are not increasing")
+        }
+        self.init(origin: origin, entries: entries)
+    }
+
+    public init(decoding bytes: [UInt8]) throws(ReplicationError) {
+        let result: Result<Segment, ReplicationError> = bytes.withUnsafeBytes { b in
+            do throws(ReplicationError) { return .success(try Segment(decoding: b)) } catch { return .failure(error) }
+        }
+        self = try result.get()
+    }
+}
+
+/// The wire form of one logged operation:
+/// `seq 16 | origin 16 | kind u8 | flags u8 | ttl u64? | map u16+bytes | key u16+bytes | payload u32+bytes`.
+/// LWW payloads are the canonical MessagePack value; OR-Map and counter payloads are
+/// the MessagePack of their state (`ORSet.state`, `PNCounter.state`).
+enum WireOperation {
+    static let tombstone: UInt8 = 1
+    static let hasTTL: UInt8 = 2
+
+    static func encode(_ entry: LoggedOperation, into out: inout [UInt8]) {
+        let op = entry.operation
+        out.appendStamp(entry.sequence)
+        out.appendStamp(op.timestamp)
+        var payload: [UInt8]
+        var flags: UInt8 = 0
+        var ttl: UInt64?
+        switch op.payload {
+        case .lww(let encoded, let t):
+            out.append(0)
+            payload = encoded ?? []
+            if encoded == nil { flags |= tombstone }
+            ttl = t
+        case .orSet(let s):
+            out.append(1)
+            payload = s.state.encoded
+        case .counter(let c):
+            out.append(2)
+            payload = c.state.encoded
+        }
+        if ttl != nil { flags |= hasTTL }
+        out.append(flags)
+        if let ttl { out.appendBE(ttl) }
+        out.appendBE(UInt16(op.map.utf8.count))
+        out.append(contentsOf: op.map.utf8)
+        out.appendBE(UInt16(op.key.utf8.count))
+        out.append(contentsOf: op.key.utf8)
+        out.appendBE(UInt32(payload.count))
+        out.append(contentsOf: payload)
+    }
+
+    static func decode(_ r: inout ByteReader) throws(ReplicationError) -> LoggedOperation {
+        let sequence = try r.stamp()
+        let origin = try r.stamp()
+        let kind = try r.u8()
+        let flags = try r.u8()
+        let ttl: UInt64? = flags & hasTTL != 0 ? try r.be(UInt64.self) : nil
+        let map = try r.string(Int(try r.be(UInt16.self)))
+        let key = try r.string(Int(try r.be(UInt16.self)))
+        guard !map.isEmpty, !key.isEmpty else { throw ReplicationError(.malformed, "empty map or key") }
+        let payload = try r.slice(Int(try r.be(UInt32.self)))
+        do throws(ValueCodingError) {
+            let op: ReplicatedOperation
+            switch kind {
+            case 0:
+                if flags & tombstone != 0 {
+                    guard payload.isEmpty else { throw ValueCodingError(.trailingBytes, at: 0, "tombstone with a value") }
+                    op = ReplicatedOperation(map: map, key: key, timestamp: origin, payload: .lww(encodedValue: nil, ttlMillis: ttl))
+                } else {
+                    _ = try Value(messagePack: payload)  // reject undecodable values before anything is applied
+                    op = ReplicatedOperation(map: map, key: key, timestamp: origin, payload: .lww(encodedValue: Array(payload), ttlMillis: ttl))
+                }
+            case 1: op = ReplicatedOperation(map: map, key: key, timestamp: origin, payload: .orSet(try ORSet(state: Value(messagePack: payload))))
+            case 2: op = ReplicatedOperation(map: map, key: key, timestamp: origin, payload: .counter(try PNCounter(state: Value(messagePack: payload))))
+            default: throw ValueCodingError(.unsupportedType, at: 0, "op kind \(kind)")
+            }
+            return LoggedOperation(sequence: sequence, operation: op)
+        } catch {
+            throw ReplicationError(.malformed, "op \(map)/\(key): \(error)")
+        }
+    }
+}

@@ -1,0 +1,134 @@
+import LMDB
+import TopGunCore
+
+/// A replication peer as recorded in `peers`.
+public struct PeerState: Sendable, Equatable {
+    public var node: NodeID
+    /// The last op-log key of that peer applied here.
+    public var cursor: HLCTimestamp
+    /// Wall time of the last update, ms since the epoch.
+    public var lastSeenMillis: UInt64
+}
+
+extension Store {
+    /// Applies a segment of `peer`'s op log and stores `cursor` (the last op-log key of
+    /// the segment) as that peer's replication cursor in the same transaction, so a
+    /// restart resumes exactly after the last applied segment.
+    public func apply(_ operations: [ReplicatedOperation], fromPeer peer: NodeID, cursor: HLCTimestamp) throws -> [ApplyOutcome] {
+        try commit { batch, txn in
+            var outcomes: [ApplyOutcome] = []
+            outcomes.reserveCapacity(operations.count)
+            for op in operations { outcomes.append(try batch.applyRemote(op, txn)) }
+            try Self.putPeer(peer, cursor: cursor, seen: batch.wall, txn, dbs)
+            return outcomes
+        }
+    }
+
+    /// The stored replication cursor of `peer`.
+    public func peerCursor(_ peer: NodeID) throws -> HLCTimestamp? {
+        try peers().first { $0.node == peer }?.cursor
+    }
+
+    /// Every peer this store has applied operations from.
+    public func peers() throws -> [PeerState] {
+        try env.read { txn in
+            var out: [PeerState] = []
+            try txn.forEach(in: dbs.peers) { k, v in
+                guard k.byteCount == 8, v.byteCount >= 24 else { return true }
+                let node = k.withUnsafeBytes { NodeID(UInt64(bigEndian: $0.loadUnaligned(as: UInt64.self))) }
+                v.withUnsafeBytes { raw in
+                    out.append(PeerState(
+                        node: node, cursor: HLCTimestamp(loadingFrom: raw.baseAddress!),
+                        lastSeenMillis: UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self))))
+                }
+                return true
+            }
+            return out
+        }
+    }
+
+    /// Stores `cursor` for `peer`; a cursor only moves forward.
+    static func putPeer(_ peer: NodeID, cursor: HLCTimestamp, seen: UInt64, _ txn: borrowing Transaction, _ dbs: DBs) throws {
+        let key = withUnsafeBytes(of: peer.rawValue.bigEndian) { Array($0) }
+        var cursor = cursor
+        if let raw = try txn.value(forKey: key, in: dbs.peers), raw.count >= 16, let stored = HLCTimestamp(bytes: raw.prefix(16)) {
+            cursor = max(cursor, stored)
+        }
+        var value = cursor.bytes
+        withUnsafeBytes(of: seen.bigEndian) { value.append(contentsOf: $0) }
+        try txn.put(value, forKey: key, in: dbs.peers)
+    }
+
+    /// The oldest op-log key still present (nil for an empty log).
+    public func firstSequence() throws -> HLCTimestamp? {
+        try env.read { txn in
+            var first: HLCTimestamp?
+            try txn.withCursor(on: dbs.oplog) { cursor in
+                if try cursor.first() { first = HLCTimestamp(loadingFrom: cursor.currentKey.baseAddress!) }
+            }
+            return first
+        }
+    }
+
+    /// Re-reads the map table (maps created by another process on the same files).
+    public func refreshMaps() throws {
+        let maps = try env.read { txn in
+            var maps: [String: MapInfo] = [:]
+            try txn.forEach(in: dbs.maps) { key, value in
+                let name = key.withUnsafeBytes { String(decoding: $0, as: UTF8.self) }
+                value.withUnsafeBytes { v in
+                    if v.count == 5, let kind = CRDTKind(rawValue: v[4]) {
+                        maps[name] = MapInfo(id: UInt32(bigEndian: v.loadUnaligned(as: UInt32.self)), kind: kind)
+                    }
+                }
+                return true
+            }
+            return maps
+        }
+        mapsByName.withLock { $0 = maps }
+        mapsByID.withLock { $0 = Dictionary(uniqueKeysWithValues: maps.map { ($0.value.id, $0.key) }) }
+    }
+
+    // MARK: Anti-entropy
+
+    /// Bucket digests of every partition of `map` that has any (absent = all zero).
+    public func bucketDigests(map: String) throws -> [UInt16: [UInt64]] {
+        guard let info = mapInfo(map) else { return [:] }
+        return try env.read { txn in
+            var out: [UInt16: [UInt64]] = [:]
+            try txn.forEach(in: dbs.merkle, range: .prefix(Layout.recordPrefix(mapID: info.id))) { k, v in
+                guard k.byteCount == 6, v.byteCount == MerkleBuckets.bucketCount * 8 else {
+                    throw StoreError(.corruptRecord, "Merkle digests")
+                }
+                let partition = k.withUnsafeBytes { UInt16(bigEndian: $0.loadUnaligned(fromByteOffset: 4, as: UInt16.self)) }
+                out[partition] = v.withUnsafeBytes { raw in
+                    (0..<MerkleBuckets.bucketCount).map { UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self)) }
+                }
+                return true
+            }
+            return out
+        }
+    }
+
+    /// The records of `map` in `partition` whose keys fall in `buckets`, as state
+    /// operations (LWW records including tombstones; full OR-Map and counter states)
+    /// that any replica can merge.
+    public func stateOperations(map: String, partition: UInt16, buckets: Set<UInt8>) throws -> [ReplicatedOperation] {
+        var out: [ReplicatedOperation] = []
+        try scan(map: map, partition: partition) { key, state in
+            let bucket = Array(key.utf8).withUnsafeBytes { MerkleBuckets.bucket(ofKeyHash: MerkleBuckets.keyHash($0)) }
+            guard buckets.contains(bucket) else { return true }
+            switch state {
+            case .lww(let r):
+                out.append(ReplicatedOperation(map: map, key: key, timestamp: r.timestamp, payload: .lww(encodedValue: r.value?.encoded, ttlMillis: r.ttlMillis)))
+            case .orMap(let s):
+                let stamp = s.entries.values.map(\.timestamp).max() ?? s.tombstones.max() ?? .zero
+                out.append(ReplicatedOperation(map: map, key: key, timestamp: stamp, payload: .orSet(s)))
+            case .counter(let c):
+                out.append(ReplicatedOperation(map: map, key: key, timestamp: .zero, payload: .counter(c)))
+            }
+            return true
+        }
+        return out
+    }
+}

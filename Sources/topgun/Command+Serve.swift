@@ -1,0 +1,91 @@
+import ArgumentParser
+import Foundation
+import Logging
+import ServiceLifecycle
+import TopGunCore
+import TopGunReplication
+import TopGunStore
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a replica node: serve this database's op log and pull from peers.",
+        discussion: """
+            Example:
+              topgun serve --data ./a --listen 127.0.0.1:7001 --peer 127.0.0.1:7002 --token-file secret
+            Stops cleanly on SIGINT or SIGTERM.
+            """)
+
+    @OptionGroup var options: DataOption
+    @Option(help: "Address to listen on, HOST:PORT (port 0 picks a free one).") var listen: String?
+    @Option(name: .customLong("peer"), help: "A peer to pull from, HOST:PORT (repeatable).") var peers: [String] = []
+    @Option(help: "File holding the shared secret peers must present.") var tokenFile: String
+    @Option(help: "Replicate only these maps (comma-separated).") var maps: String?
+    @Option(help: "Replicate only these partitions (comma-separated ids).") var partitions: String?
+    @Option(help: "Seconds between anti-entropy rounds (0 = only when needed).") var antiEntropy: Int = 60
+    @Flag(help: "fsync every commit.") var durable = false
+
+    func run() async throws {
+        LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+        let logger = Logger(label: "topgun.serve")
+        guard let token = FileManager.default.contents(atPath: tokenFile), !token.isEmpty else {
+            throw ValidationError("token file \(tokenFile) is missing or empty")
+        }
+        let secret = Array(String(decoding: token, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines).utf8)
+        let listenAddress = try listen.map { text in
+            guard let a = ReplicaNode.PeerAddress(text) ?? (text.hasSuffix(":0") ? ReplicaNode.PeerAddress(host: String(text.dropLast(2)), port: 0) : nil)
+            else { throw ValidationError("bad --listen \(text), expected HOST:PORT") }
+            return a
+        }
+        let peerAddresses = try peers.map { text in
+            guard let a = ReplicaNode.PeerAddress(text) else { throw ValidationError("bad --peer \(text), expected HOST:PORT") }
+            return a
+        }
+        let store = try Store(path: options.data, options: .init(durability: durable ? .durable : .noMetaSync))
+        let subscription = Subscription(
+            maps: maps?.split(separator: ",").map(String.init) ?? [],
+            partitions: partitions?.split(separator: ",").compactMap { UInt16($0) } ?? [])
+        let node = ReplicaNode(
+            store: store,
+            configuration: .init(
+                listen: listenAddress, peers: peerAddresses, token: secret, subscription: subscription,
+                antiEntropyInterval: antiEntropy > 0 ? .seconds(antiEntropy) : nil),
+            logger: logger)
+        let service = NodeService(node: node, logger: logger)
+        let group = ServiceGroup(
+            configuration: .init(services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+        logger.info("stopped", metadata: ["node": "\(store.nodeID)"])
+    }
+}
+
+/// Runs a replica node under swift-service-lifecycle (graceful shutdown on signals).
+struct NodeService: Service {
+    let node: ReplicaNode
+    let logger: Logger
+
+    func run() async throws {
+        do {
+            try await runUntilShutdown()
+        } catch is CancellationError {
+            logger.info("shutting down")
+        }
+    }
+
+    func runUntilShutdown() async throws {
+        try await cancelWhenGracefulShutdown {
+            try await withThrowingTaskGroup(of: Void.self) { tasks in
+                tasks.addTask { try await node.run() }
+                tasks.addTask {
+                    // Announce the bound port once listening (scripts and tests read it).
+                    while node.listeningPort == nil && node.configuration.listen != nil { try await Task.sleep(for: .milliseconds(10)) }
+                    if let port = node.listeningPort {
+                        FileHandle.standardOutput.write(Data("listening on port \(port)\n".utf8))
+                    }
+                    while true { try await Task.sleep(for: .seconds(3_600)) }
+                }
+                try await tasks.next()
+                tasks.cancelAll()
+            }
+        }
+    }
+}
