@@ -1,0 +1,218 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import Testing
+import TopGunCore
+import TopGunStore
+import TopGunTestSupport
+
+@testable import TopGunReplication
+
+/// A running in-process replica on 127.0.0.1 (random port).
+final class RunningNode: Sendable {
+    let node: ReplicaNode
+    let task: Task<Void, any Error>
+
+    init(
+        _ store: Store, listen: Bool = true, peers: [Int] = [], token: String = "secret", subscription: Subscription = .init(),
+        antiEntropy: Duration? = nil
+    ) async throws {
+        node = ReplicaNode(
+            store: store,
+            configuration: .init(
+                listen: listen ? .init(host: "127.0.0.1", port: 0) : nil, peers: peers.map { .init(host: "127.0.0.1", port: $0) },
+                token: Array(token.utf8), subscription: subscription, antiEntropyInterval: antiEntropy))
+        let node = self.node
+        task = Task { try await node.run() }
+        while listen && node.listeningPort == nil { try await Task.sleep(for: .milliseconds(5)) }
+    }
+
+    var port: Int { node.listeningPort! }
+
+    func stop() async {
+        task.cancel()
+        _ = await task.result
+    }
+}
+
+/// Polls `condition` until it holds or 15 s pass.
+func eventually(_ condition: () throws -> Bool) async throws -> Bool {
+    for _ in 0..<1_500 {
+        if try condition() { return true }
+        try await Task.sleep(for: .milliseconds(10))
+    }
+    return try condition()
+}
+
+func records(_ store: Store, _ map: String) throws -> [String: StoredState] {
+    var out: [String: StoredState] = [:]
+    try store.scan(map: map) { k, s in
+        out[k] = s
+        return true
+    }
+    return out
+}
+
+func roots(_ store: Store, _ map: String) throws -> [UInt64] {
+    try (0..<UInt16(Partitioner.partitionCount)).map { try store.merkleRoot(map: map, partition: $0) }
+}
+
+func openStore(_ dir: String, node: UInt64) throws -> Store {
+    try Store(path: dir, options: .init(durability: .noSync, nodeID: NodeID(node)))
+}
+
+struct ReplicationTests {
+    @Test func twoNodesConvergeWithConflicts() async throws {
+        try await withTemporaryDirectory { root in
+            let a = try openStore(root + "/a", node: 1)
+            let b = try openStore(root + "/b", node: 2)
+            _ = try a.apply((0..<300).map { Mutation.set(map: "m", key: "k\($0)", value: .int(Int64($0)), ttlMillis: nil) })
+            _ = try b.apply((200..<500).map { Mutation.set(map: "m", key: "k\($0)", value: .int(-Int64($0)), ttlMillis: nil) })
+            _ = try a.apply([Mutation.increment(map: "c", key: "x", by: 5), .add(map: "t", key: "x", value: "a", ttlMillis: nil)])
+            _ = try b.apply([Mutation.increment(map: "c", key: "x", by: 7), .add(map: "t", key: "x", value: "b", ttlMillis: nil)])
+            let sa = try await RunningNode(a)
+            let sb = try await RunningNode(b)
+            let pa = try await RunningNode(a, listen: false, peers: [sb.port])
+            let pb = try await RunningNode(b, listen: false, peers: [sa.port])
+            let converged = try await eventually {
+                try records(a, "m") == records(b, "m") && records(a, "m").count == 500
+                    && records(a, "c") == records(b, "c") && records(a, "t") == records(b, "t")
+            }
+            #expect(converged)
+            #expect(try roots(a, "m") == roots(b, "m"))
+            for n in [pa, pb, sa, sb] { await n.stop() }
+        }
+    }
+
+    @Test func wrongTokenGetsNothing() async throws {
+        try await withTemporaryDirectory { root in
+            let a = try openStore(root + "/a", node: 1)
+            _ = try a.apply([Mutation.set(map: "m", key: "k", value: 1, ttlMillis: nil)])
+            let server = try await RunningNode(a, token: "right")
+            let intruder = try openStore(root + "/b", node: 2)
+            let thief = try await RunningNode(intruder, listen: false, peers: [server.port], token: "wrong")
+            let refused = try await eventually { server.node.statistics.handshakesRefused > 0 }
+            #expect(refused)
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(try records(intruder, "m").isEmpty)
+            #expect(server.node.statistics.segmentsSent == 0)
+            await thief.stop()
+            await server.stop()
+        }
+    }
+
+    @Test func hostileFramesAreDroppedAndTheNodeKeepsServing() async throws {
+        try await withTemporaryDirectory { root in
+            let a = try openStore(root + "/a", node: 1)
+            _ = try a.apply([Mutation.set(map: "m", key: "k", value: 1, ttlMillis: nil)])
+            let server = try await RunningNode(a)
+            let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+            // Oversized length, garbage handshake, truncated frame, unknown version.
+            var hello = Hello(version: 99, node: NodeID(5), token: Array("secret".utf8)).frame
+            var badVersion = ByteBuffer()
+            badVersion.writeInteger(UInt32(1 + hello.body.count))
+            badVersion.writeInteger(hello.kind.rawValue)
+            badVersion.writeBytes(hello.body)
+            hello = Frame(.hello, [])
+            let payloads: [[UInt8]] = [
+                [0xff, 0xff, 0xff, 0xff, 1, 2, 3],
+                Array("GET / HTTP/1.1\r\n\r\n".utf8),
+                [0, 0, 0, 9, 1, 0],
+                Array(badVersion.readableBytesView),
+            ]
+            for payload in payloads {
+                let channel = try await ClientBootstrap(group: group).connect(host: "127.0.0.1", port: server.port).get()
+                try await channel.writeAndFlush(ByteBuffer(bytes: payload)).get()
+                try await channel.close().get()
+            }
+            // A proper replica still replicates.
+            let b = try openStore(root + "/b", node: 2)
+            let puller = try await RunningNode(b, listen: false, peers: [server.port])
+            let ok = try await eventually { try records(b, "m").count == 1 }
+            #expect(ok)
+            await puller.stop()
+            await server.stop()
+            try await group.shutdownGracefully()
+        }
+    }
+
+    @Test func truncatedLogIsRepairedByAntiEntropy() async throws {
+        try await withTemporaryDirectory { root in
+            let clock = ManualWallClock(1_700_000_000_000)
+            let a = try Store(path: root + "/a", options: .init(durability: .noSync, wallClock: clock, nodeID: NodeID(1)))
+            _ = try a.apply((0..<400).map { Mutation.set(map: "m", key: "k\($0)", value: .int(Int64($0)), ttlMillis: nil) })
+            _ = try a.apply((0..<50).map { Mutation.set(map: "m", key: "k\($0)", value: nil, ttlMillis: nil) })
+            _ = try a.apply([Mutation.increment(map: "c", key: "x", by: 3)])
+            clock.advance(by: 60_000)
+            // Truncate the whole log: every entry is older than the cutoff.
+            let report = try a.collectGarbage(olderThan: HLCTimestamp(millis: 1_700_000_000_001, counter: 0, node: NodeID(0)))
+            #expect(report.logEntriesRemoved == 451)
+            #expect(try a.operations(after: nil).isEmpty)
+            let b = try openStore(root + "/b", node: 2)
+            // B already has a stale copy of some keys.
+            _ = try b.apply([ReplicatedOperation.lww(map: "m", key: "k399", value: "stale", timestamp: HLCTimestamp(millis: 1, counter: 0, node: NodeID(7)))])
+            let server = try await RunningNode(a)
+            let puller = try await RunningNode(b, listen: false, peers: [server.port])
+            let repaired = try await eventually { try records(a, "m") == records(b, "m") && records(a, "c") == records(b, "c") }
+            #expect(repaired)
+            #expect(try roots(a, "m") == roots(b, "m"))
+            #expect(server.node.statistics.repairsSent > 0)
+            // Later writes stream normally after the repair.
+            _ = try a.apply([Mutation.set(map: "m", key: "after", value: 1, ttlMillis: nil)])
+            let streamed = try await eventually { try b.state(map: "m", key: "after") != nil }
+            #expect(streamed)
+            await puller.stop()
+            await server.stop()
+        }
+    }
+
+    @Test func partialReplicaGetsOnlyItsMapsAndPartitions() async throws {
+        try await withTemporaryDirectory { root in
+            let a = try openStore(root + "/a", node: 1)
+            _ = try a.apply((0..<300).map { Mutation.set(map: "users", key: "u\($0)", value: .int(Int64($0)), ttlMillis: nil) })
+            _ = try a.apply((0..<100).map { Mutation.set(map: "logs", key: "l\($0)", value: .int(Int64($0)), ttlMillis: nil) })
+            let wanted: [UInt16] = Array(0..<100)
+            let server = try await RunningNode(a)
+            let b = try openStore(root + "/b", node: 2)
+            let puller = try await RunningNode(b, listen: false, peers: [server.port], subscription: Subscription(maps: ["users"], partitions: wanted))
+            let expected = try records(a, "users").filter { wanted.contains(Partitioner.partition(of: $0.key)) }
+            let done = try await eventually { try records(b, "users") == expected }
+            #expect(done && !expected.isEmpty)
+            #expect(try records(b, "logs").isEmpty)
+            await puller.stop()
+            await server.stop()
+        }
+    }
+
+    @Test func writeConcernWaitsForPeers() async throws {
+        try await withTemporaryDirectory { root in
+            let a = try openStore(root + "/a", node: 1)
+            let server = try await RunningNode(a)
+            let b = try openStore(root + "/b", node: 2)
+            let c = try openStore(root + "/c", node: 3)
+            let pb = try await RunningNode(b, listen: false, peers: [server.port])
+            let pc = try await RunningNode(c, listen: false, peers: [server.port])
+            guard case .applied(let seq) = try a.apply([Mutation.set(map: "m", key: "k", value: 1, ttlMillis: nil)])[0] else {
+                Issue.record("not applied")
+                return
+            }
+            let reached = await server.node.waitUntilReplicated(seq, toPeers: 2, timeout: .seconds(10))
+            #expect(reached == 2)
+            #expect(try b.state(map: "m", key: "k") != nil && c.state(map: "m", key: "k") != nil)
+            await pc.stop()
+            let notYet = try a.apply([Mutation.set(map: "m", key: "k2", value: 1, ttlMillis: nil)])
+            guard case .applied(let seq2) = notYet[0] else { return }
+            let partial = await server.node.waitUntilReplicated(seq2, toPeers: 2, timeout: .milliseconds(500))
+            #expect(partial == 1, "times out reporting what was reached")
+            await pb.stop()
+            await server.stop()
+        }
+    }
+
+    @Test func constantTimeCompare() {
+        #expect(constantTimeEquals(Array("abc".utf8), Array("abc".utf8)))
+        #expect(!constantTimeEquals(Array("abc".utf8), Array("abd".utf8)))
+        #expect(!constantTimeEquals(Array("abc".utf8), Array("abcd".utf8)))
+        #expect(!constantTimeEquals([], Array("a".utf8)))
+    }
+}
