@@ -1,0 +1,76 @@
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// A TCP forwarder on 127.0.0.1 that a test can cut and restore, to simulate a
+/// network partition between two real nodes.
+final class LinkProxy: Sendable {
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    let upstreamPort: Int
+    let server = Mutex<(any Channel)?>(nil)
+    let connections = Mutex<[any Channel]>([])
+    let cut = Atomic<Bool>(false)
+
+    init(to upstreamPort: Int) async throws {
+        self.upstreamPort = upstreamPort
+        let proxy = self
+        let channel = try await ServerBootstrap(group: group)
+            .childChannelOption(.autoRead, value: false)
+            .childChannelInitializer { inbound in
+                if proxy.cut.load(ordering: .relaxed) { return inbound.close() }
+                return ClientBootstrap(group: inbound.eventLoop)
+                    .connect(host: "127.0.0.1", port: upstreamPort)
+                    .flatMap { outbound in
+                        proxy.connections.withLock { $0 += [inbound, outbound] }
+                        return inbound.pipeline.addHandler(Glue(peer: outbound)).flatMap {
+                            outbound.pipeline.addHandler(Glue(peer: inbound))
+                        }.map { inbound.read() }
+                    }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        server.withLock { $0 = channel }
+    }
+
+    var port: Int { server.withLock { $0!.localAddress!.port! } }
+
+    /// Drops every connection and refuses new ones until `restore()`.
+    func sever() {
+        cut.store(true, ordering: .relaxed)
+        for c in connections.withLock({ all in defer { all = [] }; return all }) { c.close(promise: nil) }
+    }
+
+    func restore() { cut.store(false, ordering: .relaxed) }
+
+    func shutdown() async throws {
+        sever()
+        try await group.shutdownGracefully()
+    }
+}
+
+/// Forwards bytes to the peer channel, and closes it when this side closes.
+final class Glue: ChannelDuplexHandler, @unchecked Sendable {
+    // @unchecked: used only on its channel's event loop.
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    let peer: any Channel
+
+    init(peer: any Channel) { self.peer = peer }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let bytes = unwrapInboundIn(data)
+        let ctx = context
+        peer.writeAndFlush(bytes).whenComplete { _ in ctx.read() }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        context.read()
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        peer.close(promise: nil)
+        context.fireChannelInactive()
+    }
+
+    func read(context: ChannelHandlerContext) { context.read() }
+}

@@ -1,0 +1,142 @@
+import Foundation
+import Testing
+import TopGunCore
+import TopGunStore
+import TopGunTestSupport
+
+/// Three `topgun serve` processes on 127.0.0.1 replicating in a full mesh; writes from
+/// separate `topgun` processes to all three, a node killed with SIGKILL and restarted,
+/// a link cut and restored. At the end all three hold equal records and Merkle roots.
+struct MultiProcessTests {
+    static var binary: String? {
+        [
+            URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("topgun").path,
+            repositoryRoot + "/.build/debug/topgun",
+        ].first { FileManager.default.isExecutableFile(atPath: $0) }
+    }
+
+    final class ServeProcess {
+        let process = Process()
+        var port = 0
+
+        init(binary: String, data: String, listen: Int, peers: [Int], token: String) throws {
+            process.executableURL = URL(fileURLWithPath: binary)
+            process.arguments =
+                ["serve", "--data", data, "--listen", "127.0.0.1:\(listen)", "--token-file", token, "--anti-entropy", "2"]
+                + peers.flatMap { ["--peer", "127.0.0.1:\($0)"] }
+            let out = Pipe()
+            process.standardOutput = out
+            process.standardError = FileHandle(forWritingAtPath: "/dev/null")
+            try process.run()
+            // The node prints its port once listening.
+            var text = ""
+            while !text.contains("\n") {
+                let chunk = out.fileHandleForReading.availableData
+                if chunk.isEmpty { break }
+                text += String(decoding: chunk, as: UTF8.self)
+            }
+            port = Int(text.split(separator: " ").last?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") ?? 0
+        }
+
+        func kill9() {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+
+        func stop() {
+            process.terminate()
+            process.waitUntilExit()
+        }
+    }
+
+    static func freePorts(_ n: Int) -> [Int] {
+        (0..<n).map { _ in
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            defer { close(fd) }
+            var addr = sockaddr_in()
+            addr.sin_family = sa_family_t(AF_INET)
+            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+            addr.sin_port = 0
+            _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+            _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+            return Int(UInt16(bigEndian: addr.sin_port))
+        }
+    }
+
+    /// Writes `count` keys (some shared across nodes, so they conflict) with the CLI.
+    static func write(_ binary: String, data: String, prefix: String, count: Int, shared: Bool) throws {
+        for i in 0..<count {
+            let key = shared && i % 3 == 0 ? "shared-\(i)" : "\(prefix)-\(i)"
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: binary)
+            p.arguments = ["put", "--data", data, "users", key, #"{"from":"\#(prefix)","i":\#(i)}"#]
+            try p.run()
+            p.waitUntilExit()
+        }
+    }
+
+    @Test func threeNodesConvergeThroughKillsAndPartitions() async throws {
+        let binary = try #require(Self.binary, "build the topgun executable first (swift build)")
+        try await withTemporaryDirectory { root in
+            let token = root + "/token"
+            try "s3cret\n".write(toFile: token, atomically: true, encoding: .utf8)
+            let ports = Self.freePorts(3)
+            let dirs = (0..<3).map { root + "/n\($0)" }
+            // Node 2 reaches node 0 through a proxy the test can cut.
+            let node0 = try ServeProcess(binary: binary, data: dirs[0], listen: ports[0], peers: [ports[1], ports[2]], token: token)
+            let proxy = try await LinkProxy(to: ports[0])
+            let node1 = try ServeProcess(binary: binary, data: dirs[1], listen: ports[1], peers: [ports[0], ports[2]], token: token)
+            var node2 = try ServeProcess(binary: binary, data: dirs[2], listen: ports[2], peers: [proxy.port, ports[1]], token: token)
+            defer {
+                for n in [node0, node1, node2] { n.stop() }
+            }
+            #expect(node0.port == ports[0] && node1.port == ports[1] && node2.port == ports[2])
+
+            // Concurrent writes on all three nodes, conflicting keys included.
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for (i, dir) in dirs.enumerated() {
+                    group.addTask { try Self.write(binary, data: dir, prefix: "n\(i)", count: 12, shared: true) }
+                }
+                try await group.waitForAll()
+            }
+            // Kill node 2 mid-stream, keep writing elsewhere, restart it.
+            node2.kill9()
+            try Self.write(binary, data: dirs[0], prefix: "while-down", count: 6, shared: false)
+            node2 = try ServeProcess(binary: binary, data: dirs[2], listen: ports[2], peers: [proxy.port, ports[1]], token: token)
+            // Cut the 2 → 0 link, write on both ends, restore it.
+            proxy.sever()
+            try Self.write(binary, data: dirs[0], prefix: "cut-a", count: 5, shared: false)
+            try Self.write(binary, data: dirs[2], prefix: "cut-b", count: 5, shared: false)
+            try await Task.sleep(for: .milliseconds(300))
+            proxy.restore()
+
+            // Converged: read each data directory (LMDB allows readers next to the servers).
+            var converged = false
+            var last: [[String: StoredState]] = []
+            for _ in 0..<300 {
+                last = try dirs.map { dir in
+                    let store = try Store(path: dir)
+                    var out: [String: StoredState] = [:]
+                    try store.scan(map: "users") { k, s in
+                        out[k] = s
+                        return true
+                    }
+                    return out
+                }
+                if last[0].count == 12 * 3 - 8 + 6 + 10, last[0] == last[1], last[1] == last[2] {
+                    converged = true
+                    break
+                }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(converged, "record counts \(last.map(\.count))")
+            let roots = try dirs.map { dir in
+                let store = try Store(path: dir)
+                return try (0..<UInt16(Partitioner.partitionCount)).map { try store.merkleRoot(map: "users", partition: $0) }
+            }
+            #expect(roots[0] == roots[1] && roots[1] == roots[2])
+            try await proxy.shutdown()
+        }
+    }
+}
