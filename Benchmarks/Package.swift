@@ -22,6 +22,7 @@ let package = Package(
                 .product(name: "TopGunStore", package: root),
                 .product(name: "TopGunCore", package: root),
                 .product(name: "TopGunQuery", package: root),
+                .product(name: "TopGunReplication", package: root),
             ]
         ),
     ],

@@ -11,7 +11,7 @@ import TopGunStore
 /// digest) and compared: a system that did different work fails the run.
 @main
 struct Bench {
-    static func main() throws {
+    static func main() async throws {
         var config = Config()
         var args = CommandLine.arguments.dropFirst()
         while let arg = args.popFirst() {
@@ -24,12 +24,14 @@ struct Bench {
             case "--systems": config.systems = Set((args.popFirst() ?? "").split(separator: ",").map(String.init))
             case "--write-map": config.writeMap = true
             case "--queries": config.queries = true
+            case "--replication": config.replication = true
             default:
                 print(
                     """
                     usage: topgun-bench [--quick] [--json] [--runs R] [--seed S] [--only W1,W2,…]
                                         [--systems lmdb-raw,lmdb-raw+oplog,sqlite,rocksdb,topgun] [--write-map]
                                         [--queries]   (query executor: index vs scan, key lookup vs get, index upkeep)
+                                        [--replication]   (catch-up of a 1M-op log between two nodes over TCP)
                     """)
                 exit(arg == "--help" ? 0 : 2)
             }
@@ -38,8 +40,16 @@ struct Bench {
             try QueryBench(config: config).run()
             return
         }
+        if config.replication {
+            try await ReplicationBench(config: config).run()
+            return
+        }
         if config.queries {
             try QueryBench(config: config).run()
+            return
+        }
+        if config.replication {
+            try await ReplicationBench(config: config).run()
             return
         }
         if !config.json {
@@ -62,6 +72,7 @@ struct Config {
     var systems: Set<String> = []
     var writeMap = false
     var queries = false
+    var replication = false
 }
 
 /// One measured run of one system.

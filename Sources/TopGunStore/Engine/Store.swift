@@ -1,3 +1,4 @@
+import Foundation
 import LMDB
 import Synchronization
 import TopGunCore
@@ -72,6 +73,11 @@ public final class Store: Sendable {
     ///   corrupt environment, …).
     public init(path: String, options: Options = .init()) throws {
         self.options = options
+        var isDirectory: ObjCBool = false
+        if !FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) {
+            // Create missing parents too; LMDB itself needs an existing directory.
+            try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        }
         do {
             env = try Environment(
                 path: path,
