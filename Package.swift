@@ -60,6 +60,7 @@ let package = Package(
         ),
         .testTarget(name: "TopGunStoreTests", dependencies: ["TopGunStore", "TopGunTestSupport"]),
         .testTarget(name: "TopGunQueryTests", dependencies: ["TopGunQuery", "TopGunStore", "TopGunTestSupport"]),
+        .testTarget(name: "TopGunCLITests", dependencies: ["TopGunTestSupport"]),
         .testTarget(
             name: "TopGunReplicationTests",
             dependencies: ["TopGunReplication", "TopGunStore", "TopGunTestSupport", nioCore, nioPosix]

@@ -16,6 +16,6 @@ struct Put: AsyncParsableCommand {
         let value = try Value(json: json)
         let store = try Store(path: options.data)
         let outcome = try store.apply([Mutation.set(map: map, key: key, value: value, ttlMillis: nil)])[0]
-        guard outcome.isApplied else { throw ValidationError("not applied: \(outcome)") }
+        guard outcome.isApplied else { throw CLIError("not applied: \(outcome)") }
     }
 }

@@ -28,16 +28,16 @@ struct Serve: AsyncParsableCommand {
         LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
         let logger = Logger(label: "topgun.serve")
         guard let token = FileManager.default.contents(atPath: tokenFile), !token.isEmpty else {
-            throw ValidationError("token file \(tokenFile) is missing or empty")
+            throw CLIError("token file \(tokenFile) is missing or empty")
         }
         let secret = Array(String(decoding: token, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines).utf8)
         let listenAddress = try listen.map { text in
             guard let a = ReplicaNode.PeerAddress(text) ?? (text.hasSuffix(":0") ? ReplicaNode.PeerAddress(host: String(text.dropLast(2)), port: 0) : nil)
-            else { throw ValidationError("bad --listen \(text), expected HOST:PORT") }
+            else { throw CLIError("bad --listen \(text), expected HOST:PORT") }
             return a
         }
         let peerAddresses = try peers.map { text in
-            guard let a = ReplicaNode.PeerAddress(text) else { throw ValidationError("bad --peer \(text), expected HOST:PORT") }
+            guard let a = ReplicaNode.PeerAddress(text) else { throw CLIError("bad --peer \(text), expected HOST:PORT") }
             return a
         }
         let store = try Store(path: options.data, options: .init(durability: durable ? .durable : .noMetaSync))

@@ -15,7 +15,10 @@ struct TopGun: AsyncParsableCommand {
               topgun get --data ./topgun-data users u1
             """,
         version: version,
-        subcommands: [Demo.self, Serve.self, Put.self, Get.self, StressWriter.self]
+        subcommands: [
+            Demo.self, Serve.self, Put.self, Get.self, Delete.self, Incr.self, Add.self, Remove.self, QueryCommand.self, Scan.self,
+            Watch.self, Export.self, Import.self, Index.self, Inspect.self, Check.self, StressWriter.self,
+        ]
     )
 }
 
@@ -23,4 +26,10 @@ struct TopGun: AsyncParsableCommand {
 struct DataOption: ParsableArguments {
     @Option(name: .long, help: "Database directory.")
     var data: String = "./topgun-data"
+}
+
+/// A command failure: printed as one `Error: …` line, exit status 1.
+struct CLIError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }

@@ -1,0 +1,116 @@
+import ArgumentParser
+import Foundation
+import TopGunCore
+import TopGunQuery
+import TopGunStore
+
+struct QueryCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "query",
+        abstract: "Run a JSON predicate over a map.",
+        discussion: #"""
+            Example:
+              topgun query --data ./topgun-data users '{"op":"gte","path":"age","value":18}' --order age --limit 20
+              topgun query --data ./topgun-data users '{"op":"eq","path":"id","value":"u1"}' --explain
+            """#)
+
+    @OptionGroup var options: DataOption
+    @Argument(help: "Map name.") var map: String
+    @Argument(help: "Predicate as JSON.") var predicate: String
+    @Option(help: "Sort by this field path (prefix with - for descending).") var order: String?
+    @Option(help: "At most this many rows.") var limit: Int?
+    @Option(help: "Continue after this cursor (printed by an earlier page).") var after: String?
+    @Flag(help: "Print the plan and its counters instead of rows.") var explain = false
+    @Option(help: "table or json.") var format: OutputFormat = .table
+
+    func run() async throws {
+        let parsed: QueryPredicate
+        do {
+            parsed = try JSONDecoder().decode(QueryPredicate.self, from: Data(predicate.utf8))
+        } catch {
+            throw CLIError("malformed predicate JSON: \(error)")
+        }
+        let store = try Store(path: options.data)
+        guard store.maps[map] != nil else { throw CLIError("unknown map \(map)") }
+        var query = Query(store: store, map: map).where(parsed).after(after)
+        if let order { query = order.hasPrefix("-") ? query.orderBy(String(order.dropFirst()), descending: true) : query.orderBy(order) }
+        if let limit { query = query.limit(limit) }
+        let result = try query.run()
+        if explain {
+            print(result.explanation)
+            return
+        }
+        printRows(result.rows.map { ($0.key, $0.value) }, format: format)
+        if let next = result.nextCursor { FileHandle.standardError.write(Data("next page: --after \(next)\n".utf8)) }
+    }
+}
+
+struct Scan: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "List the live records of a map (optionally one partition).",
+        discussion: "Example: topgun scan --data ./topgun-data users --partition 91")
+
+    @OptionGroup var options: DataOption
+    @Argument(help: "Map name.") var map: String
+    @Option(help: "Only this partition (0-270).") var partition: UInt16?
+    @Option(help: "table or json.") var format: OutputFormat = .table
+
+    func run() async throws {
+        let store = try Store(path: options.data)
+        guard store.maps[map] != nil else { throw CLIError("unknown map \(map)") }
+        var query = Query(store: store, map: map)
+        if let partition { query = query.partitions([partition]) }
+        printRows(try query.run().rows.map { ($0.key, $0.value) }, format: format)
+    }
+}
+
+struct Watch: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print a live query: the current rows, then enter/update/leave lines as changes commit.",
+        discussion: #"Example: topgun watch --data ./topgun-data users '{"op":"gte","path":"age","value":18}'"#)
+
+    @OptionGroup var options: DataOption
+    @Argument(help: "Map name.") var map: String
+    @Argument(help: "Predicate as JSON (default: everything).") var predicate: String?
+
+    func run() async throws {
+        let store = try Store(path: options.data)
+        var query = Query(store: store, map: map)
+        if let predicate {
+            guard let parsed = try? JSONDecoder().decode(QueryPredicate.self, from: Data(predicate.utf8)) else {
+                throw CLIError("malformed predicate JSON")
+            }
+            query = query.where(parsed)
+        }
+        // Tail the op log, so writes of other processes (topgun put, topgun serve) show too.
+        let initial = try query.run()
+        var current: [String: Value] = [:]
+        for row in initial.rows {
+            current[row.key] = row.value
+            emit("initial", row.key, row.value)
+        }
+        var cursor = try store.lastSequence()
+        while true {
+            let entries = try store.operations(after: cursor, limit: 1_000)
+            for entry in entries where entry.operation.map == map {
+                let key = entry.operation.key
+                let now = try query.where(.eq("key", .string(key))).run().rows.first
+                switch (current[key], now) {
+                case (nil, let row?): emit("enter", key, row.value)
+                case (let old?, let row?) where old != row.value: emit("update", key, row.value)
+                case (_?, nil): emit("leave", key, nil)
+                default: break
+                }
+                current[key] = now?.value
+            }
+            if let last = entries.last { cursor = last.sequence } else { try await Task.sleep(for: .milliseconds(100)) }
+        }
+    }
+
+    func emit(_ event: String, _ key: String, _ value: Value?) {
+        var fields: [String: Value] = ["event": .string(event), "key": .string(key)]
+        if let value { fields["value"] = value }
+        print(Value.map(fields).json)
+        fflush(nil)
+    }
+}

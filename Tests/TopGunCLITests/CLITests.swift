@@ -1,0 +1,125 @@
+import Foundation
+import Testing
+import TopGunTestSupport
+
+/// Runs the built `topgun` binary as a subprocess.
+struct CLI {
+    static var binary: String? {
+        [
+            URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("topgun").path,
+            repositoryRoot + "/.build/debug/topgun",
+        ].first { FileManager.default.isExecutableFile(atPath: $0) }
+    }
+
+    struct Result {
+        var status: Int32
+        var out: String
+        var err: String
+    }
+
+    @discardableResult
+    static func run(_ args: [String], through tool: [String] = []) throws -> Result {
+        let binary = try #require(binary, "build the topgun executable first (swift build)")
+        let p = Process()
+        let out = Pipe()
+        let err = Pipe()
+        if tool.isEmpty {
+            p.executableURL = URL(fileURLWithPath: binary)
+            p.arguments = args
+        } else {
+            p.executableURL = URL(fileURLWithPath: tool[0])
+            p.arguments = Array(tool.dropFirst()) + [([binary] + args).map { "'\($0)'" }.joined(separator: " "), "/dev/null"]
+        }
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return Result(status: p.terminationStatus, out: String(decoding: o, as: UTF8.self), err: String(decoding: e, as: UTF8.self))
+    }
+}
+
+struct CLITests {
+    @Test func dataCommandsRoundTrip() throws {
+        try withTemporaryDirectory { dir in
+            let d = ["--data", dir + "/db"]
+            #expect(try CLI.run(["put"] + d + ["users", "u1", #"{"name":"Ann","age":31}"#]).status == 0)
+            #expect(try CLI.run(["put"] + d + ["users", "u2", #"{"name":"Bo","age":17}"#]).status == 0)
+            #expect(try CLI.run(["get"] + d + ["users", "u1"]).out == "{\"age\":31,\"name\":\"Ann\"}\n")
+            #expect(try CLI.run(["delete"] + d + ["users", "u2"]).status == 0)
+            let missing = try CLI.run(["get"] + d + ["users", "u2"])
+            #expect(missing.status == 1 && missing.out.isEmpty)
+            #expect(try CLI.run(["incr"] + d + ["likes", "p", "--by", "5"]).out == "5\n")
+            #expect(try CLI.run(["incr"] + d + ["likes", "p", "--by=-2"]).out == "3\n")
+            #expect(try CLI.run(["add"] + d + ["tags", "p", #""swift""#]).status == 0)
+            #expect(try CLI.run(["add"] + d + ["tags", "p", #""db""#]).status == 0)
+            #expect(try CLI.run(["remove"] + d + ["tags", "p", #""db""#]).status == 0)
+            #expect(try CLI.run(["get"] + d + ["tags", "p"]).out == "[\"swift\"]\n")
+            let query = try CLI.run(["query"] + d + ["users", #"{"op":"gte","path":"age","value":18}"#, "--format", "json"])
+            #expect(query.out == "{\"key\":\"u1\",\"value\":{\"age\":31,\"name\":\"Ann\"}}\n")
+            let explain = try CLI.run(["query"] + d + ["users", #"{"op":"eq","path":"id","value":"u1"}"#, "--explain"])
+            #expect(explain.out.contains("partitions touched 1 of 271"))
+            #expect(try CLI.run(["scan"] + d + ["users"]).out.contains("u1"))
+            #expect(try CLI.run(["index"] + d + ["users", "age"]).status == 0)
+            #expect(try CLI.run(["query"] + d + ["users", #"{"op":"lt","path":"age","value":99}"#, "--explain"]).out.contains("index scan of users.age"))
+            let inspect = try CLI.run(["inspect"] + d + ["--json"])
+            #expect(inspect.status == 0 && inspect.out.contains("\"users\"") && inspect.out.contains("\"oplog\""))
+            #expect(try CLI.run(["check"] + d).out.contains("ok"))
+            // Export, import elsewhere, same answers.
+            #expect(try CLI.run(["export"] + d + [dir + "/log.tgs"]).status == 0)
+            #expect(try CLI.run(["import", "--data", dir + "/copy", dir + "/log.tgs"]).status == 0)
+            #expect(try CLI.run(["get", "--data", dir + "/copy", "users", "u1"]).out == "{\"age\":31,\"name\":\"Ann\"}\n")
+            #expect(try CLI.run(["get", "--data", dir + "/copy", "likes", "p"]).out == "3\n")
+        }
+    }
+
+    @Test func badInputIsOneClearLineAndNonZero() throws {
+        try withTemporaryDirectory { dir in
+            let d = ["--data", dir + "/db"]
+            try CLI.run(["put"] + d + ["users", "u1", "1"])
+            let cases: [([String], String)] = [
+                (["put"] + d + ["users", "u1", "{not json"], "malformed JSON"),
+                (["query"] + d + ["users", "{"], "malformed predicate JSON"),
+                (["query"] + d + ["nope", #"{"op":"exists","path":"a"}"#], "unknown map nope"),
+                (["get", "--data", "/etc/hostname", "users", "u1"], "not a directory"),
+                (["import"] + d + [dir + "/missing.tgs"], "cannot read"),
+            ]
+            for (args, message) in cases {
+                let r = try CLI.run(args)
+                #expect(r.status != 0, "\(args)")
+                #expect(r.err.contains(message), "\(args): \(r.err)")
+                #expect(r.err.split(separator: "\n").count == 1, "one line: \(r.err)")
+            }
+            // A corrupted segment file is refused whole.
+            try CLI.run(["export"] + d + [dir + "/log.tgs"])
+            var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: dir + "/log.tgs")))
+            bytes[bytes.count - 10] ^= 0xFF
+            try Data(bytes).write(to: URL(fileURLWithPath: dir + "/bad.tgs"))
+            let r = try CLI.run(["import", "--data", dir + "/other", dir + "/bad.tgs"])
+            #expect(r.status != 0 && r.err.contains("nothing was imported"))
+            #expect(try CLI.run(["get", "--data", dir + "/other", "users", "u1"]).status == 1)
+        }
+    }
+
+    @Test func everyCommandHasHelpWithAnExample() throws {
+        for command in ["put", "get", "delete", "incr", "add", "remove", "query", "scan", "watch", "export", "import", "index", "inspect", "check", "serve", "demo"] {
+            let r = try CLI.run([command, "--help"])
+            #expect(r.status == 0 && r.out.contains("Example"), "\(command)")
+        }
+        #expect(try CLI.run(["--version"]).out.hasPrefix("0."))
+    }
+
+    @Test func progressIsABarOnATerminalAndLinesOtherwise() throws {
+        try withTemporaryDirectory { dir in
+            let d = ["--data", dir + "/db"]
+            for i in 0..<50 { try CLI.run(["put"] + d + ["m", "k\(i)", #"{"v":\#(i)}"#]) }
+            let plain = try CLI.run(["index"] + d + ["m", "v"])
+            #expect(!plain.err.contains("\r") && plain.err.contains("100%"))
+            // `script` runs the command on a pseudo-terminal.
+            guard FileManager.default.isExecutableFile(atPath: "/usr/bin/script") else { return }
+            let tty = try CLI.run(["index"] + d + ["m", "w"], through: ["/usr/bin/script", "-qec"])
+            #expect(tty.out.contains("\r") && tty.out.contains("[#"), "\(tty.out.debugDescription)")
+        }
+    }
+}
