@@ -1,83 +1,108 @@
 import ArgumentParser
 import Foundation
+import Logging
 import TopGunCore
+import TopGunQuery
+import TopGunReplication
 import TopGunStore
 
 struct Demo: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Two replicas write conflicting data offline, exchange op logs, and converge.",
+        abstract: "Three replicas write conflicting data offline, connect over loopback TCP, and converge.",
         discussion: "Example: topgun demo")
 
     func run() async throws {
         let root = NSTemporaryDirectory() + "topgun-demo-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: root) }
-        let a = try Database(path: root + "-a", options: .init(durability: .noSync, nodeID: NodeID(0xA)))
-        let b = try Database(path: root + "-b", options: .init(durability: .noSync, nodeID: NodeID(0xB)))
-        defer {
-            try? FileManager.default.removeItem(atPath: root + "-a")
-            try? FileManager.default.removeItem(atPath: root + "-b")
+        let names = ["A", "B", "C"]
+        let dbs = try names.enumerated().map { i, name in
+            try Database(path: "\(root)/\(name)", options: .init(durability: .noSync, nodeID: NodeID(UInt64(0xA + i))))
         }
-        print("TopGun \(TopGun.version) demo: replicas A (node \(a.store.nodeID)) and B (node \(b.store.nodeID))\n")
+        print("TopGun \(TopGun.version) demo: three replicas in \(root)\n")
 
-        print("1. Offline writes on each replica")
-        let usersA = a.map("users", of: [String: String].self)
-        let usersB = b.map("users", of: [String: String].self)
-        try await usersA.set("u1", ["name": "Ann", "city": "Oslo"])
-        try await usersB.set("u1", ["name": "Ann", "city": "Bergen"])
-        try await usersA.set("u2", ["name": "Bo"])
-        try await a.counter("likes").increment("post-1", by: 3)
-        try await b.counter("likes").increment("post-1", by: 2)
-        try await a.orMap("tags").add("post-1", "swift")
-        try await b.orMap("tags").add("post-1", "crdt")
-        try await a.orMap("tags").remove("post-1", "swift")
-        for (name, db) in [("A", a), ("B", b)] {
-            print("   \(name): users.u1=\(try db.map("users", of: [String: String].self).get("u1") ?? [:])"
-                + " likes=\(try db.counter("likes").value("post-1")) tags=\(try db.orMap("tags").values("post-1").map(\.json))")
+        print("1. Offline: each replica writes, with conflicts")
+        try await dbs[0].map("users", of: [String: String].self).set("u1", ["name": "Ann", "city": "Oslo"])
+        try await dbs[1].map("users", of: [String: String].self).set("u1", ["name": "Ann", "city": "Bergen"])
+        try await dbs[2].map("users", of: [String: String].self).set("u2", ["name": "Bo", "city": "Lima"])
+        for (i, db) in dbs.enumerated() {
+            try await db.counter("likes").increment("post-1", by: Int64(i + 1))
+            try await db.orMap("tags").add("post-1", .string(["swift", "crdt", "lmdb"][i]))
+            for k in 0..<200 { try await db.map("users", of: [String: String].self).set("bulk-\(i)-\(k)", ["n": "\(k)"]) }
         }
+        try await dbs[0].orMap("tags").remove("post-1", "swift")
+        try show(dbs, names)
 
-        print("\n2. Exchange op logs (both directions) through the merge path")
-        let fromA = try a.store.operations(after: nil).map(\.operation)
-        let fromB = try b.store.operations(after: nil).map(\.operation)
-        let appliedOnB = try b.store.apply(fromA).filter(\.isApplied).count
-        let appliedOnA = try a.store.apply(fromB).filter(\.isApplied).count
-        print("   A -> B: \(fromA.count) ops, \(appliedOnB) changed state; B -> A: \(fromB.count) ops, \(appliedOnA) changed state")
-
-        print("\n3. After exchange")
-        var converged = true
-        for (name, db) in [("A", a), ("B", b)] {
-            let u1 = try db.map("users", of: [String: String].self).get("u1") ?? [:]
-            print("   \(name): users.u1=\(u1) likes=\(try db.counter("likes").value("post-1")) tags=\(try db.orMap("tags").values("post-1").map(\.json))")
+        print("\n2. Connect: each replica serves its op log and pulls from the other two over TCP")
+        let token = Array(UUID().uuidString.utf8)
+        var logger = Logger(label: "topgun.demo")
+        logger.logLevel = .warning
+        let servers = dbs.map { ReplicaNode(store: $0.store, configuration: .init(listen: .init(host: "127.0.0.1", port: 0), token: token, antiEntropyInterval: nil), logger: logger) }
+        var tasks = servers.map { node in Task { try await node.run() } }
+        for s in servers { while s.listeningPort == nil { try await Task.sleep(for: .milliseconds(5)) } }
+        print("   listening on ports \(servers.map { String($0.listeningPort!) }.joined(separator: ", "))")
+        for (i, db) in dbs.enumerated() {
+            let peers = servers.enumerated().filter { $0.offset != i }.map { ReplicaNode.PeerAddress(host: "127.0.0.1", port: $0.element.listeningPort!) }
+            let puller = ReplicaNode(store: db.store, configuration: .init(listen: nil, peers: peers, token: token, antiEntropyInterval: nil), logger: logger)
+            tasks.append(Task { try await puller.run() })
         }
-        if case .lww(let winner)? = try a.store.state(map: "users", key: "u1") {
-            print("   u1 conflict won by HLC \(winner.timestamp)")
-        }
-        for map in ["users", "likes", "tags"] {
-            for p in UInt16(0)..<UInt16(Partitioner.partitionCount) where try a.store.merkleRoot(map: map, partition: p) != b.store.merkleRoot(map: map, partition: p) {
-                converged = false
-            }
-        }
-        print("   Merkle roots of all 271 partitions equal: \(converged)")
-
-        print("\n4. Merge throughput (100,000 LWW ops, 10,000 keys, 1,000 per batch, no fsync)")
-        var rng = SystemRandomNumberGenerator()
-        let payload = [UInt8](repeating: 0x61, count: 97)
-        let encoded = [0xd9, 97] + payload  // a 97-byte string: 100 bytes encoded
         let start = ContinuousClock.now
+        var converged = false
+        while ContinuousClock.now - start < .seconds(20) {
+            let roots = try dbs.map { db in try ["users", "likes", "tags"].flatMap { map in try (0..<UInt16(Partitioner.partitionCount)).map { try db.store.merkleRoot(map: map, partition: $0) } } }
+            if roots.allSatisfy({ $0 == roots[0] }), try dbs[0].store.count(map: "users") == 602 {
+                converged = true
+                break
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        print("   converged in \(ContinuousClock.now - start): \(converged ? "all 3 × 271 partition Merkle roots equal" : "NOT converged")")
+
+        print("\n3. After replication")
+        try show(dbs, names)
+        if case .lww(let winner)? = try dbs[0].store.state(map: "users", key: "u1") {
+            print("   users.u1: the write stamped \(winner.timestamp) (node \(winner.timestamp.node)) won the conflict on every replica")
+        }
+
+        print("\n4. A pruned query on replica C")
+        let q = dbs[2].query("users").where(Field("id").isIn(["u1", "u2", "nobody"]))
+        for row in try q.run().rows { print("   \(row.key) \(row.value.json)") }
+        print("   explain: \(try q.explain())")
+        print("   explain (no key predicate): \(try dbs[2].query("users").where("city" == "Lima").explain())")
+
+        print("\n5. Merge throughput on replica A (200,000 LWW ops, 20,000 keys, 1,000 per transaction, no fsync)")
+        var rng = SystemRandomNumberGenerator()
+        let encoded: [UInt8] = [0xd9, 98] + [UInt8](repeating: 0x61, count: 98)
+        let progress = Progress("   merging", total: 200_000)
+        let t0 = ContinuousClock.now
         var applied = 0
-        for _ in 0..<100 {
-            let ops = (0..<1_000).map { _ in
+        for b in 0..<200 {
+            let ops = (0..<1_000).map { i in
                 ReplicatedOperation(
-                    map: "bench", key: "key-\(Int.random(in: 0..<10_000, using: &rng))",
-                    timestamp: HLCTimestamp(millis: 1_700_000_000_000 + UInt64.random(in: 0..<1_000_000, using: &rng), counter: 0, node: NodeID(UInt64.random(in: 1...8, using: &rng))),
+                    map: "bench", key: "key-\(Int.random(in: 0..<20_000, using: &rng))",
+                    timestamp: HLCTimestamp(millis: 1_700_000_000_000 + UInt64(b * 1_000 + i) + UInt64.random(in: 0..<160_000, using: &rng), counter: 0, node: NodeID(UInt64.random(in: 1...8, using: &rng))),
                     payload: .lww(encodedValue: encoded, ttlMillis: nil))
             }
-            applied += try a.store.apply(ops).filter(\.isApplied).count
+            applied += try dbs[0].store.apply(ops).filter(\.isApplied).count
+            progress.update((b + 1) * 1_000)
         }
-        let seconds = Double((ContinuousClock.now - start).components.attoseconds) / 1e18 + Double((ContinuousClock.now - start).components.seconds)
-        print("   \(Int(100_000 / seconds)) ops/s (\(applied) changed state)")
-        a.close()
-        b.close()
+        progress.finish()
+        let elapsed = ContinuousClock.now - t0
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        print("   \(Int(200_000 / seconds)) ops/s, \(applied) changed state (the rest lost to newer writes)")
+
+        for t in tasks { t.cancel() }
+        for t in tasks { _ = await t.result }
+        for db in dbs { db.close() }
         guard converged else { throw ExitCode(1) }
         print("\nReplicas converged.")
+    }
+
+    func show(_ dbs: [Database], _ names: [String]) throws {
+        for (name, db) in zip(names, dbs) {
+            let u1 = try db.map("users", of: [String: String].self).get("u1").map { "\($0["city"] ?? "")" } ?? "-"
+            print(
+                "   \(name): users \(try db.store.count(map: "users")) (u1.city=\(u1)), likes=\(try db.counter("likes").value("post-1")), tags=\(try db.orMap("tags").values("post-1").map(\.json).joined(separator: ","))"
+            )
+        }
     }
 }
