@@ -80,6 +80,7 @@ public final class ReplicaNode: Sendable {
         public var rawBytesSent = 0
         public var handshakesRefused = 0
         public var repairsSent = 0
+        public init() {}
     }
 
     public let store: Store

@@ -32,7 +32,7 @@ struct Inspect: AsyncParsableCommand {
         }
         let first = try store.firstSequence()
         let last = try store.lastSequence()
-        let logCount = try store.operations(after: nil).count
+        let logCount = try store.opLogCount()
         let now = SystemWallClock().milliseconds()
         let peers: [Value] = try store.peers().map { p in
             .map([

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import Prometheus
 import ServiceLifecycle
 import TopGunCore
 import TopGunReplication
@@ -22,6 +23,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Replicate only these maps (comma-separated).") var maps: String?
     @Option(help: "Replicate only these partitions (comma-separated ids).") var partitions: String?
     @Option(help: "Seconds between anti-entropy rounds (0 = only when needed).") var antiEntropy: Int = 60
+    @Option(help: "Serve Prometheus metrics on HOST:PORT (GET /metrics).") var metrics: String?
     @Flag(help: "fsync every commit.") var durable = false
 
     func run() async throws {
@@ -50,7 +52,14 @@ struct Serve: AsyncParsableCommand {
                 listen: listenAddress, peers: peerAddresses, token: secret, subscription: subscription,
                 antiEntropyInterval: antiEntropy > 0 ? .seconds(antiEntropy) : nil),
             logger: logger)
-        let service = NodeService(node: node, logger: logger)
+        var metricsAddress: ReplicaNode.PeerAddress?
+        if let metrics {
+            guard let a = ReplicaNode.PeerAddress(metrics) ?? (metrics.hasSuffix(":0") ? ReplicaNode.PeerAddress(host: String(metrics.dropLast(2)), port: 0) : nil)
+            else { throw CLIError("bad --metrics \(metrics), expected HOST:PORT") }
+            metricsAddress = a
+        }
+        let registry = metricsAddress != nil ? MetricsEndpoint.bootstrap() : nil
+        let service = NodeService(node: node, logger: logger, metrics: metricsAddress, registry: registry)
         let group = ServiceGroup(
             configuration: .init(services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
@@ -62,6 +71,8 @@ struct Serve: AsyncParsableCommand {
 struct NodeService: Service {
     let node: ReplicaNode
     let logger: Logger
+    let metrics: ReplicaNode.PeerAddress?
+    let registry: PrometheusCollectorRegistry?
 
     func run() async throws {
         do {
@@ -75,6 +86,9 @@ struct NodeService: Service {
         try await cancelWhenGracefulShutdown {
             try await withThrowingTaskGroup(of: Void.self) { tasks in
                 tasks.addTask { try await node.run() }
+                if let metrics, let registry {
+                    tasks.addTask { try await MetricsEndpoint(registry: registry, node: node).serve(host: metrics.host, port: metrics.port) }
+                }
                 tasks.addTask {
                     // Announce the bound port once listening (scripts and tests read it).
                     while node.listeningPort == nil && node.configuration.listen != nil { try await Task.sleep(for: .milliseconds(10)) }

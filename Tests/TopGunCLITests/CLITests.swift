@@ -123,3 +123,41 @@ struct CLITests {
         }
     }
 }
+
+struct ServeMetricsTests {
+    @Test func serveExposesPrometheusMetricsAndStopsOnSIGTERM() throws {
+        let binary = try #require(CLI.binary)
+        try withTemporaryDirectory { dir in
+            try "token\n".write(toFile: dir + "/token", atomically: true, encoding: .utf8)
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: binary)
+            p.arguments = ["serve", "--data", dir + "/db", "--listen", "127.0.0.1:0", "--token-file", dir + "/token", "--metrics", "127.0.0.1:0"]
+            let out = Pipe()
+            p.standardOutput = out
+            p.standardError = FileHandle(forWritingAtPath: "/dev/null")
+            try p.run()
+            var text = ""
+            while text.components(separatedBy: "\n").count < 3 {
+                let chunk = out.fileHandleForReading.availableData
+                if chunk.isEmpty { break }
+                text += String(decoding: chunk, as: UTF8.self)
+            }
+            let metricsLine = try #require(text.split(separator: "\n").first { $0.hasPrefix("metrics on port") })
+            let port = try #require(Int(metricsLine.split(separator: " ").last!))
+            Thread.sleep(forTimeInterval: 1.2)
+            let curl = Process()
+            curl.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+            curl.arguments = ["-s", "http://127.0.0.1:\(port)/metrics"]
+            let body = Pipe()
+            curl.standardOutput = body
+            try curl.run()
+            let metrics = String(decoding: body.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            curl.waitUntilExit()
+            #expect(metrics.contains("topgun_merge_ops_total") && metrics.contains("topgun_batch_duration_seconds_bucket"))
+            #expect(metrics.contains("topgun_oplog_entries"))
+            p.terminate()
+            p.waitUntilExit()
+            #expect(p.terminationStatus == 0, "graceful shutdown exits 0")
+        }
+    }
+}

@@ -26,6 +26,8 @@ extension Store {
 
     /// Runs one write transaction with `body`, then publishes its changes.
     func commit(_ body: (inout Batch, borrowing Transaction) throws -> [ApplyOutcome]) throws -> [ApplyOutcome] {
+        let started = ContinuousClock.now
+        defer { counters.record(batchDuration: ContinuousClock.now - started) }
         let wantChanges = feed.hasSubscribers
         let (outcomes, changes, newMaps) = try env.write { txn in
             var batch = try Batch(store: self, wantChanges: wantChanges, txn)
@@ -38,6 +40,7 @@ extension Store {
             mapsByID.withLock { for (name, info) in newMaps { $0[info.id] = name } }
         }
         if !changes.isEmpty { feed.publish(changes) }
+        counters.record(applied: outcomes.reduce(0) { $0 + ($1.isApplied ? 1 : 0) }, of: outcomes.count)
         return outcomes
     }
 }

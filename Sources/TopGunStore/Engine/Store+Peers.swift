@@ -132,3 +132,10 @@ extension Store {
         return out
     }
 }
+
+extension Store {
+    /// Entries in the op log (`mdb_stat`, no scan).
+    public func opLogCount() throws -> Int {
+        try env.read { txn in try txn.statistics(of: dbs.oplog).entries }
+    }
+}

@@ -65,6 +65,8 @@ public final class Store: Sendable {
     let horizon: Mutex<HLCTimestamp>
     let indexRegistry: Mutex<[String: [IndexDefinition]]>
     let feed: ChangeFeed
+    /// Write-path counters for metrics.
+    public let counters = StoreCounters()
 
     /// Opens or creates the store in directory `path`.
     ///

@@ -1,0 +1,117 @@
+import CoreMetrics
+import Foundation
+import Metrics
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Prometheus
+import TopGunCore
+import TopGunReplication
+import TopGunStore
+
+/// Serves the Prometheus text format on `GET /metrics` and keeps the metrics of a node
+/// current: merge ops, commit latency histogram, op-log size, per-peer lag, bytes in
+/// and out, rejected segments.
+struct MetricsEndpoint {
+    let registry: PrometheusCollectorRegistry
+    let node: ReplicaNode
+
+    /// Installs the Prometheus backend for swift-metrics.
+    static func bootstrap() -> PrometheusCollectorRegistry {
+        let registry = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.defaultDurationHistogramBuckets = [
+            .microseconds(250), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10),
+            .milliseconds(25), .milliseconds(100), .milliseconds(500), .seconds(1),
+        ]
+        MetricsSystem.bootstrap(factory)
+        return registry
+    }
+
+    func serve(host: String, port: Int) async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let registry = self.registry
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.pipeline.configureHTTPServerPipeline().flatMap {
+                    channel.pipeline.addHandler(MetricsHTTPHandler(registry: registry))
+                }
+            }
+            .bind(host: host, port: port).get()
+        FileHandle.standardOutput.write(Data("metrics on port \(channel.localAddress?.port ?? 0)\n".utf8))
+        try await withTaskCancellationHandler {
+            try await publish()
+        } onCancel: {
+            channel.close(promise: nil)
+        }
+        try await group.shutdownGracefully()
+    }
+
+    /// Copies node and store counters into swift-metrics once a second.
+    func publish() async throws {
+        let mergeOps = Counter(label: "topgun_merge_ops_total")
+        let offered = Counter(label: "topgun_ops_offered_total")
+        let batch = Timer(label: "topgun_batch_duration_seconds", preferredDisplayUnit: .seconds)
+        let oplog = Gauge(label: "topgun_oplog_entries")
+        let bytesIn = Counter(label: "topgun_replication_bytes_in_total")
+        let bytesOut = Counter(label: "topgun_replication_bytes_out_total")
+        let rejected = Counter(label: "topgun_replication_segments_rejected_total")
+        let refused = Counter(label: "topgun_replication_handshakes_refused_total")
+        var last = (StoreCounters.Snapshot(), ReplicaNode.Statistics())
+        while !Task.isCancelled {
+            let store = node.store.counters.snapshot
+            let stats = node.statistics
+            mergeOps.increment(by: Int64(store.applied - last.0.applied))
+            offered.increment(by: Int64(store.operations - last.0.operations))
+            for d in node.store.counters.drainBatchDurations() { batch.recordNanoseconds(Int64(d.components.seconds) * 1_000_000_000 + d.components.attoseconds / 1_000_000_000) }
+            oplog.record(Double(try node.store.opLogCount()))
+            bytesIn.increment(by: Int64(stats.bytesReceived - last.1.bytesReceived))
+            bytesOut.increment(by: Int64(stats.bytesSent - last.1.bytesSent))
+            rejected.increment(by: Int64(stats.segmentsRejected - last.1.segmentsRejected))
+            refused.increment(by: Int64(stats.handshakesRefused - last.1.handshakesRefused))
+            let now = node.store.clockHighWater.millis
+            for peer in try node.store.peers() {
+                Gauge(label: "topgun_peer_lag_ms", dimensions: [("peer", peer.node.description)])
+                    .record(Double(now > peer.cursor.millis ? now - peer.cursor.millis : 0))
+            }
+            last = (store, stats)
+            try await Task.sleep(for: .seconds(1))
+        }
+    }
+}
+
+/// Answers `GET /metrics` with the registry's text exposition; anything else is 404.
+final class MetricsHTTPHandler: ChannelInboundHandler, @unchecked Sendable {
+    // @unchecked: used only on its channel's event loop.
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+    let registry: PrometheusCollectorRegistry
+    var path = ""
+
+    init(registry: PrometheusCollectorRegistry) { self.registry = registry }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head): path = head.uri
+        case .body: break
+        case .end:
+            var body = context.channel.allocator.buffer(capacity: 4_096)
+            var status = HTTPResponseStatus.ok
+            if path == "/metrics" {
+                var bytes: [UInt8] = []
+                registry.emit(into: &bytes)
+                body.writeBytes(bytes)
+            } else {
+                status = .notFound
+                body.writeString("not found\n")
+            }
+            var headers = HTTPHeaders()
+            headers.add(name: "Content-Type", value: "text/plain; version=0.0.4")
+            headers.add(name: "Content-Length", value: "\(body.readableBytes)")
+            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+            context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        }
+    }
+}
