@@ -9,6 +9,7 @@ let logging: Target.Dependency = .product(name: "Logging", package: "swift-log")
 let serviceLifecycle: Target.Dependency = .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
 let metrics: Target.Dependency = .product(name: "Metrics", package: "swift-metrics")
 let prometheus: Target.Dependency = .product(name: "Prometheus", package: "swift-prometheus")
+let nioSSL: Target.Dependency = .product(name: "NIOSSL", package: "swift-nio-ssl")
 let nioHTTP1: Target.Dependency = .product(name: "NIOHTTP1", package: "swift-nio")
 
 let package = Package(
@@ -25,6 +26,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
@@ -47,7 +49,7 @@ let package = Package(
         .target(name: "TopGunQuery", dependencies: ["TopGunStore", "TopGunCore", "LMDB"]),
         .target(
             name: "TopGunReplication",
-            dependencies: ["TopGunStore", "TopGunCore", "CLZ4", nioCore, nioPosix, logging]
+            dependencies: ["TopGunStore", "TopGunCore", "CLZ4", nioCore, nioPosix, nioSSL, logging]
         ),
         .executableTarget(name: "topgun", dependencies: [
                 "TopGunStore", "TopGunQuery", "TopGunReplication", "TopGunCore", argumentParser, logging, serviceLifecycle,

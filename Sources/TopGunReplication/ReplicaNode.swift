@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import Synchronization
 import TopGunCore
 import TopGunStore
@@ -31,8 +32,26 @@ public final class ReplicaNode: Sendable {
         public var description: String { "\(host):\(port)" }
     }
 
+    /// PEM files for TLS between replicas.
+    public struct TLSFiles: Sendable, Equatable {
+        /// This node's certificate (chain), presented to peers.
+        public var certificate: String
+        public var privateKey: String
+        /// Certificates trusted when connecting to peers; default: `certificate` itself
+        /// (every node shares one self-signed certificate).
+        public var trustRoots: String?
+
+        public init(certificate: String, privateKey: String, trustRoots: String? = nil) {
+            self.certificate = certificate
+            self.privateKey = privateKey
+            self.trustRoots = trustRoots
+        }
+    }
+
     public struct Configuration: Sendable {
         public var listen: PeerAddress?
+        /// TLS for every connection, served and pulled (nil = plain TCP).
+        public var tls: TLSFiles?
         public var peers: [PeerAddress]
         /// The shared secret every peer must present.
         public var token: [UInt8]
@@ -54,8 +73,9 @@ public final class ReplicaNode: Sendable {
             listen: PeerAddress?, peers: [PeerAddress] = [], token: [UInt8], subscription: Subscription = .init(),
             maxFrameBytes: Int = Frame.defaultMaxBytes, segmentSize: Int = 1_000, maxInFlightSegments: Int = 4,
             pollInterval: Duration = .milliseconds(20), antiEntropyInterval: Duration? = .seconds(60),
-            handshakeTimeout: Duration = .seconds(5)
+            handshakeTimeout: Duration = .seconds(5), tls: TLSFiles? = nil
         ) {
+            self.tls = tls
             self.listen = listen
             self.peers = peers
             self.token = token
@@ -91,12 +111,28 @@ public final class ReplicaNode: Sendable {
     /// Cursors acknowledged by subscribers, for write concern.
     let acknowledged = Mutex<[NodeID: HLCTimestamp]>([:])
     let boundPort = Mutex<Int?>(nil)
+    let serverTLS: NIOSSLContext?
+    let clientTLS: NIOSSLContext?
 
-    public init(store: Store, configuration: Configuration, logger: Logger = Logger(label: "topgun.replication")) {
+    /// - Throws: `NIOSSLError` when TLS files cannot be read.
+    public init(store: Store, configuration: Configuration, logger: Logger = Logger(label: "topgun.replication")) throws {
         self.store = store
         self.configuration = configuration
         self.logger = logger
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        if let tls = configuration.tls {
+            let chain = try NIOSSLCertificate.fromPEMFile(tls.certificate).map { NIOSSLCertificateSource.certificate($0) }
+            let key = try NIOSSLPrivateKey(file: tls.privateKey, format: .pem)
+            serverTLS = try NIOSSLContext(configuration: .makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key)))
+            var client = TLSConfiguration.makeClientConfiguration()
+            client.trustRoots = .file(tls.trustRoots ?? tls.certificate)
+            // Peers are addressed by IP; the shared certificate authenticates the mesh.
+            client.certificateVerification = .noHostnameVerification
+            clientTLS = try NIOSSLContext(configuration: client)
+        } else {
+            serverTLS = nil
+            clientTLS = nil
+        }
     }
 
     deinit { try? group.syncShutdownGracefully() }
@@ -139,7 +175,12 @@ public final class ReplicaNode: Sendable {
 
     // MARK: Channels
 
-    func pipeline(_ channel: any Channel) throws -> NIOAsyncChannel<Frame, Frame> {
+    func pipeline(_ channel: any Channel, server: Bool) throws -> NIOAsyncChannel<Frame, Frame> {
+        if server, let serverTLS {
+            try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: serverTLS))
+        } else if !server, let clientTLS {
+            try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: clientTLS, serverHostname: nil))
+        }
         try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(maxBytes: configuration.maxFrameBytes)))
         try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
         return try NIOAsyncChannel<Frame, Frame>(wrappingChannelSynchronously: channel)
@@ -150,7 +191,7 @@ public final class ReplicaNode: Sendable {
             .serverChannelOption(.backlog, value: 64)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .bind(host: address.host, port: address.port) { channel in
-                channel.eventLoop.makeCompletedFuture { try self.pipeline(channel) }
+                channel.eventLoop.makeCompletedFuture { try self.pipeline(channel, server: true) }
             }
         boundPort.withLock { $0 = server.channel.localAddress?.port }
         logger.info("listening", metadata: ["address": "\(address.host):\(server.channel.localAddress?.port ?? 0)"])
@@ -177,7 +218,7 @@ public final class ReplicaNode: Sendable {
         try await ClientBootstrap(group: group)
             .connectTimeout(.seconds(5))
             .connect(host: peer.host, port: peer.port) { channel in
-                channel.eventLoop.makeCompletedFuture { try self.pipeline(channel) }
+                channel.eventLoop.makeCompletedFuture { try self.pipeline(channel, server: false) }
             }
     }
 }

@@ -36,13 +36,13 @@ struct Demo: AsyncParsableCommand {
         let token = Array(UUID().uuidString.utf8)
         var logger = Logger(label: "topgun.demo")
         logger.logLevel = .warning
-        let servers = dbs.map { ReplicaNode(store: $0.store, configuration: .init(listen: .init(host: "127.0.0.1", port: 0), token: token, antiEntropyInterval: nil), logger: logger) }
+        let servers = try dbs.map { try ReplicaNode(store: $0.store, configuration: .init(listen: .init(host: "127.0.0.1", port: 0), token: token, antiEntropyInterval: nil), logger: logger) }
         var tasks = servers.map { node in Task { try await node.run() } }
         for s in servers { while s.listeningPort == nil { try await Task.sleep(for: .milliseconds(5)) } }
         print("   listening on ports \(servers.map { String($0.listeningPort!) }.joined(separator: ", "))")
         for (i, db) in dbs.enumerated() {
             let peers = servers.enumerated().filter { $0.offset != i }.map { ReplicaNode.PeerAddress(host: "127.0.0.1", port: $0.element.listeningPort!) }
-            let puller = ReplicaNode(store: db.store, configuration: .init(listen: nil, peers: peers, token: token, antiEntropyInterval: nil), logger: logger)
+            let puller = try ReplicaNode(store: db.store, configuration: .init(listen: nil, peers: peers, token: token, antiEntropyInterval: nil), logger: logger)
             tasks.append(Task { try await puller.run() })
         }
         let start = ContinuousClock.now

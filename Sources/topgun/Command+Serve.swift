@@ -24,6 +24,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Replicate only these partitions (comma-separated ids).") var partitions: String?
     @Option(help: "Seconds between anti-entropy rounds (0 = only when needed).") var antiEntropy: Int = 60
     @Option(help: "Serve Prometheus metrics on HOST:PORT (GET /metrics).") var metrics: String?
+    @Option(help: "PEM certificate for TLS between replicas (with --tls-key).") var tlsCert: String?
+    @Option(help: "PEM private key for TLS.") var tlsKey: String?
+    @Option(help: "PEM certificates trusted for peers (default: --tls-cert).") var tlsCA: String?
     @Flag(help: "fsync every commit.") var durable = false
 
     func run() async throws {
@@ -42,15 +45,21 @@ struct Serve: AsyncParsableCommand {
             guard let a = ReplicaNode.PeerAddress(text) else { throw CLIError("bad --peer \(text), expected HOST:PORT") }
             return a
         }
+        var tls: ReplicaNode.TLSFiles?
+        switch (tlsCert, tlsKey) {
+        case (let cert?, let key?): tls = .init(certificate: cert, privateKey: key, trustRoots: tlsCA)
+        case (nil, nil): tls = nil
+        default: throw CLIError("--tls-cert and --tls-key go together")
+        }
         let store = try Store(path: options.data, options: .init(durability: durable ? .durable : .noMetaSync))
         let subscription = Subscription(
             maps: maps?.split(separator: ",").map(String.init) ?? [],
             partitions: partitions?.split(separator: ",").compactMap { UInt16($0) } ?? [])
-        let node = ReplicaNode(
+        let node = try ReplicaNode(
             store: store,
             configuration: .init(
                 listen: listenAddress, peers: peerAddresses, token: secret, subscription: subscription,
-                antiEntropyInterval: antiEntropy > 0 ? .seconds(antiEntropy) : nil),
+                antiEntropyInterval: antiEntropy > 0 ? .seconds(antiEntropy) : nil, tls: tls),
             logger: logger)
         var metricsAddress: ReplicaNode.PeerAddress?
         if let metrics {

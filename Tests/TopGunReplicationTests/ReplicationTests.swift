@@ -15,13 +15,13 @@ final class RunningNode: Sendable {
 
     init(
         _ store: Store, listen: Bool = true, peers: [Int] = [], token: String = "secret", subscription: Subscription = .init(),
-        antiEntropy: Duration? = nil
+        antiEntropy: Duration? = nil, tls: ReplicaNode.TLSFiles? = nil
     ) async throws {
-        node = ReplicaNode(
+        node = try ReplicaNode(
             store: store,
             configuration: .init(
                 listen: listen ? .init(host: "127.0.0.1", port: 0) : nil, peers: peers.map { .init(host: "127.0.0.1", port: $0) },
-                token: Array(token.utf8), subscription: subscription, antiEntropyInterval: antiEntropy))
+                token: Array(token.utf8), subscription: subscription, antiEntropyInterval: antiEntropy, tls: tls))
         let node = self.node
         task = Task { try await node.run() }
         while listen && node.listeningPort == nil { try await Task.sleep(for: .milliseconds(5)) }
@@ -206,6 +206,34 @@ struct ReplicationTests {
             #expect(partial == 1, "times out reporting what was reached")
             await pb.stop()
             await server.stop()
+        }
+    }
+
+    @Test func tlsReplicatesAndPlainClientsGetNothing() async throws {
+        try await withTemporaryDirectory { root in
+            let openssl = Process()
+            openssl.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+            openssl.arguments = [
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=topgun", "-days", "1",
+                "-keyout", root + "/key.pem", "-out", root + "/cert.pem",
+            ]
+            openssl.standardError = FileHandle(forWritingAtPath: "/dev/null")
+            try openssl.run()
+            openssl.waitUntilExit()
+            try #require(openssl.terminationStatus == 0)
+            let tls = ReplicaNode.TLSFiles(certificate: root + "/cert.pem", privateKey: root + "/key.pem")
+            let a = try openStore(root + "/a", node: 1)
+            _ = try a.apply((0..<50).map { Mutation.set(map: "m", key: "k\($0)", value: .int(Int64($0)), ttlMillis: nil) })
+            let server = try await RunningNode(a, tls: tls)
+            let b = try openStore(root + "/b", node: 2)
+            let puller = try await RunningNode(b, listen: false, peers: [server.port], tls: tls)
+            let ok = try await eventually { try records(b, "m").count == 50 }
+            #expect(ok)
+            let c = try openStore(root + "/c", node: 3)
+            let plain = try await RunningNode(c, listen: false, peers: [server.port])
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(try records(c, "m").isEmpty)
+            for n in [plain, puller, server] { await n.stop() }
         }
     }
 

@@ -34,10 +34,10 @@ struct ReplicationBench {
 
         let b = try Store(path: root + "/b", options: .init(durability: .noSync, nodeID: NodeID(2)))
         let token = Array("bench".utf8)
-        let server = ReplicaNode(store: a, configuration: .init(listen: .init(host: "127.0.0.1", port: 0), token: token, antiEntropyInterval: nil))
+        let server = try ReplicaNode(store: a, configuration: .init(listen: .init(host: "127.0.0.1", port: 0), token: token, antiEntropyInterval: nil))
         let serverTask = Task { try await server.run() }
         while server.listeningPort == nil { try await Task.sleep(for: .milliseconds(5)) }
-        let puller = ReplicaNode(
+        let puller = try ReplicaNode(
             store: b, configuration: .init(listen: nil, peers: [.init(host: "127.0.0.1", port: server.listeningPort!)], token: token, antiEntropyInterval: nil))
         let start = tg_now()
         let pullTask = Task { try await puller.run() }
