@@ -69,6 +69,12 @@ let package = Package(
         .testTarget(name: "TopGunStoreTests", dependencies: ["TopGunStore", "TopGunTestSupport"]),
         .testTarget(name: "TopGunQueryTests", dependencies: ["TopGunQuery", "TopGunStore", "TopGunTestSupport"]),
         .testTarget(name: "TopGunCLITests", dependencies: ["TopGunTestSupport"]),
+        .target(
+            name: "TopGunSimulation",
+            dependencies: ["TopGunStore", "TopGunReplication", "TopGunCore", "TopGunTestSupport"],
+            path: "Tests/TopGunSimulation"
+        ),
+        .testTarget(name: "TopGunSimulationTests", dependencies: ["TopGunSimulation", "TopGunTestSupport"]),
         .testTarget(
             name: "TopGunReplicationTests",
             dependencies: ["TopGunReplication", "TopGunStore", "TopGunTestSupport", nioCore, nioPosix]

@@ -69,7 +69,7 @@ extension ReplicaNode {
             let ops = segment.entries.map(\.operation)
             let outcomes: [ApplyOutcome]
             if frame.kind == .segment {
-                outcomes = try store.apply(ops, fromPeer: peer, cursor: segment.lastSequence)
+                outcomes = try store.apply(segment.entries, fromPeer: peer, cursor: segment.lastSequence)
                 try await outbound.write(.stamp(.ack, segment.lastSequence))
             } else {
                 outcomes = try store.apply(ops)

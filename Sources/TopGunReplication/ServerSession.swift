@@ -130,18 +130,8 @@ struct ServerSession {
 
     /// Sends the records of every bucket whose digest differs from the peer's.
     func repair(_ digests: Digests, _ subscription: Subscription, _ out: AsyncStream<Frame>.Continuation) throws {
-        var ops: [ReplicatedOperation] = []
-        for (map, theirs) in digests.maps where subscription.maps.isEmpty || subscription.maps.contains(map) {
-            let ours = try node.store.bucketDigests(map: map)
-            for partition in Set(ours.keys).union(theirs.keys).sorted() {
-                if !subscription.partitions.isEmpty && !subscription.partitions.contains(partition) { continue }
-                let a = ours[partition] ?? [UInt64](repeating: 0, count: MerkleBuckets.bucketCount)
-                let b = theirs[partition] ?? [UInt64](repeating: 0, count: MerkleBuckets.bucketCount)
-                let differing = Set((0..<MerkleBuckets.bucketCount).filter { a[$0] != b[$0] }.map { UInt8($0) })
-                if differing.isEmpty { continue }
-                ops += try node.store.stateOperations(map: map, partition: partition, buckets: differing)
-            }
-        }
+        let maps = subscription.maps.isEmpty ? Array(digests.maps.keys) : subscription.maps.filter { digests.maps[$0] != nil }
+        let ops = try node.store.repairOperations(theirs: digests.maps, maps: maps, partitions: subscription.partitions)
         var sequence: UInt64 = 0
         for start in stride(from: 0, to: ops.count, by: node.configuration.segmentSize) {
             let chunk = ops[start..<min(start + node.configuration.segmentSize, ops.count)].map { op in

@@ -349,9 +349,12 @@ struct Batch {
             }
         }
         let keyHash = keyBuffer.withUnsafeBytes { MerkleBuckets.keyHash(UnsafeRawBufferPointer(rebasing: $0[Layout.recordPrefixBytes...])) }
-        var delta = MerkleBuckets.entryHash(keyHash: keyHash, timestamp: timestamp, valueDigest: digest)
+        // OR-Map and counter states are fully described by their canonical payload; the
+        // header stamp depends on which ops (or repairs) arrived, so it stays out of the
+        // Merkle entry, or equal states could digest differently.
+        var delta = MerkleBuckets.entryHash(keyHash: keyHash, timestamp: .zero, valueDigest: digest)
         if let found {
-            delta ^= MerkleBuckets.entryHash(keyHash: keyHash, timestamp: found.header.timestamp, valueDigest: found.header.digest)
+            delta ^= MerkleBuckets.entryHash(keyHash: keyHash, timestamp: .zero, valueDigest: found.header.digest)
         }
         merkle.record(mapID: info.id, partition: partition, keyHash: keyHash, entryDelta: delta)
 

@@ -13,8 +13,9 @@ public struct GarbageCollectionReport: Sendable, Equatable {
 
 extension Store {
     /// Removes LWW tombstones older than `cutoff`, and op-log entries that are older
-    /// than `cutoff` or that every known peer has already applied, in one bounded
-    /// transaction of at most `maxSteps` deletions of each kind.
+    /// than `cutoff` or that every subscriber has acknowledged (`acknowledged`: the
+    /// op-log keys each peer has applied from this store), in one bounded transaction of
+    /// at most `maxSteps` deletions of each kind.
     ///
     /// The cutoff becomes the store's GC horizon (persisted): from then on an LWW op
     /// older than the horizon for a key without a record is rejected as
@@ -23,23 +24,17 @@ extension Store {
     ///
     /// - Parameter cutoff: usually `now - retention`.
     @discardableResult
-    public func collectGarbage(olderThan cutoff: HLCTimestamp, maxSteps: Int = 10_000) throws -> GarbageCollectionReport {
+    public func collectGarbage(
+        olderThan cutoff: HLCTimestamp, acknowledged: [HLCTimestamp] = [], maxSteps: Int = 10_000
+    ) throws -> GarbageCollectionReport {
         try env.write { txn in
             var report = GarbageCollectionReport()
             let horizon = max(self.horizon.withLock { $0 }, cutoff)
             try txn.put(horizon.bytes, forKey: Layout.Meta.horizon, in: dbs.meta)
 
-            // Op log: below the retention cutoff, or below every peer's cursor.
+            // Op log: below the retention cutoff, or acknowledged by every subscriber.
             var logCutoff = cutoff
-            var peerMin: HLCTimestamp?
-            try txn.forEach(in: dbs.peers) { _, v in
-                if v.byteCount >= 16 {
-                    let cursor = v.withUnsafeBytes { HLCTimestamp(loadingFrom: $0.baseAddress!) }
-                    peerMin = min(peerMin ?? cursor, cursor)
-                }
-                return true
-            }
-            if let peerMin { logCutoff = max(logCutoff, peerMin.successor) }
+            if let slowest = acknowledged.min() { logCutoff = max(logCutoff, slowest.successor) }
             var truncated: HLCTimestamp?
             try txn.withCursor(on: dbs.oplog) { cursor in
                 var more = try cursor.first()
@@ -106,13 +101,4 @@ extension Store {
     /// The GC horizon: LWW ops older than this for absent keys are rejected.
     public var garbageCollectionHorizon: HLCTimestamp { horizon.withLock { $0 } }
 
-    /// Records that peer `peer` has applied this store's op log up to `cursor`
-    /// (replication keeps this current; GC keeps log entries peers still need).
-    public func setPeerCursor(_ peer: NodeID, cursor: HLCTimestamp) throws {
-        try env.write { txn in
-            var value = cursor.bytes
-            withUnsafeBytes(of: options.wallClock.milliseconds().bigEndian) { value.append(contentsOf: $0) }
-            try txn.put(value, forKey: withUnsafeBytes(of: peer.rawValue.bigEndian) { Array($0) }, in: dbs.peers)
-        }
-    }
 }

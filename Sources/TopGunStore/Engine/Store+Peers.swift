@@ -11,15 +11,30 @@ public struct PeerState: Sendable, Equatable {
 }
 
 extension Store {
-    /// Applies a segment of `peer`'s op log and stores `cursor` (the last op-log key of
-    /// the segment) as that peer's replication cursor in the same transaction, so a
-    /// restart resumes exactly after the last applied segment.
-    public func apply(_ operations: [ReplicatedOperation], fromPeer peer: NodeID, cursor: HLCTimestamp) throws -> [ApplyOutcome] {
+    /// Applies a segment of `peer`'s op log and stores the peer's replication cursor in
+    /// the same transaction, so a restart resumes exactly after the last applied entry.
+    ///
+    /// The cursor advances to `cursor` (normally the segment's last sequence), except
+    /// when an entry is refused for clock drift: then it stops just before that entry,
+    /// so the entry is offered again later instead of being skipped forever. Cursors
+    /// never move backwards.
+    public func apply(_ entries: [LoggedOperation], fromPeer peer: NodeID, cursor: HLCTimestamp) throws -> [ApplyOutcome] {
         try commit { batch, txn in
             var outcomes: [ApplyOutcome] = []
-            outcomes.reserveCapacity(operations.count)
-            for op in operations { outcomes.append(try batch.applyRemote(op, txn)) }
-            try Self.putPeer(peer, cursor: cursor, seen: batch.wall, txn, dbs)
+            outcomes.reserveCapacity(entries.count)
+            var stop: HLCTimestamp?
+            var previous: HLCTimestamp?
+            for entry in entries {
+                let outcome = try batch.applyRemote(entry.operation, txn)
+                if stop == nil, case .rejected(.clockDrift) = outcome { stop = previous ?? .zero }
+                previous = entry.sequence
+                outcomes.append(outcome)
+            }
+            if let stop {
+                if stop > .zero { try Self.putPeer(peer, cursor: stop, seen: batch.wall, txn, dbs) }
+            } else {
+                try Self.putPeer(peer, cursor: cursor, seen: batch.wall, txn, dbs)
+            }
             return outcomes
         }
     }
@@ -90,6 +105,29 @@ extension Store {
     }
 
     // MARK: Anti-entropy
+
+    /// The state operations that repair a replica whose bucket digests are `theirs`:
+    /// the records of every bucket (of `maps`, or all maps; of `partitions`, or all) whose
+    /// digest differs from ours.
+    public func repairOperations(
+        theirs: [String: [UInt16: [UInt64]]], maps: [String] = [], partitions: [UInt16] = []
+    ) throws -> [ReplicatedOperation] {
+        var ops: [ReplicatedOperation] = []
+        let names = maps.isEmpty ? Array(Set(self.maps.keys).union(theirs.keys)).sorted() : maps
+        for map in names {
+            let ours = try bucketDigests(map: map)
+            let their = theirs[map] ?? [:]
+            for partition in Set(ours.keys).union(their.keys).sorted() {
+                if !partitions.isEmpty && !partitions.contains(partition) { continue }
+                let zero = [UInt64](repeating: 0, count: MerkleBuckets.bucketCount)
+                let a = ours[partition] ?? zero
+                let b = their[partition] ?? zero
+                let differing = Set((0..<MerkleBuckets.bucketCount).filter { a[$0] != b[$0] }.map { UInt8($0) })
+                if !differing.isEmpty { ops += try stateOperations(map: map, partition: partition, buckets: differing) }
+            }
+        }
+        return ops
+    }
 
     /// Bucket digests of every partition of `map` that has any (absent = all zero).
     public func bucketDigests(map: String) throws -> [UInt16: [UInt64]] {

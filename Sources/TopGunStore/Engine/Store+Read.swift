@@ -157,7 +157,8 @@ extension Store {
                         let payload = UnsafeRawBufferPointer(rebasing: v[header.payloadOffset...])
                         let digest = payload.isEmpty && header.flags.contains(.tombstone) ? 0 : Digest64.hash(payload)
                         guard digest == header.digest else { throw StoreError(.corruptRecord, "record digest mismatch") }
-                        let entry = MerkleBuckets.entryHash(keyHash: keyHash, timestamp: header.timestamp, valueDigest: digest)
+                        let stamp = header.flags.kind == .lww ? header.timestamp : .zero
+                        let entry = MerkleBuckets.entryHash(keyHash: keyHash, timestamp: stamp, valueDigest: digest)
                         computed[partition, default: .init(repeating: 0, count: MerkleBuckets.bucketCount)][Int(MerkleBuckets.bucket(ofKeyHash: keyHash))] ^= entry
                     }
                 }

@@ -1,0 +1,34 @@
+import Foundation
+import Testing
+import TopGunSimulation
+
+/// Deterministic simulation across many seeds. `TOPGUN_SIM_SEED=N` replays one seed
+/// exactly; `TOPGUN_SIM_SEEDS=N` runs N seeds (default 200).
+struct SimulationTests {
+    @Test func replicasConvergeUnderFaults() throws {
+        let env = ProcessInfo.processInfo.environment
+        let seeds: [UInt64]
+        if let one = env["TOPGUN_SIM_SEED"].flatMap(UInt64.init) {
+            seeds = [one]
+        } else {
+            let count = env["TOPGUN_SIM_SEEDS"].flatMap(Int.init) ?? 200
+            seeds = (0..<UInt64(count)).map { 0x5EED_0000 &+ $0 &* 7_919 }
+        }
+        var failures: [String] = []
+        for seed in seeds {
+            let violations = try Simulation(seed: seed).run()
+            if !violations.isEmpty {
+                failures.append("seed \(seed) (replay: TOPGUN_SIM_SEED=\(seed) swift test --filter Simulation): " + violations.prefix(3).joined(separator: " | "))
+            }
+        }
+        let summary = "\(failures.count) of \(seeds.count) seeds failed:\n" + failures.prefix(5).joined(separator: "\n")
+        #expect(failures.isEmpty, "\(summary)")
+    }
+
+    @Test func sameSeedReplaysTheSameRun() throws {
+        let a = try Simulation(seed: 42)
+        let b = try Simulation(seed: 42)
+        #expect(try a.run() == b.run())
+        #expect(a.fingerprint == b.fingerprint)
+    }
+}
