@@ -17,8 +17,23 @@ struct StressWriter: AsyncParsableCommand {
 
     func run() async throws {
         let store = try Store(path: options.data, options: .init(durability: durable ? .durable : .noSync))
+        // An index on the remote map, so a crash also tests index/record agreement.
+        if !store.indexes(of: "stress-remote").contains(where: \.isReady) {
+            _ = try store.apply([Mutation.set(map: "stress-remote", key: "seed", value: ["batch": -1], ttlMillis: nil)])
+            try store.createIndex(map: "stress-remote", path: "batch", kind: .range)
+        }
+        let peer = NodeID(0x77)
         var batch = start
         while true {
+            // A segment from a simulated peer, applied with its cursor in one transaction.
+            let base = HLCTimestamp(millis: 1_000_000 + UInt64(batch) * 100, counter: 0, node: peer)
+            var entries: [LoggedOperation] = []
+            var stamp = base
+            for i in 0..<keys {
+                entries.append(LoggedOperation(sequence: stamp, operation: .lww(map: "stress-remote", key: "r\(batch)-\(i)", value: ["batch": .int(Int64(batch))], timestamp: stamp)))
+                stamp = stamp.successor
+            }
+            _ = try store.apply(entries, fromPeer: peer, cursor: entries.last!.sequence)
             var mutations: [Mutation] = (0..<keys).map {
                 .set(map: "stress", key: "b\(batch)-\($0)", value: .int(Int64(batch)), ttlMillis: nil)
             }

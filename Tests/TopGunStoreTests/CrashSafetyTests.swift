@@ -80,6 +80,8 @@ struct CrashSafetyTests {
             return true
         }
         let present = batches.keys.sorted()
+        // A kill between the segment's commit and the local batch's commit leaves one more
+        // remote batch than local ones: allowed, both are whole.
         #expect(present == Array(0..<present.count), "batches are contiguous (seed \(seed), round \(round))")
         #expect(batches.values.allSatisfy { $0 == keysPerBatch }, "no partial batch (seed \(seed), round \(round))")
         #expect(present.count > acknowledged, "every acknowledged batch survived (seed \(seed), round \(round))")
@@ -91,12 +93,27 @@ struct CrashSafetyTests {
         if case .orMap(let s)? = try store.state(map: "stress-set", key: "batches") {
             #expect(s.values(at: 0).count == present.count, "OR-set agrees (seed \(seed))")
         }
-        let log = try store.operations(after: nil)
-        #expect(log.count == present.count * (keysPerBatch + 2), "op log agrees (seed \(seed), round \(round))")
-        for map in ["stress", "stress-count", "stress-set"] {
-            let bad = try store.verifyMerkle(map: map)
-            #expect(bad.isEmpty, "Merkle digests agree for \(map) (seed \(seed))")
+        // Remote segments: whole, and the stored peer cursor matches the last one applied.
+        var remote: [Int: Int] = [:]
+        try store.scan(map: "stress-remote") { key, state in
+            guard key != "seed", case .lww(let r) = state, case .int(let b)? = r.value?[path: "batch"] else { return true }
+            remote[Int(b), default: 0] += 1
+            return true
         }
-        return present.count
+        #expect(remote.values.allSatisfy { $0 == keysPerBatch }, "no partial remote segment (seed \(seed), round \(round))")
+        let remoteBatches = remote.keys.sorted()
+        #expect(remoteBatches == Array(0..<remoteBatches.count), "remote segments contiguous (seed \(seed))")
+        if let lastRemote = remoteBatches.last {
+            let expectedCursor = HLCTimestamp(millis: 1_000_000 + UInt64(lastRemote) * 100 + 0, counter: UInt16(keysPerBatch - 1), node: NodeID(0x77))
+            #expect(try store.peerCursor(NodeID(0x77)) == expectedCursor, "cursor stored with its segment (seed \(seed))")
+        }
+        #expect(remoteBatches.count >= present.count, "every acknowledged batch's segment survived")
+        let log = try store.operations(after: nil)
+        let seedOps = store.maps["stress-remote"] == nil ? 0 : 1
+        #expect(log.count == present.count * (keysPerBatch + 2) + remoteBatches.count * keysPerBatch + seedOps, "op log agrees (seed \(seed), round \(round))")
+        // The full offline check: decodability, digests, Merkle, indexes, HLC high-water.
+        let report = try store.check()
+        #expect(report.isConsistent, "topgun check (seed \(seed), round \(round)): \(report.problems.prefix(3))")
+        return min(present.count, remoteBatches.count)
     }
 }
