@@ -19,7 +19,9 @@ struct StressWriter: AsyncParsableCommand {
         let store = try Store(path: options.data, options: .init(durability: durable ? .durable : .noSync))
         // An index on the remote map, so a crash also tests index/record agreement.
         if !store.indexes(of: "stress-remote").contains(where: \.isReady) {
-            _ = try store.apply([Mutation.set(map: "stress-remote", key: "seed", value: ["batch": -1], ttlMillis: nil)])
+            if try store.state(map: "stress-remote", key: "seed") == nil {
+                _ = try store.apply([Mutation.set(map: "stress-remote", key: "seed", value: ["batch": -1], ttlMillis: nil)])
+            }
             try store.createIndex(map: "stress-remote", path: "batch", kind: .range)
         }
         let peer = NodeID(0x77)
