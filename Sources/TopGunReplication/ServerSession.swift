@@ -29,7 +29,8 @@ struct ServerSession {
         let (subscribed, subscribe) = AsyncStream.makeStream(of: Subscription.self)
         // Slow or silent peers: no handshake within the deadline closes the connection.
         let raw = channel.channel
-        let deadline = raw.eventLoop.scheduleTask(in: .nanoseconds(Int64(node.configuration.handshakeTimeout.components.seconds * 1_000_000_000))) {
+        let timeout = node.configuration.handshakeTimeout.components
+        let deadline = raw.eventLoop.scheduleTask(in: .nanoseconds(timeout.seconds * 1_000_000_000 + timeout.attoseconds / 1_000_000_000)) {
             if state.values.withLock({ $0.peer == nil }) { raw.close(promise: nil) }
         }
         defer { deadline.cancel() }

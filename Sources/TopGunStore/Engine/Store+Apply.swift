@@ -29,11 +29,17 @@ extension Store {
         let started = ContinuousClock.now
         defer { counters.record(batchDuration: ContinuousClock.now - started) }
         let wantChanges = feed.hasSubscribers
-        let (outcomes, changes, newMaps) = try env.write { txn in
-            var batch = try Batch(store: self, wantChanges: wantChanges, txn)
-            let outcomes = try body(&batch, txn)
-            try batch.finish(txn)
-            return (outcomes, batch.changes, batch.newMaps)
+        let (outcomes, changes, newMaps): ([ApplyOutcome], [Change], [String: MapInfo])
+        do {
+            (outcomes, changes, newMaps) = try env.write { txn in
+                var batch = try Batch(store: self, wantChanges: wantChanges, txn)
+                let outcomes = try body(&batch, txn)
+                try batch.finish(txn)
+                return (outcomes, batch.changes, batch.newMaps)
+            }
+        } catch let error as LMDBError {
+            let full = error.code == .mapFull || error.code == .noSpace
+            throw StoreError(full ? .full : .storage, "write aborted, nothing applied: \(error.message)", underlying: error)
         }
         if !newMaps.isEmpty {
             mapsByName.withLock { for (name, info) in newMaps { $0[name] = info } }

@@ -22,6 +22,9 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
         public static let closed = Code(rawValue: "closed")
         /// An error from LMDB (see `underlying`).
         public static let storage = Code(rawValue: "storage")
+        /// The map reached its configured maximum size, or the disk is full; the
+        /// transaction was aborted whole.
+        public static let full = Code(rawValue: "storage full")
     }
 
     public var code: Code

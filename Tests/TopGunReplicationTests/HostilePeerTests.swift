@@ -1,0 +1,140 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import Testing
+import TopGunCore
+import TopGunStore
+import TopGunTestSupport
+
+@testable import TopGunReplication
+
+/// Peers that misbehave on purpose: each is cut off, nothing of theirs is applied,
+/// and the node keeps serving everyone else.
+struct HostilePeerTests {
+    /// Opens a raw TCP connection and returns everything the server sends until it
+    /// closes the connection (or `timeout` passes).
+    func rawSession(port: Int, send: [[UInt8]], timeout: Duration = .seconds(5)) async throws -> (bytes: [UInt8], closed: Bool) {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let channel = try await ClientBootstrap(group: group).connect(host: "127.0.0.1", port: port) { channel in
+            channel.eventLoop.makeCompletedFuture { try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel) }
+        }
+        var received: [UInt8] = []
+        var closed = false
+        try? await channel.executeThenClose { inbound, outbound in
+            for chunk in send { try? await outbound.write(ByteBuffer(bytes: chunk)) }
+            try await withThrowingTaskGroup(of: [UInt8]?.self) { group in
+                group.addTask {
+                    var all: [UInt8] = []
+                    do {
+                        for try await buffer in inbound { all += Array(buffer.readableBytesView) }
+                    } catch {
+                        // A reset is the server closing on us too.
+                    }
+                    return all
+                }
+                group.addTask {
+                    try await Task.sleep(for: timeout)
+                    return nil
+                }
+                if let first = try await group.next(), let bytes = first {
+                    received = bytes
+                    closed = true
+                }
+                group.cancelAll()
+            }
+        }
+        try await group.shutdownGracefully()
+        return (received, closed)
+    }
+
+    func framed(_ frame: Frame) -> [UInt8] {
+        var out: [UInt8] = []
+        out.appendBE(UInt32(1 + frame.body.count))
+        out.append(frame.kind.rawValue)
+        out += frame.body
+        return out
+    }
+
+    @Test func replayedHandshakeAndUnexpectedFramesAreCutOff() async throws {
+        try await withTemporaryDirectory { root in
+            let store = try openStore(root + "/a", node: 1)
+            _ = try store.apply([Mutation.set(map: "m", key: "k", value: 1, ttlMillis: nil)])
+            let server = try await RunningNode(store)
+            let hello = framed(Hello(version: 1, node: NodeID(5), token: Array("secret".utf8)).frame)
+            // HELLO twice: the second is a protocol violation.
+            let replay = try await rawSession(port: server.port, send: [hello, hello])
+            #expect(replay.closed)
+            // A SEGMENT sent to a server is not something a subscriber may do.
+            let bogus = framed(Frame(.segment, Segment(origin: NodeID(5), entries: sampleEntries(2)).encoded()))
+            let pushed = try await rawSession(port: server.port, send: [hello, bogus])
+            #expect(pushed.closed)
+            #expect(try store.state(map: "tags", key: "k2") == nil, "nothing of the pushed segment applied")
+            await server.stop()
+        }
+    }
+
+    @Test func silentPeerIsDroppedAfterTheHandshakeTimeout() async throws {
+        try await withTemporaryDirectory { root in
+            let store = try openStore(root + "/a", node: 1)
+            let node = try ReplicaNode(
+                store: store, configuration: .init(listen: .init(host: "127.0.0.1", port: 0), token: Array("secret".utf8), handshakeTimeout: .milliseconds(300)))
+            let task = Task { try await node.run() }
+            while node.listeningPort == nil { try await Task.sleep(for: .milliseconds(5)) }
+            let started = ContinuousClock.now
+            let session = try await rawSession(port: node.listeningPort!, send: [[0, 0]], timeout: .seconds(5))  // half a length prefix, then silence
+            let elapsed = ContinuousClock.now - started
+            #expect(session.closed && elapsed >= .milliseconds(250) && elapsed < .seconds(3), "\(elapsed)")
+            task.cancel()
+            _ = await task.result
+        }
+    }
+
+    @Test func frameFloodIsBoundedByTheFrameLimit() async throws {
+        try await withTemporaryDirectory { root in
+            let store = try openStore(root + "/a", node: 1)
+            let node = try ReplicaNode(
+                store: store, configuration: .init(listen: .init(host: "127.0.0.1", port: 0), token: Array("secret".utf8), maxFrameBytes: 1 << 16))
+            let task = Task { try await node.run() }
+            while node.listeningPort == nil { try await Task.sleep(for: .milliseconds(5)) }
+            // Announces a 16 MiB frame, then streams bytes: refused at the header, never buffered.
+            var flood: [UInt8] = []
+            flood.appendBE(UInt32(16 << 20))
+            flood += [UInt8](repeating: 0x41, count: 1 << 20)
+            let session = try await rawSession(port: node.listeningPort!, send: [flood])
+            #expect(session.closed)
+            task.cancel()
+            _ = await task.result
+        }
+    }
+
+    @Test func segmentsFromTheFarFutureAreRefusedAndDoNotDragTheClock() async throws {
+        try await withTemporaryDirectory { root in
+            let clock = ManualWallClock(1_700_000_000_000)
+            let store = try Store(path: root + "/a", options: .init(durability: .noSync, wallClock: clock, nodeID: NodeID(1)))
+            let future = HLCTimestamp(millis: 1_700_000_000_000 + 3_600_000, counter: 0, node: NodeID(9))
+            let entry = LoggedOperation(sequence: future, operation: .lww(map: "m", key: "k", value: 1, timestamp: future))
+            let out = try store.apply([entry], fromPeer: NodeID(9), cursor: future)
+            guard case .rejected(.clockDrift) = out[0] else {
+                Issue.record("far-future op applied: \(out[0])")
+                return
+            }
+            #expect(store.clockHighWater.millis < future.millis)
+            #expect(try store.peerCursor(NodeID(9)) == nil)
+            #expect(try store.state(map: "m", key: "k") == nil)
+        }
+    }
+
+    @Test func fullMapBeyondItsMaximumIsAClearErrorAndNothingPartial() throws {
+        try withTemporaryDirectory { dir in
+            let store = try Store(path: dir, options: .init(durability: .noSync, mapSize: 1 << 20, maxMapSize: 2 << 20))
+            _ = try store.apply([Mutation.set(map: "m", key: "first", value: 1, ttlMillis: nil)])
+            let big = Value.string(String(repeating: "x", count: 3_000))
+            let error = #expect(throws: StoreError.self) {
+                try store.apply((0..<2_000).map { Mutation.set(map: "m", key: "k\($0)", value: big, ttlMillis: nil) })
+            }
+            #expect(error?.code == .full)
+            #expect(try store.count(map: "m") == 1, "the batch left nothing behind")
+            #expect(try store.check().isConsistent)
+        }
+    }
+}
