@@ -94,6 +94,7 @@ public final class Simulation {
         case 89..<92: try restart(i)
         case 92..<95: togglePartition()
         case 95..<97: try collectLog(i)
+        case 97: try reusedStamp(i)
         default: try repair(i, from: Int.random(in: 0..<nodes.count, using: &rng))
         }
         for n in nodes { n.clock.advance(by: UInt64.random(in: 0..<5, using: &rng)) }
@@ -117,6 +118,18 @@ public final class Simulation {
         nodes[i].lastIssued = stamp
         for entry in try store.operations(after: before) { history.append(entry.operation) }
         if case .set(let map, let key, _, _) = mutation { acknowledged.append((i, map, key, stamp)) }
+    }
+
+    /// A buggy peer (or a reused node id) issues a second write with exactly the stamp of
+    /// an existing LWW record but another value; it reaches node `i` directly and the
+    /// rest through replication. The value-digest tie-break must make everyone agree.
+    func reusedStamp(_ i: Int) throws {
+        guard let store = nodes[i].store else { return }
+        let key = "k\(Int.random(in: 0..<options.keys, using: &rng))"
+        guard case .lww(let record)? = try store.state(map: "lww", key: key) else { return }
+        let op = ReplicatedOperation.lww(map: "lww", key: key, value: .int(Int64.random(in: 1_000..<2_000, using: &rng)), timestamp: record.timestamp)
+        history.append(op)
+        _ = try store.apply([op])
     }
 
     /// Node `from` cuts a segment after `to`'s cursor and puts it on the network.
