@@ -139,3 +139,45 @@ struct HostilePeerTests {
         }
     }
 }
+
+struct ImpostorServerTests {
+    /// A server that completes the handshake as node 50, then sends a segment that
+    /// claims to come from node 51: the puller must refuse it whole.
+    @Test func segmentClaimingAnotherOriginIsRejected() async throws {
+        try await withTemporaryDirectory { root in
+            let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+            let server = try await ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0) { channel in
+                channel.eventLoop.makeCompletedFuture { try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel) }
+            }
+            let port = server.channel.localAddress!.port!
+            let impostor = Task {
+                try await server.executeThenClose { inbound in
+                    for try await connection in inbound {
+                        try await connection.executeThenClose { input, output in
+                            var frames = input.makeAsyncIterator()
+                            _ = try await frames.next()  // HELLO (and maybe SUBSCRIBE)
+                            for frame in [Frame.welcome(NodeID(50)), Frame(.segment, Segment(origin: NodeID(51), entries: sampleEntries(5)).encoded())] {
+                                var b = ByteBuffer()
+                                b.writeInteger(UInt32(1 + frame.body.count))
+                                b.writeInteger(frame.kind.rawValue)
+                                b.writeBytes(frame.body)
+                                try await output.write(b)
+                            }
+                            while try await frames.next() != nil {}
+                        }
+                        return
+                    }
+                }
+            }
+            let store = try openStore(root + "/b", node: 2)
+            let puller = try await RunningNode(store, listen: false, peers: [port])
+            let rejected = try await eventually { puller.node.statistics.segmentsRejected > 0 }
+            #expect(rejected)
+            #expect(store.maps.isEmpty, "nothing of the impostor's segment applied")
+            #expect(try store.peerCursor(NodeID(50)) == nil)
+            await puller.stop()
+            impostor.cancel()
+            try await group.shutdownGracefully()
+        }
+    }
+}
