@@ -58,7 +58,7 @@ public struct KeyRange: Sendable, Hashable {
     }
 
     /// The smallest key greater than every key starting with `prefix`, or nil if none.
-    static func successor(ofPrefix prefix: [UInt8]) -> [UInt8]? {
+    public static func successor(ofPrefix prefix: [UInt8]) -> [UInt8]? {
         var end = prefix
         while let last = end.last {
             if last < 0xFF {

@@ -72,26 +72,25 @@ public struct Transaction: ~Copyable {
     package func withValue<R>(
         forKey key: UnsafeRawBufferPointer, in db: Database, _ body: (UnsafeRawBufferPointer) throws -> R
     ) throws -> R? {
-        validate(db)
-        var k = MDB_val(mv_size: key.count, mv_data: UnsafeMutableRawPointer(mutating: key.baseAddress))
-        var v = MDB_val()
-        let rc = mdb_get(txn, db.dbi, &k, &v)
-        if rc == MDB_NOTFOUND { return nil }
-        try record(rc, "get from \(db.name)")
-        return try body(UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size))
+        try lookup(key, in: db).map(body)
     }
 
     /// Zero-copy lookup with a typed error, for bodies that cannot fail.
     package func withValue<R>(
         forKey key: UnsafeRawBufferPointer, in db: Database, _ body: (UnsafeRawBufferPointer) -> R
     ) throws(LMDBError) -> R? {
+        try lookup(key, in: db).map(body)
+    }
+
+    /// The value stored under `key`, pointing into the map; nil when absent.
+    private func lookup(_ key: UnsafeRawBufferPointer, in db: Database) throws(LMDBError) -> UnsafeRawBufferPointer? {
         validate(db)
         var k = MDB_val(mv_size: key.count, mv_data: UnsafeMutableRawPointer(mutating: key.baseAddress))
         var v = MDB_val()
         let rc = mdb_get(txn, db.dbi, &k, &v)
         if rc == MDB_NOTFOUND { return nil }
         try record(rc, "get from \(db.name)")
-        return body(UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size))
+        return UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size)
     }
 
     /// Entry and page counts of `db` as seen by this transaction.

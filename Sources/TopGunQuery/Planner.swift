@@ -1,3 +1,4 @@
+import LMDB
 import TopGunCore
 import TopGunStore
 
@@ -135,15 +136,5 @@ struct Planner {
     }
 
     /// The first byte string greater than every string starting with `bytes`.
-    func successor(_ bytes: [UInt8]) -> [UInt8]? {
-        var end = bytes
-        while let last = end.last {
-            if last < 0xFF {
-                end[end.count - 1] = last + 1
-                return end
-            }
-            end.removeLast()
-        }
-        return nil
-    }
+    func successor(_ bytes: [UInt8]) -> [UInt8]? { KeyRange.successor(ofPrefix: bytes) }
 }

@@ -7,11 +7,10 @@ struct Delete: AsyncParsableCommand {
         discussion: "Example: topgun delete --data ./topgun-data users u1")
 
     @OptionGroup var options: DataOption
-    @Argument(help: "Map name.") var map: String
-    @Argument(help: "Key.") var key: String
+    @OptionGroup var entry: EntryArguments
 
     func run() async throws {
         let store = try Store(path: options.data)
-        _ = try store.apply([Mutation.set(map: map, key: key, value: nil, ttlMillis: nil)])
+        _ = try store.apply([Mutation.set(map: entry.map, key: entry.key, value: nil, ttlMillis: nil)])
     }
 }

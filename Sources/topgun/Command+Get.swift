@@ -8,12 +8,11 @@ struct Get: AsyncParsableCommand {
         discussion: "Example: topgun get --data ./topgun-data users u1")
 
     @OptionGroup var options: DataOption
-    @Argument(help: "Map name.") var map: String
-    @Argument(help: "Key.") var key: String
+    @OptionGroup var entry: EntryArguments
 
     func run() async throws {
         let store = try Store(path: options.data)
-        switch try store.state(map: map, key: key) {
+        switch try store.state(map: entry.map, key: entry.key) {
         case .lww(let record)?:
             guard let value = record.visibleValue(at: SystemWallClock().milliseconds()) else { throw ExitCode(1) }
             print(value.json)

@@ -7,15 +7,14 @@ struct Incr: AsyncParsableCommand {
         discussion: "Example: topgun incr --data ./topgun-data likes post-1 --by 3   (decrement: --by=-1)")
 
     @OptionGroup var options: DataOption
-    @Argument(help: "Map name.") var map: String
-    @Argument(help: "Key.") var key: String
+    @OptionGroup var entry: EntryArguments
     @Option(help: "Amount to add.") var by: Int64 = 1
 
     func run() async throws {
         let store = try Store(path: options.data)
-        let outcome = try store.apply([Mutation.increment(map: map, key: key, by: by)])[0]
+        let outcome = try store.apply([Mutation.increment(map: entry.map, key: entry.key, by: by)])[0]
         if case .rejected(let why) = outcome { throw CLIError("\(why)") }
-        guard case .counter(let c)? = try store.state(map: map, key: key) else { throw ExitCode(1) }
+        guard case .counter(let c)? = try store.state(map: entry.map, key: entry.key) else { throw ExitCode(1) }
         print(c.value)
     }
 }

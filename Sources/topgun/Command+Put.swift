@@ -8,14 +8,9 @@ struct Put: AsyncParsableCommand {
         discussion: "Example: topgun put --data ./topgun-data users u1 '{\"name\":\"Ann\"}'")
 
     @OptionGroup var options: DataOption
-    @Argument(help: "Map name.") var map: String
-    @Argument(help: "Key.") var key: String
-    @Argument(help: "Value as JSON.") var json: String
+    @OptionGroup var arguments: EntryValueArguments
 
     func run() async throws {
-        let value = try Value(json: json)
-        let store = try Store(path: options.data)
-        let outcome = try store.apply([Mutation.set(map: map, key: key, value: value, ttlMillis: nil)])[0]
-        guard outcome.isApplied else { throw CLIError("not applied: \(outcome)") }
+        try arguments.apply(in: options.data) { map, key, value in .set(map: map, key: key, value: value, ttlMillis: nil) }
     }
 }

@@ -1,4 +1,6 @@
 import ArgumentParser
+import TopGunCore
+import TopGunStore
 
 /// The `topgun` command.
 @main
@@ -32,4 +34,26 @@ struct DataOption: ParsableArguments {
 struct CLIError: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
+}
+
+/// `MAP KEY`, shared by the commands that address one entry.
+struct EntryArguments: ParsableArguments {
+    @Argument(help: "Map name.") var map: String
+    @Argument(help: "Key.") var key: String
+}
+
+/// `MAP KEY JSON`, shared by the commands that write one value.
+struct EntryValueArguments: ParsableArguments {
+    @OptionGroup var entry: EntryArguments
+    @Argument(help: "Value as JSON.") var json: String
+
+    /// Parses the JSON, opens the store at `data` and applies the mutation `make` builds.
+    ///
+    /// - Throws: `CLIError` when the value is refused.
+    func apply(in data: String, _ make: (_ map: String, _ key: String, _ value: Value) -> Mutation) throws {
+        let value = try Value(json: json)
+        let store = try Store(path: data)
+        let outcome = try store.apply([make(entry.map, entry.key, value)])[0]
+        if case .rejected(let why) = outcome { throw CLIError("\(why)") }
+    }
 }
