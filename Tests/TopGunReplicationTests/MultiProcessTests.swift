@@ -140,3 +140,46 @@ struct MultiProcessTests {
         }
     }
 }
+
+extension MultiProcessTests {
+    /// An index created by `topgun index` while `topgun serve` holds the same files open
+    /// is maintained by the server's writes from then on.
+    @Test func indexCreatedByAnotherProcessIsMaintainedByTheServer() async throws {
+        let binary = try #require(Self.binary)
+        try await withTemporaryDirectory { root in
+            let token = root + "/token"
+            try "s3cret\n".write(toFile: token, atomically: true, encoding: .utf8)
+            let ports = Self.freePorts(2)
+            func cli(_ args: [String]) throws -> String {
+                let p = Process()
+                p.executableURL = URL(fileURLWithPath: binary)
+                p.arguments = args
+                let out = Pipe()
+                p.standardOutput = out
+                p.standardError = FileHandle(forWritingAtPath: "/dev/null")
+                try p.run()
+                let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+                p.waitUntilExit()
+                return text
+            }
+            _ = try cli(["put", "--data", root + "/a", "users", "old", #"{"age":40}"#])
+            let b = try ServeProcess(binary: binary, data: root + "/b", listen: ports[1], peers: [], token: token)
+            let a = try ServeProcess(binary: binary, data: root + "/a", listen: ports[0], peers: [ports[1]], token: token)
+            defer {
+                a.stop()
+                b.stop()
+            }
+            _ = try cli(["index", "--data", root + "/a", "users", "age"])
+            _ = try cli(["put", "--data", root + "/b", "users", "new", #"{"age":41}"#])
+            var found = ""
+            for _ in 0..<100 {
+                found = try cli(["query", "--data", root + "/a", "users", #"{"op":"gte","path":"age","value":41}"#])
+                if found.contains("new") { break }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(found.contains("new"), "the replicated write reached the index")
+            let check = try cli(["check", "--data", root + "/a"])
+            #expect(check.contains("ok"), "\(check)")
+        }
+    }
+}

@@ -90,7 +90,16 @@ struct Batch {
         self.wall = store.options.wallClock.milliseconds()
         self.horizon = store.horizon.withLock { $0 }
         self.resolvers = store.resolvers.withLock { $0 }
-        self.indexes = store.indexRegistry.withLock { $0 }
+        // Another process may have created an index since this one loaded them: a changed
+        // index counter reloads the definitions, so this write maintains the new index too.
+        let generation = try txn.value(forKey: Layout.Meta.indexNextID, in: store.dbs.meta)
+        var indexes = store.indexRegistry.withLock { $0 }
+        if generation != store.indexGeneration.withLock({ $0 }) {
+            indexes = try Store.loadIndexes(txn, store.dbs)
+            store.indexRegistry.withLock { $0 = indexes }
+            store.indexGeneration.withLock { $0 = generation }
+        }
+        self.indexes = indexes
         keyBuffer.reserveCapacity(Layout.recordPrefixBytes + Layout.maxKeyBytes)
         logBuffer.reserveCapacity(256)
     }

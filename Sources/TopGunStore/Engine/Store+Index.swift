@@ -92,7 +92,7 @@ extension Store {
                     map: map, path: path, kind: IndexDefinition.Kind(rawValue: raw[4]) ?? kind,
                     id: raw.withUnsafeBytes { UInt32(bigEndian: $0.loadUnaligned(as: UInt32.self)) }, isReady: raw[5] == 1)
             }
-            let nextKey = Array("index.next-id".utf8)
+            let nextKey = Layout.Meta.indexNextID
             let id = try txn.value(forKey: nextKey, in: dbs.meta)
                 .map { $0.withUnsafeBytes { UInt32(bigEndian: $0.loadUnaligned(as: UInt32.self)) } } ?? 1
             try txn.put(withUnsafeBytes(of: (id + 1).bigEndian) { Array($0) }, forKey: nextKey, in: dbs.meta)

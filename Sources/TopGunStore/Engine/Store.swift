@@ -64,6 +64,8 @@ public final class Store: Sendable {
     let resolvers = Mutex<[String: ConflictResolver]>([:])
     let horizon: Mutex<HLCTimestamp>
     let indexRegistry: Mutex<[String: [IndexDefinition]]>
+    /// The `index.next-id` value the registry was loaded at.
+    let indexGeneration = Mutex<[UInt8]?>(nil)
     let feed: ChangeFeed
     /// Write-path counters for metrics.
     public let counters = StoreCounters()
