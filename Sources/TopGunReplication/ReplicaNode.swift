@@ -135,7 +135,9 @@ public final class ReplicaNode: Sendable {
         }
     }
 
-    deinit { try? group.syncShutdownGracefully() }
+    // The last reference can go away on one of the group's own threads, where a
+    // blocking shutdown is forbidden: shut down without waiting.
+    deinit { group.shutdownGracefully { _ in } }
 
     public var statistics: Statistics { stats.withLock { $0 } }
 
