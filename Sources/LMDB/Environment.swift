@@ -19,7 +19,8 @@ import Darwin
 /// ```
 ///
 /// - Important: Transactions exist only inside `read` and `write` closures. Never
-///   `await` or block on another transaction inside one. A `write` body can run more
+///   `await` or block on another transaction inside one, and never start a `write`
+///   from inside a `read` on the same thread: growing the map waits for readers. A `write` body can run more
 ///   than once: when the map is full the transaction is aborted, the map grows, and
 ///   the body is retried, so it must not have side effects outside the transaction.
 public final class Environment: @unchecked Sendable {
