@@ -108,8 +108,8 @@ struct HostilePeerTests {
         }
     }
 
-    @Test func segmentsFromTheFarFutureAreRefusedAndDoNotDragTheClock() async throws {
-        try await withTemporaryDirectory { root in
+    @Test func segmentsFromTheFarFutureAreRefusedAndDoNotDragTheClock() throws {
+        try withTemporaryDirectory { root in
             let clock = ManualWallClock(1_700_000_000_000)
             let store = try Store(path: root + "/a", options: .init(durability: .noSync, wallClock: clock, nodeID: NodeID(1)))
             let future = HLCTimestamp(millis: 1_700_000_000_000 + 3_600_000, counter: 0, node: NodeID(9))

@@ -58,8 +58,10 @@ final class Glue: ChannelDuplexHandler, @unchecked Sendable {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let bytes = unwrapInboundIn(data)
-        let ctx = context
-        peer.writeAndFlush(bytes).whenComplete { _ in ctx.read() }
+        // Read the next chunk once the peer took this one (simple backpressure); the
+        // callback runs on this channel's loop, where the context may be used.
+        let ctx = NIOLoopBound(context, eventLoop: context.eventLoop)
+        peer.writeAndFlush(bytes).hop(to: context.eventLoop).whenComplete { _ in ctx.value.read() }
     }
 
     func channelActive(context: ChannelHandlerContext) {
