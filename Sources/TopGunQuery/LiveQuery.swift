@@ -12,9 +12,15 @@ public enum LiveDelta: Sendable, Equatable {
 }
 
 /// The initial result of a live query and the deltas that follow it.
-public struct LiveQuery: Sendable {
+///
+/// Iterating a `LiveQuery` iterates its deltas:
+/// `for await delta in try db.query("users").where("age" >= 18).live() { … }`.
+public struct LiveQuery: Sendable, AsyncSequence {
+    public typealias Element = LiveDelta
     public let initial: [Row]
     public let deltas: AsyncStream<LiveDelta>
+
+    public func makeAsyncIterator() -> AsyncStream<LiveDelta>.AsyncIterator { deltas.makeAsyncIterator() }
 }
 
 extension Query {
