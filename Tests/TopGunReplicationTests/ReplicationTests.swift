@@ -122,8 +122,9 @@ struct ReplicationTests {
             ]
             for payload in payloads {
                 let channel = try await ClientBootstrap(group: group).connect(host: "127.0.0.1", port: server.port).get()
-                try await channel.writeAndFlush(ByteBuffer(bytes: payload)).get()
-                try await channel.close().get()
+                // The server may already have hung up on us: that is the point.
+                try? await channel.writeAndFlush(ByteBuffer(bytes: payload)).get()
+                try? await channel.close().get()
             }
             // A proper replica still replicates.
             let b = try openStore(root + "/b", node: 2)
