@@ -68,14 +68,22 @@ public final class ReplicaNode: Sendable {
         /// How often a puller asks its peers for a Merkle repair (nil = only on gaps).
         public var antiEntropyInterval: Duration?
         public var handshakeTimeout: Duration
+        /// Garbage collection: every `gcInterval`, remove LWW tombstones and op-log
+        /// entries older than `retention`, and log entries every connected subscriber
+        /// has acknowledged (nil = never collect).
+        public var retention: Duration?
+        public var gcInterval: Duration
 
         public init(
             listen: PeerAddress?, peers: [PeerAddress] = [], token: [UInt8], subscription: Subscription = .init(),
             maxFrameBytes: Int = Frame.defaultMaxBytes, segmentSize: Int = 1_000, maxInFlightSegments: Int = 4,
             pollInterval: Duration = .milliseconds(20), antiEntropyInterval: Duration? = .seconds(60),
-            handshakeTimeout: Duration = .seconds(5), tls: TLSFiles? = nil
+            handshakeTimeout: Duration = .seconds(5), tls: TLSFiles? = nil, retention: Duration? = nil,
+            gcInterval: Duration = .seconds(60)
         ) {
             self.tls = tls
+            self.retention = retention
+            self.gcInterval = gcInterval
             self.listen = listen
             self.peers = peers
             self.token = token
@@ -154,6 +162,14 @@ public final class ReplicaNode: Sendable {
             for peer in configuration.peers {
                 tasks.addTask { await self.pull(from: peer) }
             }
+            if let retention = configuration.retention {
+                tasks.addTask {
+                    while !Task.isCancelled {
+                        try await Task.sleep(for: self.configuration.gcInterval)
+                        try self.collectGarbage(retention: retention)
+                    }
+                }
+            }
             if configuration.listen == nil && configuration.peers.isEmpty { return }
             // Keep the group alive until cancellation (graceful shutdown).
             tasks.addTask {
@@ -172,6 +188,25 @@ public final class ReplicaNode: Sendable {
             let reached = acknowledged.withLock { $0.values.filter { $0 >= sequence }.count }
             if reached >= k || ContinuousClock.now >= deadline || Task.isCancelled { return reached }
             try? await Task.sleep(for: .milliseconds(5))
+        }
+    }
+
+    /// One garbage-collection pass (in bounded steps until done).
+    func collectGarbage(retention: Duration) throws {
+        let (seconds, atto) = retention.components
+        let age = UInt64(max(0, seconds)) * 1_000 + UInt64(max(0, atto)) / 1_000_000_000_000_000
+        let now = store.now
+        let cutoff = HLCTimestamp(millis: now > age ? now - age : 0, counter: 0, node: NodeID(0))
+        let acks = acknowledged.withLock { Array($0.values) }
+        var report = try store.collectGarbage(olderThan: cutoff, acknowledged: acks)
+        var removed = (report.tombstonesRemoved, report.logEntriesRemoved)
+        while report.hasMore {
+            report = try store.collectGarbage(olderThan: cutoff, acknowledged: acks)
+            removed.0 += report.tombstonesRemoved
+            removed.1 += report.logEntriesRemoved
+        }
+        if removed != (0, 0) {
+            logger.info("garbage collected", metadata: ["tombstones": "\(removed.0)", "log_entries": "\(removed.1)"])
         }
     }
 

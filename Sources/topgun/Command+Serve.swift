@@ -24,6 +24,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Replicate only these partitions (comma-separated ids).") var partitions: String?
     @Option(help: "Seconds between anti-entropy rounds (0 = only when needed).") var antiEntropy: Int = 60
     @Option(help: "Serve Prometheus metrics on HOST:PORT (GET /metrics).") var metrics: String?
+    @Option(help: "Collect tombstones and op-log entries older than this many seconds (default: keep).") var retention: Int?
     @Option(help: "PEM certificate for TLS between replicas (with --tls-key).") var tlsCert: String?
     @Option(help: "PEM private key for TLS.") var tlsKey: String?
     @Option(help: "PEM certificates trusted for peers (default: --tls-cert).") var tlsCA: String?
@@ -59,7 +60,8 @@ struct Serve: AsyncParsableCommand {
             store: store,
             configuration: .init(
                 listen: listenAddress, peers: peerAddresses, token: secret, subscription: subscription,
-                antiEntropyInterval: antiEntropy > 0 ? .seconds(antiEntropy) : nil, tls: tls),
+                antiEntropyInterval: antiEntropy > 0 ? .seconds(antiEntropy) : nil, tls: tls,
+                retention: retention.map { .seconds($0) }),
             logger: logger)
         var metricsAddress: ReplicaNode.PeerAddress?
         if let metrics {

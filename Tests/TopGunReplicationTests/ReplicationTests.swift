@@ -15,13 +15,14 @@ final class RunningNode: Sendable {
 
     init(
         _ store: Store, listen: Bool = true, peers: [Int] = [], token: String = "secret", subscription: Subscription = .init(),
-        antiEntropy: Duration? = nil, tls: ReplicaNode.TLSFiles? = nil
+        antiEntropy: Duration? = nil, tls: ReplicaNode.TLSFiles? = nil, retention: Duration? = nil
     ) async throws {
         node = try ReplicaNode(
             store: store,
             configuration: .init(
                 listen: listen ? .init(host: "127.0.0.1", port: 0) : nil, peers: peers.map { .init(host: "127.0.0.1", port: $0) },
-                token: Array(token.utf8), subscription: subscription, antiEntropyInterval: antiEntropy, tls: tls))
+                token: Array(token.utf8), subscription: subscription, antiEntropyInterval: antiEntropy, tls: tls,
+                retention: retention, gcInterval: .milliseconds(100)))
         let node = self.node
         task = Task { try await node.run() }
         while listen && node.listeningPort == nil { try await Task.sleep(for: .milliseconds(5)) }
@@ -235,6 +236,26 @@ struct ReplicationTests {
             try await Task.sleep(for: .milliseconds(300))
             #expect(try records(c, "m").isEmpty)
             for n in [plain, puller, server] { await n.stop() }
+        }
+    }
+
+    @Test func scheduledGarbageCollectionKeepsReplicasConverging() async throws {
+        try await withTemporaryDirectory { root in
+            let a = try openStore(root + "/a", node: 1)
+            _ = try a.apply((0..<100).map { Mutation.set(map: "m", key: "k\($0)", value: .int(Int64($0)), ttlMillis: nil) })
+            _ = try a.apply((0..<30).map { Mutation.set(map: "m", key: "k\($0)", value: nil, ttlMillis: nil) })
+            let server = try await RunningNode(a, retention: .seconds(1))
+            let b = try openStore(root + "/b", node: 2)
+            let pb = try await RunningNode(b, listen: false, peers: [server.port])
+            func visible(_ s: Store) throws -> [String: StoredState] { try records(s, "m").filter { if case .lww(let r) = $0.value { r.value != nil } else { true } } }
+            #expect(try await eventually { try visible(b) == visible(a) && visible(a).count == 70 })
+            // After the retention, tombstones and the acknowledged log are gone.
+            #expect(try await eventually { try a.opLogCount() == 0 && a.count(map: "m") == 70 })
+            // A newcomer is repaired from the Merkle digests and matches.
+            let c = try openStore(root + "/c", node: 3)
+            let pc = try await RunningNode(c, listen: false, peers: [server.port])
+            #expect(try await eventually { try visible(c) == visible(a) })
+            for n in [pc, pb, server] { await n.stop() }
         }
     }
 
