@@ -99,7 +99,8 @@ public struct TypedMap<V: Codable & Sendable>: Sendable {
     /// transaction (TopGun's entry processor). Returning nil deletes.
     ///
     /// - Important: `body` runs on the writer thread while it holds the write lock:
-    ///   keep it short, and never block or await in it.
+    ///   keep it short, never block or await in it, and keep it free of side effects —
+    ///   it runs again if the transaction is retried (map growth, a failed group).
     /// - Returns: the outcome (`.failed` when `body` threw).
     @discardableResult
     public func update(_ key: String, ttl: Duration? = nil, _ body: @escaping @Sendable (V?) throws -> V?) async throws -> ApplyOutcome {
