@@ -82,7 +82,6 @@ public struct Query: Sendable {
         var touched = Set<UInt16>()
         func consider(_ key: String, _ state: StoredState) {
             stats.recordsExamined += 1
-            touched.insert(Partitioner.partition(of: key))
             guard let row = Row(key: key, state: state, now: now) else { return }
             if predicate?.matches(key: key, value: row.value) ?? true { rows.append(row) }
         }
@@ -90,8 +89,8 @@ public struct Query: Sendable {
         case .keyLookup(let keys):
             for key in keys {
                 if let state = try store.state(map: map, key: key, in: txn) { consider(key, state) }
-                touched.insert(Partitioner.partition(of: key))
             }
+            touched = Set(keys.map { Partitioner.partition(of: $0) })
         case .partitionScan(let partitions):
             for p in partitions {
                 touched.insert(p)
@@ -112,6 +111,7 @@ public struct Query: Sendable {
                 var seen = Set<String>()
                 candidates.removeAll { !seen.insert($0.key).inserted }
             }
+            touched = Set(candidates.map(\.partition))
             try store.fetch(map: map, keys: candidates, in: txn) { key, state in consider(key, state) }
         case .fullScan:
             try store.scan(map: map, partition: nil, in: txn) { key, state in

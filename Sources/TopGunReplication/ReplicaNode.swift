@@ -193,8 +193,7 @@ public final class ReplicaNode: Sendable {
 
     /// One garbage-collection pass (in bounded steps until done).
     func collectGarbage(retention: Duration) throws {
-        let (seconds, atto) = retention.components
-        let age = UInt64(max(0, seconds)) * 1_000 + UInt64(max(0, atto)) / 1_000_000_000_000_000
+        let age = milliseconds(retention) ?? 0
         let now = store.now
         let cutoff = HLCTimestamp(millis: now > age ? now - age : 0, counter: 0, node: NodeID(0))
         let acks = acknowledged.withLock { Array($0.values) }

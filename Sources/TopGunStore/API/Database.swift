@@ -64,8 +64,8 @@ public final class Database: Sendable {
     var now: UInt64 { store.options.wallClock.milliseconds() }
 }
 
-/// Milliseconds in a `Duration`, for TTLs.
-func milliseconds(_ d: Duration?) -> UInt64? {
+/// Whole milliseconds in a `Duration` (negative counts as 0), for TTLs and retention.
+package func milliseconds(_ d: Duration?) -> UInt64? {
     guard let d else { return nil }
     let (s, a) = d.components
     return UInt64(max(0, s)) * 1_000 + UInt64(max(0, a)) / 1_000_000_000_000_000  // 10^15 attoseconds per ms

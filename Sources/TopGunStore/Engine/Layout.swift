@@ -107,7 +107,12 @@ struct RecordHeader {
         }
     }
 
-    var headerBytes: Int { payloadOffset }
+    /// The digest the header should hold for the record `raw`: 0 for a tombstone,
+    /// else the hash of the payload bytes.
+    func payloadDigest(of raw: UnsafeRawBufferPointer) -> UInt64 {
+        let payload = UnsafeRawBufferPointer(rebasing: raw[payloadOffset...])
+        return payload.isEmpty && flags.contains(.tombstone) ? 0 : Digest64.hash(payload)
+    }
 
     static func size(hasTTL: Bool) -> Int { Layout.headerBytes + (hasTTL ? Layout.ttlBytes : 0) }
 

@@ -51,9 +51,7 @@ extension Store {
                         } catch {
                             report.problems.append("\(name)/\(key): \(error)")
                         }
-                        let payload = UnsafeRawBufferPointer(rebasing: v[header.payloadOffset...])
-                        let digest = payload.isEmpty && header.flags.contains(.tombstone) ? 0 : Digest64.hash(payload)
-                        if digest != header.digest { report.problems.append("\(name)/\(key): stored digest does not match its value") }
+                        if header.payloadDigest(of: v) != header.digest { report.problems.append("\(name)/\(key): stored digest does not match its value") }
                         if header.timestamp > highWater && header.timestamp.node == nodeID {
                             report.problems.append("\(name)/\(key): local stamp \(header.timestamp) above the HLC high-water mark")
                         }
@@ -67,7 +65,7 @@ extension Store {
                 let sequence = k.withUnsafeBytes { HLCTimestamp(loadingFrom: $0.baseAddress!) }
                 if sequence > highWater { report.problems.append("op-log key \(sequence) above the HLC high-water mark \(highWater)") }
                 do {
-                    _ = try v.withUnsafeBytes { try Self.decodeLogEntry($0, names: names, txn: txn, dbs: dbs) }
+                    _ = try v.withUnsafeBytes { try Self.decodeLogEntry($0, names: names) }
                 } catch {
                     report.problems.append("op-log entry \(sequence): \(error)")
                 }

@@ -87,21 +87,7 @@ extension Store {
 
     /// Re-reads the map table (maps created by another process on the same files).
     public func refreshMaps() throws {
-        let maps = try env.read { txn in
-            var maps: [String: MapInfo] = [:]
-            try txn.forEach(in: dbs.maps) { key, value in
-                let name = key.withUnsafeBytes { String(decoding: $0, as: UTF8.self) }
-                value.withUnsafeBytes { v in
-                    if v.count == 5, let kind = CRDTKind(rawValue: v[4]) {
-                        maps[name] = MapInfo(id: UInt32(bigEndian: v.loadUnaligned(as: UInt32.self)), kind: kind)
-                    }
-                }
-                return true
-            }
-            return maps
-        }
-        mapsByName.withLock { $0 = maps }
-        mapsByID.withLock { $0 = Dictionary(uniqueKeysWithValues: maps.map { ($0.value.id, $0.key) }) }
+        publishMaps(try env.read { txn in try Self.loadMaps(txn, dbs) })
     }
 
     // MARK: Anti-entropy

@@ -6,8 +6,7 @@ extension Store {
     ///
     /// - Throws: `StoreError(.corruptRecord)` when the stored bytes do not decode.
     public func state(map: String, key: String) throws -> StoredState? {
-        guard let info = mapInfo(map) else { return nil }
-        return try env.read { txn in try readState(mapID: info.id, kind: info.kind, key: key, txn) }
+        try env.read { txn in try state(map: map, key: key, in: txn) }
     }
 
     func readState(mapID: UInt32, kind: CRDTKind, key: String, _ txn: borrowing Transaction) throws -> StoredState? {
@@ -23,16 +22,7 @@ extension Store {
     public func scan(
         map: String, partition: UInt16? = nil, _ body: (_ key: String, _ state: StoredState) throws -> Bool
     ) throws {
-        guard let info = mapInfo(map) else { return }
-        let prefix = Layout.recordPrefix(mapID: info.id, partition: partition)
-        try env.read { txn in
-            try txn.withCursor(on: dbs.records) { cursor in
-                try cursor.scan(range: .prefix(prefix), reverse: false) { k, v in
-                    let key = String(decoding: UnsafeRawBufferPointer(rebasing: k[Layout.recordPrefixBytes...]), as: UTF8.self)
-                    return try body(key, StoredState(decoding: v, kind: info.kind))
-                }
-            }
-        }
+        try env.read { txn in try scan(map: map, partition: partition, in: txn, body) }
     }
 
     /// Number of records (tombstones included) of `map`.
@@ -54,16 +44,18 @@ extension Store {
         var out: [LoggedOperation] = []
         let lower = sequence.map { $0.successor.bytes }
         var names = mapsByID.withLock { $0 }
-        if try lastMapIDNeedsRefresh(names) {
-            try refreshMaps()
-            names = mapsByID.withLock { $0 }
-        }
         try env.read { txn in
             try txn.withCursor(on: dbs.oplog) { cursor in
                 try cursor.scan(range: KeyRange(from: lower), reverse: false) { k, v in
                     guard out.count < limit else { return false }
                     let seq = HLCTimestamp(loadingFrom: k.baseAddress!)
-                    out.append(LoggedOperation(sequence: seq, operation: try Self.decodeLogEntry(v, names: names, txn: txn, dbs: dbs)))
+                    if v.count >= 20, names[UInt32(bigEndian: v.loadUnaligned(fromByteOffset: 16, as: UInt32.self))] == nil {
+                        // A map created by another process since this one loaded the table.
+                        let maps = try Self.loadMaps(txn, dbs)
+                        publishMaps(maps)
+                        names = Dictionary(uniqueKeysWithValues: maps.map { ($0.value.id, $0.key) })
+                    }
+                    out.append(LoggedOperation(sequence: seq, operation: try Self.decodeLogEntry(v, names: names)))
                     return true
                 }
             }
@@ -73,18 +65,10 @@ extension Store {
 
     /// The newest op-log key, or nil for an empty log.
     public func lastSequence() throws -> HLCTimestamp? {
-        try env.read { txn in
-            var last: HLCTimestamp?
-            try txn.withCursor(on: dbs.oplog) { cursor in
-                if try cursor.last() { last = HLCTimestamp(loadingFrom: cursor.currentKey.baseAddress!) }
-            }
-            return last
-        }
+        try env.read { txn in try lastSequence(in: txn) }
     }
 
-    static func decodeLogEntry(
-        _ v: UnsafeRawBufferPointer, names: [UInt32: String], txn: borrowing Transaction, dbs: DBs
-    ) throws -> ReplicatedOperation {
+    static func decodeLogEntry(_ v: UnsafeRawBufferPointer, names: [UInt32: String]) throws -> ReplicatedOperation {
         func corrupt(_ why: String) -> StoreError { StoreError(.corruptRecord, "op-log entry: \(why)") }
         guard v.count >= 16 + 4 + 1 + 2, let base = v.baseAddress else { throw corrupt("too short") }
         let origin = HLCTimestamp(loadingFrom: base)
@@ -154,8 +138,7 @@ extension Store {
                         guard let header = RecordHeader(v) else { throw StoreError(.corruptRecord, "record header") }
                         let partition = UInt16(bigEndian: k.loadUnaligned(fromByteOffset: 4, as: UInt16.self))
                         let keyHash = MerkleBuckets.keyHash(UnsafeRawBufferPointer(rebasing: k[Layout.recordPrefixBytes...]))
-                        let payload = UnsafeRawBufferPointer(rebasing: v[header.payloadOffset...])
-                        let digest = payload.isEmpty && header.flags.contains(.tombstone) ? 0 : Digest64.hash(payload)
+                        let digest = header.payloadDigest(of: v)
                         guard digest == header.digest else { throw StoreError(.corruptRecord, "record digest mismatch") }
                         let stamp = header.flags.kind == .lww ? header.timestamp : .zero
                         let entry = MerkleBuckets.entryHash(keyHash: keyHash, timestamp: stamp, valueDigest: digest)
@@ -190,9 +173,6 @@ extension Store {
     package func snapshot<R>(_ body: (borrowing Transaction) throws -> R) throws -> R {
         try env.read(body)
     }
-
-    /// The map's id and kind, if it exists.
-    package func mapKind(_ name: String) -> CRDTKind? { mapInfo(name)?.kind }
 
     /// The record of `key` in `map`, read in `txn`.
     package func state(map: String, key: String, in txn: borrowing Transaction) throws -> StoredState? {
@@ -272,16 +252,5 @@ extension Store {
                 if found { try body(key, StoredState(decoding: cursor.currentValue, kind: info.kind)) }
             }
         }
-    }
-}
-
-extension Store {
-    /// True when the map table holds an id this process has not loaded yet.
-    func lastMapIDNeedsRefresh(_ names: [UInt32: String]) throws -> Bool {
-        let stored = try env.read { txn in
-            try txn.value(forKey: Layout.Meta.nextMapID, in: dbs.meta)
-                .map { $0.withUnsafeBytes { UInt32(bigEndian: $0.loadUnaligned(as: UInt32.self)) } } ?? 1
-        }
-        return names.count < Int(stored) - 1
     }
 }

@@ -114,16 +114,7 @@ public final class Store: Sendable {
             }
             let highWater = try txn.value(forKey: Layout.Meta.highWater, in: dbs.meta).flatMap { HLCTimestamp(bytes: $0) }
             let horizon = try txn.value(forKey: Layout.Meta.horizon, in: dbs.meta).flatMap { HLCTimestamp(bytes: $0) } ?? .zero
-            var maps: [String: MapInfo] = [:]
-            try txn.forEach(in: dbs.maps) { key, value in
-                let name = key.withUnsafeBytes { String(decoding: $0, as: UTF8.self) }
-                let info = value.withUnsafeBytes { v -> MapInfo? in
-                    guard v.count == 5, let kind = CRDTKind(rawValue: v[4]) else { return nil }
-                    return MapInfo(id: UInt32(bigEndian: v.loadUnaligned(as: UInt32.self)), kind: kind)
-                }
-                if let info { maps[name] = info }
-                return true
-            }
+            let maps = try Self.loadMaps(txn, dbs)
             return (node, highWater, maps, horizon, try Self.loadIndexes(txn, dbs))
         }
         self.nodeID = node
@@ -159,4 +150,25 @@ public final class Store: Sendable {
     func mapInfo(_ name: String) -> MapInfo? { mapsByName.withLock { $0[name] } }
 
     func mapName(_ id: UInt32) -> String? { mapsByID.withLock { $0[id] } }
+
+    /// The map table as stored (`maps`: name → id u32 BE, kind u8).
+    static func loadMaps(_ txn: borrowing Transaction, _ dbs: DBs) throws -> [String: MapInfo] {
+        var maps: [String: MapInfo] = [:]
+        try txn.forEach(in: dbs.maps) { key, value in
+            let name = key.withUnsafeBytes { String(decoding: $0, as: UTF8.self) }
+            value.withUnsafeBytes { v in
+                if v.count == 5, let kind = CRDTKind(rawValue: v[4]) {
+                    maps[name] = MapInfo(id: UInt32(bigEndian: v.loadUnaligned(as: UInt32.self)), kind: kind)
+                }
+            }
+            return true
+        }
+        return maps
+    }
+
+    /// Replaces the cached map table.
+    func publishMaps(_ maps: [String: MapInfo]) {
+        mapsByName.withLock { $0 = maps }
+        mapsByID.withLock { $0 = Dictionary(uniqueKeysWithValues: maps.map { ($0.value.id, $0.key) }) }
+    }
 }
