@@ -18,13 +18,18 @@ static int open_env(tg_run *run, MDB_env **env) {
     return rc;
 }
 
-long tg_lmdb_lww(tg_run *run, const tg_lww_op *ops, size_t count, const uint8_t *value, size_t len, int oplog) {
+/// One op of a loop: merges op `i` into `dbi`; sets `*applied` and, when applied, the
+/// bytes to append to the op log in `*logged`. Returns an LMDB code (0 = fine).
+typedef int (*step_fn)(MDB_txn *txn, MDB_dbi dbi, size_t i, void *ctx, int *applied, MDB_val *logged);
+
+/// The loop shared by every LMDB baseline: `run->batch` ops per transaction, each op
+/// merged by `step`, applied ops appended to an op log (MDB_APPEND) when `oplog`.
+static long run_loop(tg_run *run, size_t count, int oplog, step_fn step, void *ctx) {
     MDB_env *env = NULL;
     MDB_txn *txn = NULL;
     MDB_dbi dbi, log = 0;
     long applied = 0;
     uint64_t seq = 0;
-    uint8_t *record = malloc(16 + len);
     if (open_env(run, &env)) goto fail;
     for (size_t start = 0, b = 0; start < count; start += run->batch, b++) {
         double t0 = tg_now();
@@ -33,19 +38,14 @@ long tg_lmdb_lww(tg_run *run, const tg_lww_op *ops, size_t count, const uint8_t 
         CHECK(mdb_dbi_open(txn, "records", MDB_CREATE, &dbi), "dbi");
         if (oplog) CHECK(mdb_dbi_open(txn, "oplog", MDB_CREATE, &log), "dbi");
         for (size_t i = start; i < end; i++) {
-            char kb[32];
-            MDB_val k = {key_text(ops[i].key, kb), kb}, v;
-            int rc = mdb_get(txn, dbi, &k, &v);
-            if (rc == 0 && v.mv_size >= 16 && memcmp(ops[i].hlc, v.mv_data, 16) <= 0) continue;
-            if (rc != 0 && rc != MDB_NOTFOUND) FAIL("get", rc);
-            memcpy(record, ops[i].hlc, 16);
-            memcpy(record + 16, value, len);
-            MDB_val nv = {16 + len, record};
-            CHECK(mdb_put(txn, dbi, &k, &nv, 0), "put");
+            int changed = 0;
+            MDB_val logged = {0, NULL};
+            CHECK(step(txn, dbi, i, ctx, &changed, &logged), "merge");
+            if (!changed) continue;
             if (oplog) {
                 uint64_t be = __builtin_bswap64(++seq);
                 MDB_val lk = {8, &be};
-                CHECK(mdb_put(txn, log, &lk, &nv, MDB_APPEND), "append");
+                CHECK(mdb_put(txn, log, &lk, &logged, MDB_APPEND), "append");
             }
             applied++;
         }
@@ -53,113 +53,97 @@ long tg_lmdb_lww(tg_run *run, const tg_lww_op *ops, size_t count, const uint8_t 
         txn = NULL;
         if (run->batch_seconds) run->batch_seconds[b] = tg_now() - t0;
     }
-    free(record);
     mdb_env_close(env);
     return applied;
 fail:
     if (txn) mdb_txn_abort(txn);
     if (env) mdb_env_close(env);
-    free(record);
     return -1;
+}
+
+typedef struct {
+    const tg_lww_op *ops;
+    const uint8_t *value;
+    size_t len;
+    uint8_t *record;
+} lww_ctx;
+
+/// LWW: compare the stored 16-byte HLC prefix, write `hlc | value` when newer.
+static int lww_step(MDB_txn *txn, MDB_dbi dbi, size_t i, void *c, int *applied, MDB_val *logged) {
+    lww_ctx *ctx = c;
+    char kb[32];
+    MDB_val k = {key_text(ctx->ops[i].key, kb), kb}, v;
+    int rc = mdb_get(txn, dbi, &k, &v);
+    if (rc == 0 && v.mv_size >= 16 && memcmp(ctx->ops[i].hlc, v.mv_data, 16) <= 0) return 0;
+    if (rc != 0 && rc != MDB_NOTFOUND) return rc;
+    memcpy(ctx->record, ctx->ops[i].hlc, 16);
+    memcpy(ctx->record + 16, ctx->value, ctx->len);
+    MDB_val nv = {16 + ctx->len, ctx->record};
+    *logged = nv;
+    *applied = 1;
+    return mdb_put(txn, dbi, &k, &nv, 0);
+}
+
+long tg_lmdb_lww(tg_run *run, const tg_lww_op *ops, size_t count, const uint8_t *value, size_t len, int oplog) {
+    lww_ctx ctx = {ops, value, len, malloc(16 + len)};
+    long applied = run_loop(run, count, oplog, lww_step, &ctx);
+    free(ctx.record);
+    return applied;
+}
+
+/// Counters: a value is 8 nodes × (p, n); merge takes the per-node maximum.
+static int counter_step(MDB_txn *txn, MDB_dbi dbi, size_t i, void *c, int *applied, MDB_val *logged) {
+    const tg_counter_op *op = (const tg_counter_op *)c + i;
+    char kb[32];
+    MDB_val k = {key_text(op->key, kb), kb}, v;
+    uint64_t totals[16] = {0};
+    int rc = mdb_get(txn, dbi, &k, &v);
+    if (rc == 0 && v.mv_size == sizeof totals) memcpy(totals, v.mv_data, sizeof totals);
+    else if (rc != MDB_NOTFOUND && rc != 0) return rc;
+    uint32_t n = op->node & 7;
+    if (op->p <= totals[2 * n] && op->n <= totals[2 * n + 1]) return 0;
+    if (op->p > totals[2 * n]) totals[2 * n] = op->p;
+    if (op->n > totals[2 * n + 1]) totals[2 * n + 1] = op->n;
+    MDB_val nv = {sizeof totals, totals};
+    logged->mv_size = sizeof *op;
+    logged->mv_data = (void *)op;
+    *applied = 1;
+    return mdb_put(txn, dbi, &k, &nv, 0);
 }
 
 long tg_lmdb_counter(tg_run *run, const tg_counter_op *ops, size_t count, int oplog) {
-    MDB_env *env = NULL;
-    MDB_txn *txn = NULL;
-    MDB_dbi dbi, log = 0;
-    long applied = 0;
-    uint64_t seq = 0;
-    if (open_env(run, &env)) goto fail;
-    for (size_t start = 0, b = 0; start < count; start += run->batch, b++) {
-        double t0 = tg_now();
-        size_t end = start + run->batch < count ? start + run->batch : count;
-        CHECK(mdb_txn_begin(env, NULL, 0, &txn), "begin");
-        CHECK(mdb_dbi_open(txn, "records", MDB_CREATE, &dbi), "dbi");
-        if (oplog) CHECK(mdb_dbi_open(txn, "oplog", MDB_CREATE, &log), "dbi");
-        for (size_t i = start; i < end; i++) {
-            char kb[32];
-            MDB_val k = {key_text(ops[i].key, kb), kb}, v;
-            uint64_t totals[16] = {0};
-            int rc = mdb_get(txn, dbi, &k, &v);
-            if (rc == 0 && v.mv_size == sizeof totals) memcpy(totals, v.mv_data, sizeof totals);
-            else if (rc != MDB_NOTFOUND && rc != 0) FAIL("get", rc);
-            uint32_t n = ops[i].node & 7;
-            if (ops[i].p <= totals[2 * n] && ops[i].n <= totals[2 * n + 1]) continue;
-            if (ops[i].p > totals[2 * n]) totals[2 * n] = ops[i].p;
-            if (ops[i].n > totals[2 * n + 1]) totals[2 * n + 1] = ops[i].n;
-            MDB_val nv = {sizeof totals, totals};
-            CHECK(mdb_put(txn, dbi, &k, &nv, 0), "put");
-            if (oplog) {
-                uint64_t be = __builtin_bswap64(++seq);
-                MDB_val lk = {8, &be}, lv = {sizeof ops[i], (void *)&ops[i]};
-                CHECK(mdb_put(txn, log, &lk, &lv, MDB_APPEND), "append");
-            }
-            applied++;
-        }
-        CHECK(mdb_txn_commit(txn), "commit");
-        txn = NULL;
-        if (run->batch_seconds) run->batch_seconds[b] = tg_now() - t0;
-    }
-    mdb_env_close(env);
-    return applied;
-fail:
-    if (txn) mdb_txn_abort(txn);
-    if (env) mdb_env_close(env);
-    return -1;
+    return run_loop(run, count, oplog, counter_step, (void *)ops);
 }
 
 /// OR-set as key "key-N" + 16-byte tag -> 'A' + value, or 'R' once removed.
-long tg_lmdb_orset(tg_run *run, const tg_orset_op *ops, size_t count, int oplog) {
-    MDB_env *env = NULL;
-    MDB_txn *txn = NULL;
-    MDB_dbi dbi, log = 0;
-    long applied = 0;
-    uint64_t seq = 0;
-    if (open_env(run, &env)) goto fail;
-    for (size_t start = 0, b = 0; start < count; start += run->batch, b++) {
-        double t0 = tg_now();
-        size_t end = start + run->batch < count ? start + run->batch : count;
-        CHECK(mdb_txn_begin(env, NULL, 0, &txn), "begin");
-        CHECK(mdb_dbi_open(txn, "records", MDB_CREATE, &dbi), "dbi");
-        if (oplog) CHECK(mdb_dbi_open(txn, "oplog", MDB_CREATE, &log), "dbi");
-        for (size_t i = start; i < end; i++) {
-            char kb[64];
-            size_t kl = key_text(ops[i].key, kb);
-            kb[kl] = '/';
-            memcpy(kb + kl + 1, ops[i].tag, 16);
-            MDB_val k = {kl + 17, kb}, v;
-            int rc = mdb_get(txn, dbi, &k, &v);
-            if (rc != 0 && rc != MDB_NOTFOUND) FAIL("get", rc);
-            uint8_t entry[9];
-            if (ops[i].remove) {
-                if (rc == 0 && ((uint8_t *)v.mv_data)[0] == 'R') continue;
-                entry[0] = 'R';
-                MDB_val nv = {1, entry};
-                CHECK(mdb_put(txn, dbi, &k, &nv, 0), "put");
-            } else {
-                if (rc == 0) continue;
-                entry[0] = 'A';
-                memcpy(entry + 1, &ops[i].value, 8);
-                MDB_val nv = {9, entry};
-                CHECK(mdb_put(txn, dbi, &k, &nv, 0), "put");
-            }
-            if (oplog) {
-                uint64_t be = __builtin_bswap64(++seq);
-                MDB_val lk = {8, &be}, lv = {sizeof ops[i], (void *)&ops[i]};
-                CHECK(mdb_put(txn, log, &lk, &lv, MDB_APPEND), "append");
-            }
-            applied++;
-        }
-        CHECK(mdb_txn_commit(txn), "commit");
-        txn = NULL;
-        if (run->batch_seconds) run->batch_seconds[b] = tg_now() - t0;
+static int orset_step(MDB_txn *txn, MDB_dbi dbi, size_t i, void *c, int *applied, MDB_val *logged) {
+    const tg_orset_op *op = (const tg_orset_op *)c + i;
+    char kb[64];
+    size_t kl = key_text(op->key, kb);
+    kb[kl] = '/';
+    memcpy(kb + kl + 1, op->tag, 16);
+    MDB_val k = {kl + 17, kb}, v;
+    int rc = mdb_get(txn, dbi, &k, &v);
+    if (rc != 0 && rc != MDB_NOTFOUND) return rc;
+    uint8_t entry[9];
+    MDB_val nv = {9, entry};
+    if (op->remove) {
+        if (rc == 0 && ((uint8_t *)v.mv_data)[0] == 'R') return 0;
+        entry[0] = 'R';
+        nv.mv_size = 1;
+    } else {
+        if (rc == 0) return 0;
+        entry[0] = 'A';
+        memcpy(entry + 1, &op->value, 8);
     }
-    mdb_env_close(env);
-    return applied;
-fail:
-    if (txn) mdb_txn_abort(txn);
-    if (env) mdb_env_close(env);
-    return -1;
+    logged->mv_size = sizeof *op;
+    logged->mv_data = (void *)op;
+    *applied = 1;
+    return mdb_put(txn, dbi, &k, &nv, 0);
+}
+
+long tg_lmdb_orset(tg_run *run, const tg_orset_op *ops, size_t count, int oplog) {
+    return run_loop(run, count, oplog, orset_step, (void *)ops);
 }
 
 static uint32_t parse_key(const char *p, size_t n) {

@@ -44,14 +44,6 @@ struct Bench {
             try await ReplicationBench(config: config).run()
             return
         }
-        if config.queries {
-            try QueryBench(config: config).run()
-            return
-        }
-        if config.replication {
-            try await ReplicationBench(config: config).run()
-            return
-        }
         if !config.json {
             print(
                 "topgun-bench: \(config.quick ? "quick" : "full") run, seed \(config.seed), \(config.runs) run(s) per system (median)"

@@ -17,19 +17,26 @@ struct BenchError: Error, CustomStringConvertible {
     var description: String
 }
 
-func cRun(_ dir: String, _ w: Workload, _ body: (inout tg_run) -> Int) throws -> Int {
-    try dir.withCString { path in
-        var run = tg_run()
-        run.dir = path
-        run.durable = w.durable ? 1 : 0
-        run.batch = w.batch
-        let result = body(&run)
-        if result < 0 {
-            let message = withUnsafeBytes(of: run.error) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            throw BenchError(description: message)
+/// Fills a `tg_run` for `w` in `dir` (batch timings into `batchSeconds`), calls `body`,
+/// and turns a negative result into the baseline's error message.
+func cRun(_ dir: String, _ w: Workload, _ batchSeconds: inout [Double], _ body: (inout tg_run) -> Int) throws -> Int {
+    try batchSeconds.withUnsafeMutableBufferPointer { seconds in
+        try dir.withCString { path in
+            var run = tg_run()
+            run.dir = path
+            run.durable = w.durable ? 1 : 0
+            run.batch = w.batch
+            run.batch_seconds = seconds.baseAddress
+            return try check(body(&run), run)
         }
-        return result
     }
+}
+
+private func check(_ result: Int, _ run: tg_run) throws -> Int {
+    guard result >= 0 else {
+        throw BenchError(description: withUnsafeBytes(of: run.error) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) })
+    }
+    return result
 }
 
 func kindCode(_ w: Workload) -> Int32 {
@@ -56,15 +63,12 @@ struct LMDBSystem: BenchSystem {
     var name: String { oplog ? "lmdb-raw+oplog" : "lmdb-raw" }
 
     func run(_ w: Workload, dir: String, batchSeconds: inout [Double]) throws -> Int {
-        try batchSeconds.withUnsafeMutableBufferPointer { seconds in
-            try cRun(dir, w) { run in
-                run.batch_seconds = seconds.baseAddress
-                run.writemap = writeMap ? 1 : 0
-                switch w.kind {
-                case .lww: return tg_lmdb_lww(&run, w.lww, w.lww.count, Workload.encodedValue, Workload.encodedValue.count, oplog ? 1 : 0)
-                case .counter: return tg_lmdb_counter(&run, w.counters, w.counters.count, oplog ? 1 : 0)
-                case .orSet: return tg_lmdb_orset(&run, w.orSet, w.orSet.count, oplog ? 1 : 0)
-                }
+        try cRun(dir, w, &batchSeconds) { run in
+            run.writemap = writeMap ? 1 : 0
+            switch w.kind {
+            case .lww: return tg_lmdb_lww(&run, w.lww, w.lww.count, Workload.encodedValue, Workload.encodedValue.count, oplog ? 1 : 0)
+            case .counter: return tg_lmdb_counter(&run, w.counters, w.counters.count, oplog ? 1 : 0)
+            case .orSet: return tg_lmdb_orset(&run, w.orSet, w.orSet.count, oplog ? 1 : 0)
             }
         }
     }
@@ -76,14 +80,11 @@ struct SQLiteSystem: BenchSystem {
     var name: String { "sqlite" }
 
     func run(_ w: Workload, dir: String, batchSeconds: inout [Double]) throws -> Int {
-        try batchSeconds.withUnsafeMutableBufferPointer { seconds in
-            try cRun(dir, w) { run in
-                run.batch_seconds = seconds.baseAddress
-                switch w.kind {
-                case .lww: return tg_sqlite_lww(&run, w.lww, w.lww.count, Workload.encodedValue, Workload.encodedValue.count)
-                case .counter: return tg_sqlite_counter(&run, w.counters, w.counters.count)
-                case .orSet: return tg_sqlite_orset(&run, w.orSet, w.orSet.count)
-                }
+        try cRun(dir, w, &batchSeconds) { run in
+            switch w.kind {
+            case .lww: return tg_sqlite_lww(&run, w.lww, w.lww.count, Workload.encodedValue, Workload.encodedValue.count)
+            case .counter: return tg_sqlite_counter(&run, w.counters, w.counters.count)
+            case .orSet: return tg_sqlite_orset(&run, w.orSet, w.orSet.count)
             }
         }
     }
@@ -95,15 +96,12 @@ struct RocksDBSystem: BenchSystem {
     var name: String { "rocksdb" }
 
     func run(_ w: Workload, dir: String, batchSeconds: inout [Double]) throws -> Int {
-        try batchSeconds.withUnsafeMutableBufferPointer { seconds in
-            try cRun(dir, w) { run in
-                run.batch_seconds = seconds.baseAddress
-                let keys = UInt32(w.keys)
-                switch w.kind {
-                case .lww: return tg_rocksdb_lww(&run, w.lww, w.lww.count, Workload.encodedValue, Workload.encodedValue.count, keys)
-                case .counter: return tg_rocksdb_counter(&run, w.counters, w.counters.count, keys)
-                case .orSet: return tg_rocksdb_orset(&run, w.orSet, w.orSet.count, keys)
-                }
+        try cRun(dir, w, &batchSeconds) { run in
+            let keys = UInt32(w.keys)
+            switch w.kind {
+            case .lww: return tg_rocksdb_lww(&run, w.lww, w.lww.count, Workload.encodedValue, Workload.encodedValue.count, keys)
+            case .counter: return tg_rocksdb_counter(&run, w.counters, w.counters.count, keys)
+            case .orSet: return tg_rocksdb_orset(&run, w.orSet, w.orSet.count, keys)
             }
         }
     }
