@@ -26,11 +26,7 @@ struct MergeLawTests {
 
     @Test func orSet() async {
         await propertyCheck(count: 2_000, input: Gen.orSet, Gen.orSet, Gen.orSet) { a, b, c in
-            Self.laws(a, b, c) { x, y in
-                var m = x
-                m.merge(y)
-                return m
-            }
+            Self.laws(a, b, c) { $0.merging($1) }
         }
     }
 
@@ -48,11 +44,7 @@ struct MergeLawTests {
 
     @Test func pnCounter() async {
         await propertyCheck(count: 2_000, input: Gen.pnCounter, Gen.pnCounter, Gen.pnCounter) { a, b, c in
-            Self.laws(a, b, c) { x, y in
-                var m = x
-                m.merge(y)
-                return m
-            }
+            Self.laws(a, b, c) { $0.merging($1) }
         }
     }
 

@@ -66,11 +66,3 @@ struct StatePayloadTests {
         }
     }
 }
-
-extension ORSet {
-    func merging(_ other: ORSet) -> ORSet {
-        var m = self
-        m.merge(other)
-        return m
-    }
-}

@@ -126,3 +126,21 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
         return z ^ (z >> 31)
     }
 }
+
+extension ORSet {
+    /// `self` merged with `other`, as a value.
+    public func merging(_ other: ORSet) -> ORSet {
+        var m = self
+        m.merge(other)
+        return m
+    }
+}
+
+extension PNCounter {
+    /// `self` merged with `other`, as a value.
+    public func merging(_ other: PNCounter) -> PNCounter {
+        var m = self
+        m.merge(other)
+        return m
+    }
+}
