@@ -15,7 +15,8 @@ public struct Frame: Sendable, Equatable {
         public static let subscribe = Kind(rawValue: 3)
         /// Server → client: a segment of the server's op log (advances the cursor).
         public static let segment = Kind(rawValue: 4)
-        /// Client → server: the op-log key applied so far.
+        /// Client → server: the op-log key applied so far, and the client's own op-log
+        /// head (16 + 16 bytes; the head is absent when the client serves no log).
         public static let ack = Kind(rawValue: 5)
         /// Client → server: Merkle bucket digests (asks for a repair).
         public static let digests = Kind(rawValue: 6)
@@ -25,8 +26,11 @@ public struct Frame: Sendable, Equatable {
         public static let error = Kind(rawValue: 8)
         /// Server → client: state operations repairing differing buckets (no cursor).
         public static let repair = Kind(rawValue: 9)
-        /// Server → client: continue from this op-log key (after a repair).
+        /// Server → client: the repair for the last DIGESTS is complete; the records are
+        /// those of the server's log through this op-log key.
         public static let resume = Kind(rawValue: 10)
+        /// Either way, when nothing else was sent for a while: the link is alive.
+        public static let heartbeat = Kind(rawValue: 11)
     }
 
     public var kind: Kind
@@ -209,6 +213,31 @@ struct Digests: Equatable {
     }
 }
 
+/// An acknowledgement: how far the subscriber applied the server's log, and where its
+/// own log stood (nil when it serves none).
+struct Acknowledgement: Equatable {
+    var cursor: HLCTimestamp
+    var head: HLCTimestamp?
+
+    var frame: Frame {
+        var b: [UInt8] = []
+        b.appendStamp(cursor)
+        if let head { b.appendStamp(head) }
+        return Frame(.ack, b)
+    }
+
+    init(cursor: HLCTimestamp, head: HLCTimestamp?) {
+        self.cursor = cursor
+        self.head = head
+    }
+
+    init(_ frame: Frame) throws(ReplicationError) {
+        guard frame.body.count == 16 || frame.body.count == 32 else { throw ReplicationError(.malformed, "ACK of \(frame.body.count) bytes") }
+        cursor = frame.body.withUnsafeBytes { HLCTimestamp(loadingFrom: $0.baseAddress!) }
+        head = frame.body.count == 32 ? frame.body.withUnsafeBytes { HLCTimestamp(loadingFrom: $0.baseAddress! + 16) } : nil
+    }
+}
+
 extension Frame {
     static func stamp(_ kind: Kind, _ t: HLCTimestamp) -> Frame {
         var b: [UInt8] = []
@@ -232,7 +261,11 @@ extension Frame {
 
     func welcome() throws(ReplicationError) -> (version: UInt16, node: NodeID) {
         guard kind == .welcome, body.count == 10 else {
-            if kind == .error { throw ReplicationError(.unauthorized, String(decoding: body, as: UTF8.self)) }
+            if kind == .error {
+                let message = String(decoding: body, as: UTF8.self)
+                let code: ReplicationError.Code = message.hasPrefix(ReplicationError.Code.duplicateNodeID.rawValue) ? .duplicateNodeID : .unauthorized
+                throw ReplicationError(code, message)
+            }
             throw ReplicationError(.protocolViolation, "expected WELCOME")
         }
         return body.withUnsafeBytes {
@@ -242,6 +275,17 @@ extension Frame {
 }
 
 extension Frame {
+    /// A frame whose body is a map list (see `mapList()`).
+    static func mapList(_ kind: Kind, _ maps: [String]) -> Frame {
+        var body: [UInt8] = []
+        body.appendBE(UInt16(maps.count))
+        for m in maps {
+            body.appendBE(UInt16(m.utf8.count))
+            body.append(contentsOf: m.utf8)
+        }
+        return Frame(kind, body)
+    }
+
     /// A body holding `count u16` then `count` × (`length u16`, UTF-8 name).
     func mapList() throws(ReplicationError) -> [String] {
         let result: Result<[String], ReplicationError> = body.withUnsafeBytes { raw in

@@ -1,4 +1,5 @@
 import Logging
+import Synchronization
 import NIOCore
 import TopGunCore
 import TopGunStore
@@ -11,6 +12,12 @@ extension ReplicaNode {
         while !Task.isCancelled {
             do {
                 try await session(with: peer) { backoff = .milliseconds(100) }
+            } catch let error as ReplicationError where error.code == .duplicateNodeID {
+                logger.error("peer refused: duplicate node id", metadata: ["peer": "\(peer)", "error": "\(error)"])
+            } catch let error as ReplicationError where error.code == .held {
+                // Offer the refused entry again after a pause, not in a tight loop.
+                logger.info("session ended to retry refused operations", metadata: ["peer": "\(peer)", "error": "\(error)"])
+                backoff = max(backoff, .seconds(1))
             } catch {
                 if Task.isCancelled { return }
                 logger.info("peer link down", metadata: ["peer": "\(peer)", "error": "\(error)", "retry_in": "\(backoff)"])
@@ -22,18 +29,38 @@ extension ReplicaNode {
 
     func session(with address: PeerAddress, connected: () -> Void) async throws {
         let channel = try await connect(address)
+        // A server that accepts but never answers is dropped after the handshake timeout.
+        let raw = channel.channel
+        let welcomed = Flag()
+        let deadline = raw.eventLoop.scheduleTask(in: .nanoseconds(nanoseconds(configuration.handshakeTimeout))) {
+            if !welcomed.isSet { raw.close(promise: nil) }
+        }
+        defer { deadline.cancel() }
         try await channel.executeThenClose { inbound, outbound in
             try await outbound.write(Hello(version: Frame.protocolVersion, node: store.nodeID, token: configuration.token).frame)
             var frames = inbound.makeAsyncIterator()
             guard let first = try await frames.next() else { throw ReplicationError(.protocolViolation, "closed during handshake") }
             let (version, peer) = try first.welcome()
+            welcomed.set()
             guard version == Frame.protocolVersion else { throw ReplicationError(.unsupportedVersion, "peer speaks \(version)") }
+            guard peer != store.nodeID else {
+                throw ReplicationError(
+                    .duplicateNodeID, "the server at \(address) has this node's own id \(peer): one of the two data directories is a copy; give it a fresh id with `topgun reset-id`")
+            }
             connected()
+            try store.registerPeer(peer)
+            _ = contacted.withLock { $0.insert(address) }
             var subscription = configuration.subscription
             subscription.cursor = try store.peerCursor(peer)
+            let scope = PeerScope(maps: subscription.maps, partitions: subscription.partitions)
+            // A cursor taken under a narrower subscription skipped what is now wanted:
+            // backfill by digests (they cover maps this node has never seen, too).
+            let covered = try store.peer(peer)?.scope
+            let widened = subscription.cursor != nil && !(covered?.covers(scope) ?? false)
             try await outbound.write(subscription.frame)
-            logger.info("pulling", metadata: ["peer": "\(peer)", "address": "\(address)", "cursor": "\(subscription.cursor.map { "\($0)" } ?? "start")"])
+            logger.info("pulling", metadata: ["peer": "\(peer)", "address": "\(address)", "cursor": "\(subscription.cursor.map { "\($0)" } ?? "start")", "backfill": "\(widened)"])
             let maps = subscription.maps
+            if widened { try await outbound.write(self.digests(for: maps).frame) }
             try await withThrowingTaskGroup(of: Void.self) { tasks in
                 if let interval = configuration.antiEntropyInterval {
                     tasks.addTask {
@@ -44,14 +71,14 @@ extension ReplicaNode {
                     }
                 }
                 while let frame = try await frames.next() {
-                    try await handle(frame, from: peer, outbound)
+                    try await handle(frame, from: peer, scope: scope, outbound)
                 }
                 tasks.cancelAll()
             }
         }
     }
 
-    func handle(_ frame: Frame, from peer: NodeID, _ outbound: NIOAsyncChannelOutboundWriter<Frame>) async throws {
+    func handle(_ frame: Frame, from peer: NodeID, scope: PeerScope, _ outbound: NIOAsyncChannelOutboundWriter<Frame>) async throws {
         stats.withLock { $0.bytesReceived += frame.body.count + 5 }
         switch frame.kind {
         case .segment, .repair:
@@ -66,25 +93,42 @@ extension ReplicaNode {
                 logger.warning("rejected segment", metadata: ["peer": "\(peer)", "error": "\(error)"])
                 throw error
             }
-            let ops = segment.entries.map(\.operation)
             let outcomes: [ApplyOutcome]
             if frame.kind == .segment {
-                outcomes = try store.apply(segment.entries, fromPeer: peer, cursor: segment.lastSequence)
-                try await outbound.write(.stamp(.ack, segment.lastSequence))
+                outcomes = try store.apply(segment.entries, fromPeer: peer, cursor: segment.lastSequence, scope: scope)
+                // The stored cursor, which stops before a refused entry.
+                let cursor = try store.peerCursor(peer) ?? .zero
+                try await outbound.write(Acknowledgement(cursor: cursor, head: try headForAcknowledgement()).frame)
             } else {
-                outcomes = try store.apply(ops)
+                outcomes = try store.apply(segment.entries.map(\.operation), repairFrom: peer)
             }
             let applied = outcomes.filter(\.isApplied).count
             stats.withLock {
                 $0.segmentsApplied += 1
                 $0.opsApplied += applied
             }
+            let horizon = outcomes.filter { if case .rejected(.beyondHorizon) = $0 { true } else { false } }.count
+            if horizon > 0 {
+                logger.error(
+                    "refused operations older than the GC horizon for records this node no longer holds; if they are writes this node never saw, run `topgun repair` from that peer",
+                    metadata: ["peer": "\(peer)", "refused": "\(horizon)"])
+            }
+            if outcomes.contains(where: \.holdsCursor) {
+                // The cursor (or, for a repair, the RESUME that would follow) stops before
+                // the refused entry; later segments of this session must not move it
+                // past. End the session; the next one offers the entry again.
+                throw ReplicationError(.held, "\(outcomes.filter(\.holdsCursor).count) operations from \(peer) refused for now; cursor held")
+            }
         case .needDigests:
             try await outbound.write(try digests(for: try frame.mapList()).frame)
         case .resume:
-            _ = try store.apply([], fromPeer: peer, cursor: try frame.stamp())
+            try store.recordRepair(fromPeer: peer, through: try frame.stamp(), scope: scope)
         case .error:
-            throw ReplicationError(.protocolViolation, "peer error: \(String(decoding: frame.body, as: UTF8.self))")
+            let message = String(decoding: frame.body, as: UTF8.self)
+            if message.contains(ReplicationError.Code.duplicateNodeID.rawValue) {
+                throw ReplicationError(.duplicateNodeID, "peer error: \(message)")
+            }
+            throw ReplicationError(.protocolViolation, "peer error: \(message)")
         default:
             throw ReplicationError(.protocolViolation, "unexpected frame \(frame.kind.rawValue) from a server")
         }
@@ -96,4 +140,11 @@ extension ReplicaNode {
         for map in names { out[map] = try store.bucketDigests(map: map) }
         return Digests(maps: out)
     }
+}
+
+/// A flag set once, read from another thread.
+final class Flag: Sendable {
+    private let value = Atomic<Bool>(false)
+    var isSet: Bool { value.load(ordering: .acquiring) }
+    func set() { value.store(true, ordering: .releasing) }
 }

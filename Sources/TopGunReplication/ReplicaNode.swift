@@ -68,19 +68,26 @@ public final class ReplicaNode: Sendable {
         /// How often a puller asks its peers for a Merkle repair (nil = only on gaps).
         public var antiEntropyInterval: Duration?
         public var handshakeTimeout: Duration
-        /// Garbage collection: every `gcInterval`, remove LWW tombstones and op-log
-        /// entries older than `retention`, and log entries every connected subscriber
-        /// has acknowledged (nil = never collect).
+        /// Garbage collection: every `gcInterval`, remove op-log entries and the
+        /// tombstones they wrote that are older than `retention` and acknowledged by
+        /// every known peer (see `Store.collectGarbage`; nil = never collect).
         public var retention: Duration?
         public var gcInterval: Duration
+        /// A HEARTBEAT is sent on a connection that wrote nothing for this long.
+        public var heartbeatInterval: Duration
+        /// A connection on which nothing arrived for this long is closed (and a
+        /// puller dials again): a frozen link is noticed within this time.
+        public var idleTimeout: Duration
 
         public init(
             listen: PeerAddress?, peers: [PeerAddress] = [], token: [UInt8], subscription: Subscription = .init(),
             maxFrameBytes: Int = Frame.defaultMaxBytes, segmentSize: Int = 1_000, maxInFlightSegments: Int = 4,
             pollInterval: Duration = .milliseconds(20), antiEntropyInterval: Duration? = .seconds(60),
             handshakeTimeout: Duration = .seconds(5), tls: TLSFiles? = nil, retention: Duration? = nil,
-            gcInterval: Duration = .seconds(60)
+            gcInterval: Duration = .seconds(60), heartbeatInterval: Duration = .seconds(1), idleTimeout: Duration = .seconds(5)
         ) {
+            self.heartbeatInterval = heartbeatInterval
+            self.idleTimeout = idleTimeout
             self.tls = tls
             self.retention = retention
             self.gcInterval = gcInterval
@@ -108,6 +115,11 @@ public final class ReplicaNode: Sendable {
         public var rawBytesSent = 0
         public var handshakesRefused = 0
         public var repairsSent = 0
+        /// Sessions refused because the peer presented this node's id or one that
+        /// already had a live session.
+        public var duplicateIDsRefused = 0
+        /// Connections closed because nothing arrived within the idle timeout.
+        public var idleTimeouts = 0
         public init() {}
     }
 
@@ -118,6 +130,14 @@ public final class ReplicaNode: Sendable {
     let stats = Mutex(Statistics())
     /// Cursors acknowledged by subscribers, for write concern.
     let acknowledged = Mutex<[NodeID: HLCTimestamp]>([:])
+    /// Acknowledgements waiting to count for garbage collection.
+    let acknowledgements = Mutex(AcknowledgementTracker())
+    /// Peers with a live session served by this node: a second one with the same id
+    /// is refused.
+    let liveSessions = Mutex<Set<NodeID>>([])
+    /// Configured peers that completed a handshake since start: until all have, their
+    /// node ids may be missing from `peers` and garbage collection waits.
+    let contacted = Mutex<Set<PeerAddress>>([])
     let boundPort = Mutex<Int?>(nil)
     let serverTLS: NIOSSLContext?
     let clientTLS: NIOSSLContext?
@@ -193,20 +213,35 @@ public final class ReplicaNode: Sendable {
 
     /// One garbage-collection pass (in bounded steps until done).
     func collectGarbage(retention: Duration) throws {
+        let unmet = contacted.withLock { met in configuration.peers.filter { !met.contains($0) } }
+        guard unmet.isEmpty else {
+            logger.info("garbage collection waits for first contact with configured peers", metadata: ["peers": "\(unmet)"])
+            return
+        }
         let age = milliseconds(retention) ?? 0
         let now = store.now
         let cutoff = HLCTimestamp(millis: now > age ? now - age : 0, counter: 0, node: NodeID(0))
-        let acks = acknowledged.withLock { Array($0.values) }
-        var report = try store.collectGarbage(olderThan: cutoff, acknowledged: acks)
+        let store = self.store
+        let confirmed = try acknowledgements.withLock { try $0.confirmed { try store.peerCursor($0) } }
+        var report = try store.collectGarbage(olderThan: cutoff, acknowledgements: confirmed)
         var removed = (report.tombstonesRemoved, report.logEntriesRemoved)
         while report.hasMore {
-            report = try store.collectGarbage(olderThan: cutoff, acknowledged: acks)
+            report = try store.collectGarbage(olderThan: cutoff)
             removed.0 += report.tombstonesRemoved
             removed.1 += report.logEntriesRemoved
         }
         if removed != (0, 0) {
             logger.info("garbage collected", metadata: ["tombstones": "\(removed.0)", "log_entries": "\(removed.1)"])
         }
+        if let waiting = report.waitingFor {
+            logger.debug("garbage collection waits for a peer's acknowledgement", metadata: ["peer": "\(waiting)"])
+        }
+    }
+
+    /// This node's op-log head as reported in acknowledgements: only a node that serves
+    /// its log can be pulled from, so only then does its head matter.
+    func headForAcknowledgement() throws -> HLCTimestamp? {
+        configuration.listen == nil ? nil : try store.lastSequence()
     }
 
     // MARK: Channels
@@ -219,6 +254,12 @@ public final class ReplicaNode: Sendable {
         }
         try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(maxBytes: configuration.maxFrameBytes)))
         try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
+        try channel.pipeline.syncOperations.addHandler(
+            IdleStateHandler(readTimeout: .nanoseconds(nanoseconds(configuration.idleTimeout)), writeTimeout: .nanoseconds(nanoseconds(configuration.heartbeatInterval))))
+        try channel.pipeline.syncOperations.addHandler(HeartbeatHandler(idleTimeout: configuration.idleTimeout) { [self] in
+                stats.withLock { $0.idleTimeouts += 1 }
+                logger.warning("link idle, closing it", metadata: ["timeout": "\(configuration.idleTimeout)"])
+            })
         return try NIOAsyncChannel<Frame, Frame>(wrappingChannelSynchronously: channel)
     }
 
@@ -257,6 +298,12 @@ public final class ReplicaNode: Sendable {
                 channel.eventLoop.makeCompletedFuture { try self.pipeline(channel, server: false) }
             }
     }
+}
+
+/// `duration` in whole nanoseconds (NIO's `TimeAmount`).
+func nanoseconds(_ duration: Duration) -> Int64 {
+    let c = duration.components
+    return c.seconds * 1_000_000_000 + c.attoseconds / 1_000_000_000
 }
 
 /// Compares secrets in time independent of where they differ.

@@ -5,8 +5,8 @@ import TopGunCore
 import TopGunStore
 
 /// The serving side of one connection: authenticates the peer, then streams its op
-/// log after the peer's cursor, repairs by Merkle digests when the log was truncated,
-/// and tails new entries.
+/// log after the peer's cursor, repairs by Merkle digests whenever the log no longer
+/// holds what the stream needs, and tails new entries.
 struct ServerSession {
     let node: ReplicaNode
     let channel: NIOAsyncChannel<Frame, Frame>
@@ -18,19 +18,24 @@ struct ServerSession {
             var subscription: Subscription?
             var sent = 0
             var acked = 0
+            /// The stream found the log truncated after its cursor and waits for the
+            /// repair; `resumeFrom` is where it continues once the repair is sent.
             var repairPending = false
+            var resumeFrom: HLCTimestamp?
         }
         let values = Mutex(Values())
     }
 
     func run() async throws {
         let state = State()
+        defer {
+            if let peer = state.values.withLock({ $0.peer }) { _ = node.liveSessions.withLock { $0.remove(peer) } }
+        }
         let (outbox, out) = AsyncStream.makeStream(of: Frame.self)
         let (subscribed, subscribe) = AsyncStream.makeStream(of: Subscription.self)
         // Slow or silent peers: no handshake within the deadline closes the connection.
         let raw = channel.channel
-        let timeout = node.configuration.handshakeTimeout.components
-        let deadline = raw.eventLoop.scheduleTask(in: .nanoseconds(timeout.seconds * 1_000_000_000 + timeout.attoseconds / 1_000_000_000)) {
+        let deadline = raw.eventLoop.scheduleTask(in: .nanoseconds(nanoseconds(node.configuration.handshakeTimeout))) {
             if state.values.withLock({ $0.peer == nil }) { raw.close(promise: nil) }
         }
         defer { deadline.cancel() }
@@ -64,24 +69,44 @@ struct ServerSession {
         }
     }
 
+    /// Checks a HELLO: version, token, and an id that is neither this node's nor one
+    /// with a live session already (two nodes sharing an id never exchange writes).
+    func admit(_ frame: Frame, _ state: State) throws -> NodeID {
+        let hello = try Hello(frame)
+        guard hello.version == Frame.protocolVersion else {
+            throw ReplicationError(.unsupportedVersion, "protocol \(hello.version); this node speaks \(Frame.protocolVersion)")
+        }
+        guard constantTimeEquals(hello.token, node.configuration.token) else {
+            throw ReplicationError(.unauthorized, "wrong token")
+        }
+        guard hello.node != node.store.nodeID else {
+            node.stats.withLock { $0.duplicateIDsRefused += 1 }
+            throw ReplicationError(
+                .duplicateNodeID,
+                "peer presents this node's own id \(hello.node): a copy of this data directory? give the copy a fresh id with `topgun reset-id`")
+        }
+        let fresh = node.liveSessions.withLock { $0.insert(hello.node).inserted }
+        guard fresh else {
+            node.stats.withLock { $0.duplicateIDsRefused += 1 }
+            throw ReplicationError(
+                .duplicateNodeID,
+                "node id \(hello.node) already has a live session: two nodes share this id (a copied data directory?), or the old connection is not yet closed")
+        }
+        state.values.withLock { $0.peer = hello.node }
+        return hello.node
+    }
+
     /// Handles one inbound frame; false ends the session.
     func handle(
         _ frame: Frame, _ state: State, _ out: AsyncStream<Frame>.Continuation,
         _ subscribe: AsyncStream<Subscription>.Continuation
     ) async throws -> Bool {
         let peer = state.values.withLock { $0.peer }
-        if peer == nil {
+        guard let peer else {
             // The first frame must be a valid HELLO with the right token.
             do {
-                let hello = try Hello(frame)
-                guard hello.version == Frame.protocolVersion else {
-                    throw ReplicationError(.unsupportedVersion, "protocol \(hello.version); this node speaks \(Frame.protocolVersion)")
-                }
-                guard constantTimeEquals(hello.token, node.configuration.token) else {
-                    throw ReplicationError(.unauthorized, "wrong token")
-                }
-                state.values.withLock { $0.peer = hello.node }
-                node.logger.info("peer connected", metadata: ["peer": "\(hello.node)"])
+                let peer = try admit(frame, state)
+                node.logger.info("peer connected", metadata: ["peer": "\(peer)"])
                 out.yield(.welcome(node.store.nodeID))
                 return true
             } catch {
@@ -94,45 +119,39 @@ struct ServerSession {
         switch frame.kind {
         case .subscribe:
             let subscription = try Subscription(frame)
-            let head = try node.store.lastSequence()
-            var cursor = subscription.cursor
-            if let truncated = try node.store.logTruncatedThrough(), cursor == nil || cursor! < truncated {
-                // The log no longer holds everything after the cursor: repair by digests,
-                // then continue from the current head.
-                state.values.withLock { $0.repairPending = true }
-                let maps = subscription.maps.isEmpty ? Array(node.store.maps.keys).sorted() : subscription.maps
-                var body: [UInt8] = []
-                body.appendBE(UInt16(maps.count))
-                for m in maps {
-                    body.appendBE(UInt16(m.utf8.count))
-                    body.append(contentsOf: m.utf8)
-                }
-                out.yield(Frame(.needDigests, body))
-                cursor = head
-            }
-            subscribe.yield(Subscription(cursor: cursor, maps: subscription.maps, partitions: subscription.partitions))
+            // From now on garbage collection waits for this subscriber, across restarts.
+            try node.store.registerPeer(peer)
             state.values.withLock { $0.subscription = subscription }
+            subscribe.yield(subscription)
         case .ack:
-            let cursor = try frame.stamp()
+            let ack = try Acknowledgement(frame)
             state.values.withLock { $0.acked += 1 }
-            if let peer { node.acknowledged.withLock { $0[peer] = max($0[peer] ?? .zero, cursor) } }
+            node.acknowledged.withLock { $0[peer] = max($0[peer] ?? .zero, ack.cursor) }
+            node.acknowledgements.withLock { $0.record(peer, acked: ack.cursor, peerHead: ack.head) }
         case .digests:
             let digests = try Digests(frame)
             let subscription = state.values.withLock { $0.subscription } ?? Subscription()
+            // The head is read before the records: everything logged up to it is in
+            // the repair, so the stream may go on after it.
+            let head = try node.store.logHead()
             try repair(digests, subscription, out)
-            let head = try node.store.lastSequence()
-            if let head, state.values.withLock({ $0.repairPending }) { out.yield(.stamp(.resume, head)) }
-            state.values.withLock { $0.repairPending = false }
+            out.yield(.stamp(.resume, head))
+            state.values.withLock {
+                if $0.repairPending {
+                    $0.resumeFrom = head
+                    $0.repairPending = false
+                }
+            }
         default:
             throw ReplicationError(.protocolViolation, "unexpected frame \(frame.kind.rawValue) from a subscriber")
         }
         return true
     }
 
-    /// Sends the records of every bucket whose digest differs from the peer's.
+    /// Sends the records of every bucket whose digest differs from the peer's, in the
+    /// subscribed maps (all maps either side has when it subscribed to everything).
     func repair(_ digests: Digests, _ subscription: Subscription, _ out: AsyncStream<Frame>.Continuation) throws {
-        let maps = subscription.maps.isEmpty ? Array(digests.maps.keys) : subscription.maps.filter { digests.maps[$0] != nil }
-        let ops = try node.store.repairOperations(theirs: digests.maps, maps: maps, partitions: subscription.partitions)
+        let ops = try node.store.repairOperations(theirs: digests.maps, maps: subscription.maps, partitions: subscription.partitions)
         var sequence: UInt64 = 0
         for start in stride(from: 0, to: ops.count, by: node.configuration.segmentSize) {
             let chunk = ops[start..<min(start + node.configuration.segmentSize, ops.count)].map { op in
@@ -144,25 +163,46 @@ struct ServerSession {
         node.stats.withLock { $0.repairsSent += ops.count }
     }
 
-    /// Streams the op log after the subscription's cursor, then tails it.
+    /// Streams the op log after the subscription's cursor, then tails it. Whenever
+    /// garbage collection removed entries the stream has not sent yet — at subscribe
+    /// time or while the connection stalled — it asks for digests and continues after
+    /// the repair instead of skipping them.
     func stream(_ subscription: Subscription, _ state: State, _ out: AsyncStream<Frame>.Continuation) async throws {
         var cursor = subscription.cursor
-        let peer = state.values.withLock { $0.peer }
+        let peer = state.values.withLock { $0.peer }!
         let config = node.configuration
         while !Task.isCancelled {
-            let (pending, inFlight) = state.values.withLock { ($0.repairPending, $0.sent - $0.acked) }
+            let (pending, inFlight, resume) = state.values.withLock { values in
+                defer { values.resumeFrom = nil }
+                return (values.repairPending, values.sent - values.acked, values.resumeFrom)
+            }
+            if let resume { cursor = max(cursor ?? .zero, resume) }
             if pending || inFlight >= config.maxInFlightSegments {
                 try await Task.sleep(for: .milliseconds(2))
                 continue
             }
-            let entries = try node.store.operations(after: cursor, limit: config.segmentSize)
+            let entries: [LoggedOperation]
+            switch try node.store.readLog(after: cursor, limit: config.segmentSize) {
+            case .truncated(let through):
+                node.logger.info(
+                    "log truncated past the subscriber's cursor; repairing by digests",
+                    metadata: ["peer": "\(peer)", "cursor": "\(cursor.map { "\($0)" } ?? "start")", "truncated": "\(through)"])
+                state.values.withLock { $0.repairPending = true }
+                out.yield(Frame.mapList(.needDigests, subscription.maps))
+                continue
+            case .operations(let read):
+                entries = read
+            }
             guard let last = entries.last else {
                 try await Task.sleep(for: config.pollInterval)
                 continue
             }
             cursor = last.sequence
-            // Ops that originated at the subscriber already live there.
-            let wanted = entries.filter { $0.operation.timestamp.node != peer && subscription.accepts($0.operation) }
+            // Everything the subscription covers is sent, also ops that came from the
+            // subscriber: suppressing them by origin stamp misattributes OR-Map and
+            // counter states repaired through a chain (stamped with one part's origin)
+            // and LWW writes whose stamp was reused; an echo changes nothing there.
+            let wanted = entries.filter { subscription.accepts($0.operation) }
             guard !wanted.isEmpty else { continue }
             let segment = Segment(origin: node.store.nodeID, entries: wanted)
             let bytes = segment.encoded()

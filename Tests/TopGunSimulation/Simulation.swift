@@ -27,6 +27,18 @@ public final class Simulation {
         var deliverAt: Int
     }
 
+    /// A live session: `from` streams its log to `to`; `cursor` is where the stream
+    /// has read to, `sentThrough` the end of the last segment put on the network.
+    struct Session {
+        var cursor: HLCTimestamp?
+        var sentThrough: HLCTimestamp?
+    }
+
+    struct Link: Hashable {
+        let from: Int
+        let to: Int
+    }
+
     struct Node {
         var store: Store?
         let dir: String
@@ -41,6 +53,11 @@ public final class Simulation {
     var nodes: [Node] = []
     var network: [Message] = []
     var partitioned: Set<[Int]> = []
+    var sessions: [Link: Session] = [:]
+    /// Each node's replicator state for acknowledgements from its subscribers.
+    var trackers: [AcknowledgementTracker] = []
+    /// Nodes form a chain 0-1-2-… (only neighbours talk) instead of a full mesh.
+    let chain: Bool
     var step = 0
     /// Every op a node applied locally, as logged: the full history.
     var history: [ReplicatedOperation] = []
@@ -54,11 +71,18 @@ public final class Simulation {
         self.options = options
         self.rng = SplitMix64(seed: seed)
         self.root = try makeTemporaryDirectory()
+        self.chain = seed & 1 == 1
         for i in 0..<options.nodes {
             let clock = ManualWallClock(1_700_000_000_000 + UInt64.random(in: 0..<2_000, using: &rng))
             var node = Node(store: nil, dir: "\(root)/n\(i)", clock: clock, id: NodeID(UInt64(i + 1)))
             node.store = try open(node)
             nodes.append(node)
+            trackers.append(AcknowledgementTracker())
+        }
+        // Configured peers: each node has met its neighbours once, so garbage
+        // collection waits for them (as `topgun serve` waits for first contact).
+        for i in nodes.indices {
+            for j in nodes.indices where linked(i, j) { try nodes[i].store!.registerPeer(nodes[j].id) }
         }
     }
 
@@ -92,8 +116,9 @@ public final class Simulation {
         case 65..<85: try deliver()
         case 85..<89: skewClock(i)
         case 89..<92: try restart(i)
-        case 92..<95: togglePartition()
-        case 95..<97: try collectLog(i)
+        case 92..<94: togglePartition()
+        case 94: try collectLog(i)
+        case 95..<97: try collectRetention(i)
         case 97: try reusedStamp(i)
         default: try repair(i, from: Int.random(in: 0..<nodes.count, using: &rng))
         }
@@ -134,17 +159,84 @@ public final class Simulation {
         history.append(op)
     }
 
-    /// Node `from` cuts a segment after `to`'s cursor and puts it on the network.
+    func linked(_ a: Int, _ b: Int) -> Bool { a != b && (!chain || abs(a - b) == 1) }
+
+    /// Node `from` streams the next segment of its log to `to` in their session (opened
+    /// on first use, like a connection), and puts it on the network. A session whose
+    /// messages sit undelivered is a connection that stays open but stalls.
     func ship(from: Int, to: Int) throws {
-        guard from != to, let sender = nodes[from].store, let receiver = nodes[to].store else { return }
-        let after = try receiver.peerCursor(nodes[from].id)
-        let entries = try sender.operations(after: after, limit: Int.random(in: 1...40, using: &rng))
-        guard !entries.isEmpty else { return }
-        let bytes = Segment(origin: nodes[from].id, entries: entries).encoded()
+        guard linked(from, to), nodes[from].store != nil, nodes[to].store != nil else { return }
+        guard let segment = try nextSegment(from: from, to: to, limit: Int.random(in: 1...40, using: &rng)) else { return }
         if Int.random(in: 0..<10, using: &rng) == 0 { return }  // dropped
-        let message = Message(from: from, to: to, after: after, bytes: bytes, deliverAt: step + Int.random(in: 0..<20, using: &rng))
+        let message = Message(from: from, to: to, after: segment.after, bytes: segment.bytes, deliverAt: step + Int.random(in: 0..<20, using: &rng))
         network.append(message)
         if Int.random(in: 0..<10, using: &rng) == 0 { network.append(message) }  // duplicated
+    }
+
+    /// The server side of a session: on open, the subscriber's cursor (a Merkle repair
+    /// first when the log was truncated past it); then the log after the stream cursor,
+    /// minus what the subscriber already holds.
+    func nextSegment(from: Int, to: Int, limit: Int) throws -> (after: HLCTimestamp?, bytes: [UInt8])? {
+        let sender = nodes[from].store!
+        let link = Link(from: from, to: to)
+        if sessions[link] == nil {
+            // SUBSCRIBE: the server remembers its subscriber from now on.
+            try sender.registerPeer(nodes[to].id)
+            let cursor = try nodes[to].store!.peerCursor(nodes[from].id)
+            sessions[link] = Session(cursor: cursor, sentThrough: cursor)
+        }
+        var session = sessions[link]!
+        defer { sessions[link] = session }
+        while true {
+            switch try sender.readLog(after: session.cursor, limit: limit) {
+            case .truncated:
+                // The log no longer holds what the stream needs: repair, then go on
+                // after the head read before the repair.
+                let head = try sender.logHead()
+                guard try repair(to, from: from) else {
+                    // Something was refused: the cursor stays, the session ends, and a
+                    // later session offers it again.
+                    sessions[link] = nil
+                    return nil
+                }
+                try nodes[to].store!.recordRepair(fromPeer: nodes[from].id, through: head, scope: .all)
+                session.cursor = head
+                session.sentThrough = try nodes[to].store!.peerCursor(nodes[from].id)
+            case .operations(let entries):
+                guard let last = entries.last else { return nil }
+                session.cursor = last.sequence
+                let after = session.sentThrough
+                session.sentThrough = last.sequence
+                return (after, Segment(origin: nodes[from].id, entries: entries).encoded())
+            }
+        }
+    }
+
+    /// The subscriber's side of a segment: applied with its cursor when it continues
+    /// from it (an ordered stream), else merged alone; then acknowledged.
+    @discardableResult
+    func receive(_ bytes: [UInt8], from: Int, to: Int, after: HLCTimestamp?) throws -> [ApplyOutcome] {
+        guard let receiver = nodes[to].store else { return [] }
+        let segment: Segment
+        do {
+            segment = try Segment(decoding: bytes)
+        } catch {
+            return []  // rejected whole: nothing applied
+        }
+        guard try receiver.peerCursor(nodes[from].id) == after else {
+            return try receiver.apply(segment.entries.map(\.operation))
+        }
+        let outcomes = try receiver.apply(segment.entries, fromPeer: nodes[from].id, cursor: segment.lastSequence)
+        // The acknowledgement is the stored cursor: it stops before a refused entry.
+        if let cursor = try receiver.peerCursor(nodes[from].id) {
+            trackers[from].record(nodes[to].id, acked: cursor, peerHead: try receiver.lastSequence())
+        }
+        if outcomes.contains(where: \.holdsCursor) {
+            // A held cursor must not be passed by the session's next segments: the
+            // subscriber ends the session and the refused entry is offered again later.
+            closeSessions { $0 == Link(from: from, to: to) }
+        }
+        return outcomes
     }
 
     /// Delivers one due message, in random order; partitioned links hold theirs.
@@ -152,23 +244,9 @@ public final class Simulation {
         let due = network.indices.filter { network[$0].deliverAt <= step && !partitioned.contains([network[$0].from, network[$0].to].sorted()) }
         guard let pick = due.randomElement(using: &rng) else { return }
         let message = network.remove(at: pick)
-        guard let receiver = nodes[message.to].store else { return }
         var bytes = message.bytes
         if Int.random(in: 0..<50, using: &rng) == 0 { bytes[Int.random(in: 0..<bytes.count, using: &rng)] ^= 0x5A }  // corrupted
-        let segment: Segment
-        do {
-            segment = try Segment(decoding: bytes)
-        } catch {
-            return  // rejected whole: nothing applied
-        }
-        // Applying out of order is harmless (merges commute); the cursor only moves when
-        // the segment continues from it, as on an ordered TCP stream.
-        let current = try receiver.peerCursor(nodes[message.from].id)
-        if current == message.after {
-            _ = try receiver.apply(segment.entries, fromPeer: nodes[message.from].id, cursor: segment.lastSequence)
-        } else {
-            _ = try receiver.apply(segment.entries.map(\.operation))
-        }
+        try receive(bytes, from: message.from, to: message.to, after: message.after)
     }
 
     func skewClock(_ i: Int) {
@@ -181,6 +259,7 @@ public final class Simulation {
     }
 
     func restart(_ i: Int) throws {
+        closeSessions { $0.from == i || $0.to == i }
         nodes[i].store = nil
         if Bool.random(using: &rng) { nodes[i].clock.set(nodes[i].clock.milliseconds() - 10_000) }  // rebooted with a slow clock
         nodes[i].store = try open(nodes[i])
@@ -191,30 +270,49 @@ public final class Simulation {
         let b = Int.random(in: 0..<nodes.count, using: &rng)
         guard a != b else { return }
         let link = [a, b].sorted()
-        if partitioned.contains(link) { partitioned.remove(link) } else { partitioned.insert(link) }
+        if partitioned.contains(link) {
+            partitioned.remove(link)
+        } else {
+            partitioned.insert(link)
+            // Some cut connections are noticed (closed); others stay open and stall.
+            if Bool.random(using: &rng) { closeSessions { Set([$0.from, $0.to]) == Set(link) } }
+        }
     }
 
-    /// Truncates a node's op log to what every other node has applied (peers that fell
-    /// behind it later are repaired by Merkle digests).
+    func closeSessions(_ matches: (Link) -> Bool) {
+        for link in sessions.keys where matches(link) { sessions[link] = nil }
+        network.removeAll { matches(Link(from: $0.from, to: $0.to)) }
+    }
+
+    /// Collects what every known peer has acknowledged, at any age.
     func collectLog(_ i: Int) throws {
+        try collectGarbage(i, cutoff: HLCTimestamp(millis: HLCTimestamp.maxMillis, counter: 0, node: NodeID(0)))
+    }
+
+    /// Time-based retention as `topgun serve --retention` runs it: a cutoff some time in
+    /// the past; acknowledgements still gate everything.
+    func collectRetention(_ i: Int) throws {
+        let now = nodes[i].clock.milliseconds()
+        try collectGarbage(i, cutoff: HLCTimestamp(millis: now > 300 ? now - 300 : 0, counter: 0, node: NodeID(0)))
+    }
+
+    func collectGarbage(_ i: Int, cutoff: HLCTimestamp) throws {
         guard let store = nodes[i].store else { return }
-        var acks: [HLCTimestamp] = []
-        for (j, other) in nodes.enumerated() where j != i {
-            guard let cursor = try other.store?.peerCursor(nodes[i].id) else { return }
-            acks.append(cursor)
-        }
-        try store.collectGarbage(olderThan: .zero, acknowledged: acks)
+        let confirmed = try trackers[i].confirmed { try store.peerCursor($0) }
+        var report = try store.collectGarbage(olderThan: cutoff, acknowledgements: confirmed)
+        while report.hasMore { report = try store.collectGarbage(olderThan: cutoff) }
     }
 
     /// Anti-entropy: `to` sends its bucket digests, `from` answers with the records of
     /// differing buckets.
-    func repair(_ to: Int, from: Int) throws {
-        guard to != from, let receiver = nodes[to].store, let sender = nodes[from].store else { return }
-        if partitioned.contains([to, from].sorted()) { return }
+    @discardableResult
+    func repair(_ to: Int, from: Int) throws -> Bool {
+        guard linked(to, from), let receiver = nodes[to].store, let sender = nodes[from].store else { return false }
+        if partitioned.contains([to, from].sorted()) { return false }
         var digests: [String: [UInt16: [UInt64]]] = [:]
         for map in Set(receiver.maps.keys).union(sender.maps.keys) { digests[map] = try receiver.bucketDigests(map: map) }
         let ops = try sender.repairOperations(theirs: digests)
-        _ = try receiver.apply(ops)
+        return try !receiver.apply(ops, repairFrom: nodes[from].id).contains(where: \.holdsCursor)
     }
 
     // MARK: Healing and invariants
@@ -224,33 +322,41 @@ public final class Simulation {
         let now = nodes.map { $0.clock.milliseconds() }.max()! + 1_000
         for n in nodes { n.clock.set(now) }
         partitioned.removeAll()
-        network.removeAll()
+        // Messages still in flight arrive (in order per link) before the logs are read.
+        network.sort { $0.deliverAt < $1.deliverAt }
+        while !network.isEmpty {
+            let message = network.removeFirst()
+            try receive(message.bytes, from: message.from, to: message.to, after: message.after)
+        }
         for i in nodes.indices where nodes[i].store == nil { nodes[i].store = try open(nodes[i]) }
-        // Shipping logs alone must converge: every op reaches every node through the op
-        // logs (truncation only drops what all peers applied; refused ops are re-offered).
+        // Shipping logs alone must converge: every op reaches every node through the
+        // sessions along the links (stalled ones resume where they were).
         for _ in 0..<50 {
             var moved = false
             for to in nodes.indices {
-                for from in nodes.indices where from != to {
-                    let receiver = nodes[to].store!
-                    let sender = nodes[from].store!
-                    while true {
-                        let after = try receiver.peerCursor(nodes[from].id)
-                        let entries = try sender.operations(after: after, limit: 500)
-                        guard let last = entries.last else { break }
-                        let outcomes = try receiver.apply(entries, fromPeer: nodes[from].id, cursor: last.sequence)
+                for from in nodes.indices where linked(from, to) {
+                    while let segment = try nextSegment(from: from, to: to, limit: 500) {
+                        let outcomes = try receive(segment.bytes, from: from, to: to, after: segment.after)
                         if outcomes.contains(where: \.isApplied) { moved = true }
-                        if try receiver.peerCursor(nodes[from].id) == after { break }
+                        // The subscriber ended the session over a refused entry.
+                        if sessions[Link(from: from, to: to)] == nil { break }
                     }
+                    // Refused entries are offered again on the next connection.
+                    sessions[Link(from: from, to: to)] = nil
                 }
             }
             if !moved { break }
         }
-        let shipped = try nodes.map { try digests($0.store!) }
-        if shipped.contains(where: { $0 != shipped[0] }) { fail("op-log shipping alone did not converge") }
+        // Visible state, not digests: a tombstone one node collected and another still
+        // holds is no divergence.
+        let states = try nodes.map { try visibleState($0.store!) }
+        if states.contains(where: { $0 != states[0] }) {
+            let peers = try nodes.map { node in try node.store!.peers().map { "\($0.node.rawValue):\($0.cursor):r\($0.refusedBeyondHorizon)" } }
+            fail("op-log shipping alone did not converge: \((1..<states.count).map { diff(states[0], states[$0]) }) peers \(peers) horizons \(nodes.map { $0.store!.garbageCollectionHorizon }) chain \(chain)")
+        }
         // Merkle repair then finds nothing to do.
         for to in nodes.indices {
-            for from in nodes.indices where from != to { try repair(to, from: from) }
+            for from in nodes.indices where linked(from, to) { try repair(to, from: from) }
         }
     }
 

@@ -73,6 +73,15 @@ public enum ApplyOutcome: Sendable, Equatable {
     case failed(String)
 
     public var isApplied: Bool { if case .applied = self { true } else { false } }
+
+    /// A refusal that may pass later (clock drift) or needs a repair (GC horizon): a
+    /// replication cursor must not move past it.
+    public var holdsCursor: Bool {
+        switch self {
+        case .rejected(.clockDrift), .rejected(.beyondHorizon): true
+        default: false
+        }
+    }
 }
 
 /// A committed operation read back from the op log.

@@ -8,13 +8,29 @@ extension Store {
     /// nothing and are not logged. An op whose HLC is too far ahead is rejected alone;
     /// the rest of the batch applies.
     ///
+    /// - Parameters:
+    ///   - overridingHorizon: apply ops older than the GC horizon for keys without a
+    ///     record instead of refusing them. For an operator's repair from a peer whose
+    ///     data is known good: such an op may be a write a collected tombstone had
+    ///     superseded, which then comes back.
+    ///   - repairFrom: the peer these ops come from in a Merkle repair; refusals for
+    ///     the GC horizon are counted on its record (see `PeerState`).
     /// - Returns: one outcome per operation, in order.
     /// - Throws: `StoreError` when the transaction fails; then nothing was applied.
-    public func apply(_ operations: [ReplicatedOperation]) throws -> [ApplyOutcome] {
+    public func apply(
+        _ operations: [ReplicatedOperation], overridingHorizon: Bool = false, repairFrom peer: NodeID? = nil
+    ) throws -> [ApplyOutcome] {
         try commit { batch, txn in
+            batch.overridesHorizon = overridingHorizon
+            if let peer { batch.horizon = min(batch.horizon, try Store.readPeer(peer, txn, dbs)?.joinedAtHorizon ?? batch.horizon) }
             var outcomes: [ApplyOutcome] = []
             outcomes.reserveCapacity(operations.count)
             for op in operations { outcomes.append(try batch.applyRemote(op, txn)) }
+            let refused = outcomes.filter { if case .rejected(.beyondHorizon) = $0 { true } else { false } }.count
+            if let peer, refused > 0 {
+                try Self.updatePeer(peer, txn, dbs) { state, _ in state.refusedBeyondHorizon += refused }
+                counters.record(refusedBeyondHorizon: refused)
+            }
             return outcomes
         }
     }
@@ -69,7 +85,10 @@ struct Batch {
     let wall: UInt64
     /// The last map looked up, to skip the shared map table for runs of one map.
     var lastMap: (name: String, info: Store.MapInfo)?
-    let horizon: HLCTimestamp
+    /// LWW ops older than this for keys without a record are refused (see
+    /// `Store.collectGarbage`); a peer's batch lowers it to the peer's join horizon.
+    var horizon: HLCTimestamp
+    var overridesHorizon = false
     let resolvers: [String: ConflictResolver]
     let indexes: [String: [IndexDefinition]]
 
@@ -257,7 +276,7 @@ struct Batch {
             }
         } ?? nil
         if let existing, !existing.wins { return .unchanged }
-        if existing == nil && incoming < horizon { return .rejected(.beyondHorizon(horizon)) }
+        if existing == nil && incoming < horizon && !overridesHorizon { return .rejected(.beyondHorizon(horizon)) }
         if !digested { digest = encoded.map { Digest64.hash($0) } ?? 0 }
 
         var finalEncoded = encoded

@@ -9,41 +9,95 @@ public struct GarbageCollectionReport: Sendable, Equatable {
     public var logEntriesRemoved = 0
     /// True when the step stopped at its bound and more may remain.
     public var hasMore = false
+    /// The known peer whose acknowledgement holds collection back (it has not applied
+    /// entries old enough to go), if any.
+    public var waitingFor: NodeID?
+
+    public init() {}
 }
 
 extension Store {
-    /// Removes LWW tombstones older than `cutoff`, and op-log entries that are older
-    /// than `cutoff` or that every subscriber has acknowledged (`acknowledged`: the
-    /// op-log keys each peer has applied from this store), in one bounded transaction of
-    /// at most `maxSteps` deletions of each kind.
+    /// Removes op-log entries, and the LWW tombstones they logged, once they are both
+    /// older than `cutoff` and acknowledged by every known peer.
     ///
-    /// The cutoff becomes the store's GC horizon (persisted): from then on an LWW op
-    /// older than the horizon for a key without a record is rejected as
-    /// `.beyondHorizon`, so a removed key cannot be resurrected by a stale op. Call
-    /// repeatedly while `hasMore` is true.
+    /// The rule, safe by construction: an entry goes only when every replica in
+    /// `peers` (those this store pulls from and those that pull from it, persisted
+    /// across restarts) has applied it, and — so that an older write still travelling
+    /// through that peer cannot arrive later — this store has pulled the peer's own log
+    /// up to where it stood when it acknowledged (the replicator checks the second part
+    /// before it passes an acknowledgement here). A peer that never acknowledges holds
+    /// collection back until `forgetPeer` declares it gone. `cutoff` is a minimum age
+    /// (time-based retention), never a reason to remove something unacknowledged.
     ///
-    /// - Parameter cutoff: usually `now - retention`.
+    /// A tombstone is removed together with the log entry that wrote it, if it is still
+    /// the record's state. The newest removed tombstone stamp becomes the GC horizon
+    /// (persisted): an LWW op older than the horizon for a key without a record may be
+    /// a write that tombstone superseded, so it is refused as `.beyondHorizon` — loudly:
+    /// a peer cursor stops before it and the refusal is counted on the peer's record.
+    /// Under this rule that only happens with a replica that was not known or was
+    /// forgotten; `apply(_:overridingHorizon:)` is the operator's repair.
+    ///
+    /// - Parameters:
+    ///   - cutoff: usually `now - retention`.
+    ///   - acknowledgements: newly confirmed positions of peers in this store's log;
+    ///     merged into `peers` (they only move forward) in the same transaction.
+    ///   - maxSteps: most log entries removed by one call; call again while `hasMore`.
     @discardableResult
     public func collectGarbage(
-        olderThan cutoff: HLCTimestamp, acknowledged: [HLCTimestamp] = [], maxSteps: Int = 10_000
+        olderThan cutoff: HLCTimestamp, acknowledgements: [NodeID: HLCTimestamp] = [:], maxSteps: Int = 10_000
     ) throws -> GarbageCollectionReport {
         try env.write { txn in
             var report = GarbageCollectionReport()
-            let horizon = max(self.horizon.withLock { $0 }, cutoff)
-            try txn.put(horizon.bytes, forKey: Layout.Meta.horizon, in: dbs.meta)
+            let wall = options.wallClock.milliseconds()
+            for (peer, acked) in acknowledgements {
+                try Self.updatePeer(peer, txn, dbs) { state, _ in
+                    state.acknowledged = max(state.acknowledged, acked)
+                    state.lastSeenMillis = wall
+                }
+            }
+            var limit = cutoff
+            var slowest: PeerState?
+            try txn.forEach(in: dbs.peers) { k, v in
+                guard k.byteCount == 8 else { return true }
+                let node = k.withUnsafeBytes { NodeID(UInt64(bigEndian: $0.loadUnaligned(as: UInt64.self))) }
+                let state = v.withUnsafeBytes { PeerState(node: node, $0) } ?? PeerState(node: node)
+                if slowest == nil || state.acknowledged < slowest!.acknowledged { slowest = state }
+                return true
+            }
+            if let slowest, slowest.acknowledged.successor < limit {
+                limit = slowest.acknowledged.successor
+                report.waitingFor = slowest.node
+            }
 
-            // Op log: below the retention cutoff, or acknowledged by every subscriber.
-            var logCutoff = cutoff
-            if let slowest = acknowledged.min() { logCutoff = max(logCutoff, slowest.successor) }
+            var horizon = self.horizon.withLock { $0 }
+            var merkle = MerkleDeltas()
             var truncated: HLCTimestamp?
+            var recordKey: [UInt8] = []
             try txn.withCursor(on: dbs.oplog) { cursor in
                 var more = try cursor.first()
                 while more {
+                    guard cursor.currentKey.count == 16 else { throw StoreError(.corruptRecord, "op-log key during GC") }
                     let key = HLCTimestamp(loadingFrom: cursor.currentKey.baseAddress!)
-                    guard key < logCutoff else { break }
+                    guard key < limit else { break }
                     guard report.logEntriesRemoved < maxSteps else {
                         report.hasMore = true
                         break
+                    }
+                    if let tombstone = try Self.loggedTombstone(cursor.currentValue, into: &recordKey) {
+                        let removed = try recordKey.withUnsafeBytes { k -> Bool in
+                            let current = try txn.withValue(forKey: k, in: dbs.records) { RecordHeader($0) } ?? nil
+                            guard let current, current.flags.contains(.tombstone), current.timestamp == tombstone.origin else {
+                                return false
+                            }
+                            let keyHash = MerkleBuckets.keyHash(UnsafeRawBufferPointer(rebasing: k[Layout.recordPrefixBytes...]))
+                            let entry = MerkleBuckets.entryHash(keyHash: keyHash, timestamp: current.timestamp, valueDigest: current.digest)
+                            merkle.record(mapID: tombstone.mapID, partition: tombstone.partition, keyHash: keyHash, entryDelta: entry)
+                            return try txn.delete(k, in: dbs.records)
+                        }
+                        if removed {
+                            report.tombstonesRemoved += 1
+                            horizon = max(horizon, tombstone.origin)
+                        }
                     }
                     try cursor.deleteCurrent()
                     report.logEntriesRemoved += 1
@@ -53,43 +107,33 @@ extension Store {
                     more = try cursor.next()
                 }
             }
-
-            // LWW tombstones, with their Merkle entries.
-            var merkle = MerkleDeltas()
-            let lwwMaps = mapsByName.withLock { $0.values.filter { $0.kind == .lww } }
-            for info in lwwMaps {
-                try txn.withCursor(on: dbs.records) { cursor in
-                    let prefix = Layout.recordPrefix(mapID: info.id)
-                    var more = try cursor.seek(atLeast: prefix)
-                    while more {
-                        let k = cursor.currentKey
-                        guard k.count >= Layout.recordPrefixBytes, k.starts(with: prefix) else { break }
-                        guard let header = RecordHeader(cursor.currentValue) else {
-                            throw StoreError(.corruptRecord, "record header during GC")
-                        }
-                        if header.flags.contains(.tombstone) && header.timestamp < cutoff {
-                            guard report.tombstonesRemoved < maxSteps else {
-                                report.hasMore = true
-                                break
-                            }
-                            let partition = UInt16(bigEndian: k.loadUnaligned(fromByteOffset: 4, as: UInt16.self))
-                            let keyHash = MerkleBuckets.keyHash(UnsafeRawBufferPointer(rebasing: k[Layout.recordPrefixBytes...]))
-                            let entry = MerkleBuckets.entryHash(keyHash: keyHash, timestamp: header.timestamp, valueDigest: header.digest)
-                            merkle.record(mapID: info.id, partition: partition, keyHash: keyHash, entryDelta: entry)
-                            try cursor.deleteCurrent()
-                            report.tombstonesRemoved += 1
-                            more = try cursor.next()
-                        } else {
-                            more = try cursor.next()
-                        }
-                    }
-                }
-            }
             try merkle.write(txn, dbs.merkle)
+            try txn.put(horizon.bytes, forKey: Layout.Meta.horizon, in: dbs.meta)
             if let truncated { try txn.put(truncated.bytes, forKey: Layout.Meta.truncated, in: dbs.meta) }
-            self.horizon.withLock { $0 = horizon }
+            self.horizon.withLock { $0 = max($0, horizon) }
             return report
         }
+    }
+
+    /// When the op-log entry `v` wrote an LWW tombstone: its origin stamp, map and
+    /// partition, with the record key built in `key`.
+    static func loggedTombstone(
+        _ v: UnsafeRawBufferPointer, into key: inout [UInt8]
+    ) throws -> (origin: HLCTimestamp, mapID: UInt32, partition: UInt16)? {
+        guard v.count >= 16 + 4 + 1 + 2, let base = v.baseAddress else { throw StoreError(.corruptRecord, "op-log entry during GC") }
+        let flags = Layout.Flags(rawValue: v[20])
+        guard flags.kind == .lww, flags.contains(.tombstone) else { return nil }
+        let mapID = UInt32(bigEndian: base.loadUnaligned(fromByteOffset: 16, as: UInt32.self))
+        let offset = flags.contains(.hasTTL) ? 29 : 21
+        guard v.count >= offset + 2 else { throw StoreError(.corruptRecord, "op-log entry during GC") }
+        let count = Int(UInt16(bigEndian: base.loadUnaligned(fromByteOffset: offset, as: UInt16.self)))
+        guard v.count >= offset + 2 + count,
+            let name = String(validating: UnsafeRawBufferPointer(rebasing: v[(offset + 2)..<(offset + 2 + count)]), as: UTF8.self)
+        else { throw StoreError(.corruptRecord, "op-log entry key during GC") }
+        let partition = Partitioner.partition(of: name)
+        key = Layout.recordPrefix(mapID: mapID, partition: partition)
+        key.append(contentsOf: name.utf8)
+        return (HLCTimestamp(loadingFrom: base), mapID, partition)
     }
 
     /// The newest op-log key removed by GC; a peer whose cursor is older needs
@@ -98,7 +142,7 @@ extension Store {
         try env.read { txn in try txn.value(forKey: Layout.Meta.truncated, in: dbs.meta).flatMap { HLCTimestamp(bytes: $0) } }
     }
 
-    /// The GC horizon: LWW ops older than this for absent keys are rejected.
+    /// The GC horizon: the newest removed tombstone's stamp. LWW ops older than this
+    /// for keys without a record are refused (`.beyondHorizon`).
     public var garbageCollectionHorizon: HLCTimestamp { horizon.withLock { $0 } }
-
 }

@@ -1,77 +1,129 @@
 import LMDB
 import TopGunCore
 
-/// A replication peer as recorded in `peers`.
-public struct PeerState: Sendable, Equatable {
-    public var node: NodeID
-    /// The last op-log key of that peer applied here.
-    public var cursor: HLCTimestamp
-    /// Wall time of the last update, ms since the epoch.
-    public var lastSeenMillis: UInt64
-}
-
 extension Store {
     /// Applies a segment of `peer`'s op log and stores the peer's replication cursor in
     /// the same transaction, so a restart resumes exactly after the last applied entry.
     ///
     /// The cursor advances to `cursor` (normally the segment's last sequence), except
-    /// when an entry is refused for clock drift: then it stops just before that entry,
-    /// so the entry is offered again later instead of being skipped forever. Cursors
-    /// never move backwards.
-    public func apply(_ entries: [LoggedOperation], fromPeer peer: NodeID, cursor: HLCTimestamp) throws -> [ApplyOutcome] {
+    /// when an entry is refused for clock drift or for being older than the GC horizon
+    /// (see `collectGarbage`): then it stops just before that entry, so the entry is
+    /// offered again later instead of being skipped. Horizon refusals are counted on
+    /// the peer's record: that peer or this store needs a repair. Cursors never move
+    /// backwards.
+    ///
+    /// - Parameter scope: the maps and partitions the segment was filtered to; the
+    ///   stored scope narrows to what every segment covered (see `recordRepair`).
+    public func apply(
+        _ entries: [LoggedOperation], fromPeer peer: NodeID, cursor: HLCTimestamp, scope: PeerScope = .all
+    ) throws -> [ApplyOutcome] {
         try commit { batch, txn in
+            batch.horizon = min(batch.horizon, try Self.readPeer(peer, txn, dbs)?.joinedAtHorizon ?? batch.horizon)
             var outcomes: [ApplyOutcome] = []
             outcomes.reserveCapacity(entries.count)
             var stop: HLCTimestamp?
             var previous: HLCTimestamp?
+            var refused = 0
             for entry in entries {
                 let outcome = try batch.applyRemote(entry.operation, txn)
-                if stop == nil, case .rejected(.clockDrift) = outcome { stop = previous ?? .zero }
+                if outcome.holdsCursor && stop == nil { stop = previous ?? .zero }
+                if case .rejected(.beyondHorizon) = outcome { refused += 1 }
                 previous = entry.sequence
                 outcomes.append(outcome)
             }
-            if let stop {
-                if stop > .zero { try Self.putPeer(peer, cursor: stop, seen: batch.wall, txn, dbs) }
-            } else {
-                try Self.putPeer(peer, cursor: cursor, seen: batch.wall, txn, dbs)
+            let wall = batch.wall
+            try Self.updatePeer(peer, txn, dbs) { state, isNew in
+                state.cursor = max(state.cursor, stop ?? cursor)
+                state.lastSeenMillis = wall
+                state.refusedBeyondHorizon += refused
+                state.scope = isNew ? scope : (state.scope ?? .all).intersection(scope)
             }
+            if refused > 0 { counters.record(refusedBeyondHorizon: refused) }
             return outcomes
+        }
+    }
+
+    /// Records that a Merkle repair from `peer` covering `scope` completed: every record
+    /// of that scope the peer held up to its op-log key `head` is merged here. The
+    /// cursor moves to `head` and the stored scope becomes `scope`.
+    public func recordRepair(fromPeer peer: NodeID, through head: HLCTimestamp, scope: PeerScope) throws {
+        let wall = options.wallClock.milliseconds()
+        try env.write { txn in
+            try Self.updatePeer(peer, txn, dbs) { state, _ in
+                state.cursor = max(state.cursor, head)
+                state.lastSeenMillis = wall
+                state.scope = scope
+            }
+        }
+    }
+
+    /// Makes `peer` known (a subscriber that pulls from this store): from now on
+    /// garbage collection waits for its acknowledgements, across restarts, until it
+    /// acknowledges or `forgetPeer` declares it gone.
+    public func registerPeer(_ peer: NodeID) throws {
+        let wall = options.wallClock.milliseconds()
+        try env.write { txn in
+            try Self.updatePeer(peer, txn, dbs) { state, _ in state.lastSeenMillis = wall }
+        }
+    }
+
+    /// Declares `peer` gone for good: garbage collection stops waiting for it. If it
+    /// comes back, whatever of its writes is older than the GC horizon is refused
+    /// (counted on its record) until a repair.
+    ///
+    /// - Returns: false when the peer was not known.
+    @discardableResult
+    public func forgetPeer(_ peer: NodeID) throws -> Bool {
+        try env.write { txn in
+            try txn.delete(withUnsafeBytes(of: peer.rawValue.bigEndian) { Array($0) }, in: dbs.peers)
         }
     }
 
     /// The stored replication cursor of `peer`.
     public func peerCursor(_ peer: NodeID) throws -> HLCTimestamp? {
-        try peers().first { $0.node == peer }?.cursor
+        guard let state = try self.peer(peer), state.cursor > .zero else { return nil }
+        return state.cursor
     }
 
-    /// Every peer this store has applied operations from.
+    /// What this store knows about `peer`.
+    public func peer(_ node: NodeID) throws -> PeerState? {
+        try env.read { txn in try Self.readPeer(node, txn, dbs) }
+    }
+
+    /// Every replica this store pulls from or that pulls from it.
     public func peers() throws -> [PeerState] {
         try env.read { txn in
             var out: [PeerState] = []
             try txn.forEach(in: dbs.peers) { k, v in
-                guard k.byteCount == 8, v.byteCount >= 24 else { return true }
+                guard k.byteCount == 8 else { return true }
                 let node = k.withUnsafeBytes { NodeID(UInt64(bigEndian: $0.loadUnaligned(as: UInt64.self))) }
-                v.withUnsafeBytes { raw in
-                    out.append(PeerState(
-                        node: node, cursor: HLCTimestamp(loadingFrom: raw.baseAddress!),
-                        lastSeenMillis: UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self))))
-                }
+                if let state = v.withUnsafeBytes({ PeerState(node: node, $0) }) { out.append(state) }
                 return true
             }
             return out
         }
     }
 
-    /// Stores `cursor` for `peer`; a cursor only moves forward.
-    static func putPeer(_ peer: NodeID, cursor: HLCTimestamp, seen: UInt64, _ txn: borrowing Transaction, _ dbs: DBs) throws {
+    static func readPeer(_ peer: NodeID, _ txn: borrowing Transaction, _ dbs: DBs) throws -> PeerState? {
         let key = withUnsafeBytes(of: peer.rawValue.bigEndian) { Array($0) }
-        var cursor = cursor
-        if let raw = try txn.value(forKey: key, in: dbs.peers), raw.count >= 16, let stored = HLCTimestamp(bytes: raw.prefix(16)) {
-            cursor = max(cursor, stored)
+        return try txn.value(forKey: key, in: dbs.peers).flatMap { raw in raw.withUnsafeBytes { PeerState(node: peer, $0) } }
+    }
+
+    /// Reads, changes and writes back the record of `peer` (a new one when absent).
+    static func updatePeer(
+        _ peer: NodeID, _ txn: borrowing Transaction, _ dbs: DBs, _ change: (inout PeerState, _ isNew: Bool) -> Void
+    ) throws {
+        let key = withUnsafeBytes(of: peer.rawValue.bigEndian) { Array($0) }
+        let stored = try readPeer(peer, txn, dbs)
+        var state: PeerState
+        if let stored {
+            state = stored
+        } else {
+            let horizon = try txn.value(forKey: Layout.Meta.horizon, in: dbs.meta).flatMap { HLCTimestamp(bytes: $0) }
+            state = PeerState(node: peer, joinedAtHorizon: horizon ?? .zero)
         }
-        var value = cursor.bytes
-        withUnsafeBytes(of: seen.bigEndian) { value.append(contentsOf: $0) }
-        try txn.put(value, forKey: key, in: dbs.peers)
+        change(&state, stored == nil)
+        try txn.put(state.encoded, forKey: key, in: dbs.peers)
     }
 
     /// The oldest op-log key still present (nil for an empty log).

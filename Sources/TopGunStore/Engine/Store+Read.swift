@@ -39,25 +39,51 @@ extension Store {
     }
 
     /// Committed operations with op-log key after `sequence` (all when nil), at most
-    /// `limit`, in commit order.
+    /// `limit`, in commit order. Entries removed by garbage collection are simply not
+    /// there: a replicator uses `readLog(after:limit:)`, which says so.
     public func operations(after sequence: HLCTimestamp?, limit: Int = .max) throws -> [LoggedOperation] {
+        try env.read { txn in try operations(after: sequence, limit: limit, txn) }
+    }
+
+    /// What a replicator reads after a cursor: the next operations, or the news that
+    /// garbage collection removed entries after `sequence` (then the reader needs a
+    /// Merkle repair, not the log). Both are decided in one snapshot.
+    public enum LogRead: Sendable, Equatable {
+        case operations([LoggedOperation])
+        /// Entries up to this op-log key were removed and some were after the cursor.
+        case truncated(through: HLCTimestamp)
+    }
+
+    /// The operations after `sequence`, or `.truncated` when the log no longer holds
+    /// all of them.
+    public func readLog(after sequence: HLCTimestamp?, limit: Int) throws -> LogRead {
+        try env.read { txn in
+            if let raw = try txn.value(forKey: Layout.Meta.truncated, in: dbs.meta), let truncated = HLCTimestamp(bytes: raw),
+                sequence.map({ $0 < truncated }) ?? true
+            {
+                return .truncated(through: truncated)
+            }
+            return .operations(try operations(after: sequence, limit: limit, txn))
+        }
+    }
+
+    func operations(after sequence: HLCTimestamp?, limit: Int, _ txn: borrowing Transaction) throws -> [LoggedOperation] {
         var out: [LoggedOperation] = []
         let lower = sequence.map { $0.successor.bytes }
         var names = mapsByID.withLock { $0 }
-        try env.read { txn in
-            try txn.withCursor(on: dbs.oplog) { cursor in
-                try cursor.scan(range: KeyRange(from: lower), reverse: false) { k, v in
-                    guard out.count < limit else { return false }
-                    let seq = HLCTimestamp(loadingFrom: k.baseAddress!)
-                    if v.count >= 20, names[UInt32(bigEndian: v.loadUnaligned(fromByteOffset: 16, as: UInt32.self))] == nil {
-                        // A map created by another process since this one loaded the table.
-                        let maps = try Self.loadMaps(txn, dbs)
-                        publishMaps(maps)
-                        names = Dictionary(uniqueKeysWithValues: maps.map { ($0.value.id, $0.key) })
-                    }
-                    out.append(LoggedOperation(sequence: seq, operation: try Self.decodeLogEntry(v, names: names)))
-                    return true
+        try txn.withCursor(on: dbs.oplog) { cursor in
+            try cursor.scan(range: KeyRange(from: lower), reverse: false) { k, v in
+                guard out.count < limit else { return false }
+                guard k.count == 16 else { throw StoreError(.corruptRecord, "op-log key of \(k.count) bytes") }
+                let seq = HLCTimestamp(loadingFrom: k.baseAddress!)
+                if v.count >= 20, names[UInt32(bigEndian: v.loadUnaligned(fromByteOffset: 16, as: UInt32.self))] == nil {
+                    // A map created by another process since this one loaded the table.
+                    let maps = try Self.loadMaps(txn, dbs)
+                    publishMaps(maps)
+                    names = Dictionary(uniqueKeysWithValues: maps.map { ($0.value.id, $0.key) })
                 }
+                out.append(LoggedOperation(sequence: seq, operation: try Self.decodeLogEntry(v, names: names)))
+                return true
             }
         }
         return out
@@ -66,6 +92,17 @@ extension Store {
     /// The newest op-log key, or nil for an empty log.
     public func lastSequence() throws -> HLCTimestamp? {
         try env.read { txn in try lastSequence(in: txn) }
+    }
+
+    /// The newest op-log key ever written, as far as this store knows: the last entry,
+    /// or where garbage collection truncated an emptied log (zero when never written).
+    /// A Merkle repair read after it covers everything logged up to it.
+    public func logHead() throws -> HLCTimestamp {
+        try env.read { txn in
+            let last = try lastSequence(in: txn) ?? .zero
+            let truncated = try txn.value(forKey: Layout.Meta.truncated, in: dbs.meta).flatMap { HLCTimestamp(bytes: $0) } ?? .zero
+            return max(last, truncated)
+        }
     }
 
     static func decodeLogEntry(_ v: UnsafeRawBufferPointer, names: [UInt32: String]) throws -> ReplicatedOperation {

@@ -7,6 +7,9 @@ public final class StoreCounters: Sendable {
         public var operations = 0
         public var applied = 0
         public var batches = 0
+        /// Remote operations refused for being older than the GC horizon (a peer or
+        /// this store needs a repair).
+        public var refusedBeyondHorizon = 0
         public init() {}
     }
 
@@ -19,6 +22,10 @@ public final class StoreCounters: Sendable {
             $0.applied += applied
             $0.batches += 1
         }
+    }
+
+    func record(refusedBeyondHorizon count: Int) {
+        totals.withLock { $0.refusedBeyondHorizon += count }
     }
 
     func record(batchDuration: Duration) {

@@ -1,0 +1,160 @@
+import TopGunCore
+
+/// What a store knows about one replica it exchanges with, as stored in `peers`.
+///
+/// ```
+/// cursor 16 B | last seen ms u64 | acknowledged 16 B | refused u32 | joined at 16 B
+/// | scope: map count u16 (0xFFFF = all), (length u16, UTF-8)…,
+///          partition count u16 (0xFFFF = all), partition u16…
+/// ```
+/// Records written before acknowledgements existed hold only the first 24 bytes; the
+/// rest reads as nothing acknowledged, joined at the end of time (the whole GC horizon
+/// applies to it) and an unknown scope.
+public struct PeerState: Sendable, Equatable {
+    public var node: NodeID
+    /// The last op-log key of that peer applied here (zero: never pulled from it).
+    public var cursor: HLCTimestamp
+    /// Wall time of the last update, ms since the epoch.
+    public var lastSeenMillis: UInt64
+    /// How far the peer has applied this store's op log, counting only
+    /// acknowledgements whose preceding log of the peer this store has pulled too
+    /// (zero: nothing). Garbage collection never passes the smallest of these.
+    public var acknowledged: HLCTimestamp
+    /// Operations from this peer refused because they are older than the GC horizon
+    /// for records this store no longer holds: the peer or this store needs a repair.
+    public var refusedBeyondHorizon: Int
+    /// The GC horizon when this store first recorded the peer. Every tombstone
+    /// collected since waited for the peer's acknowledgement, so its ops are checked
+    /// only against this older horizon: a write it relays cannot have been superseded
+    /// by a tombstone collected later (the replica that held the tombstone would have
+    /// dropped it), and a write to another key is not mistaken for one.
+    public var joinedAtHorizon: HLCTimestamp
+    /// The maps and partitions the cursor covers (nil: unknown, from an older record).
+    public var scope: PeerScope?
+
+    public init(
+        node: NodeID, cursor: HLCTimestamp = .zero, lastSeenMillis: UInt64 = 0, acknowledged: HLCTimestamp = .zero,
+        refusedBeyondHorizon: Int = 0, joinedAtHorizon: HLCTimestamp = .zero, scope: PeerScope? = nil
+    ) {
+        self.joinedAtHorizon = joinedAtHorizon
+        self.node = node
+        self.cursor = cursor
+        self.lastSeenMillis = lastSeenMillis
+        self.acknowledged = acknowledged
+        self.refusedBeyondHorizon = refusedBeyondHorizon
+        self.scope = scope
+    }
+
+    static let fixedBytes = 16 + 8 + 16 + 4 + 16
+    static let endOfTime = HLCTimestamp(millis: HLCTimestamp.maxMillis, counter: .max, node: NodeID(.max))
+
+    var encoded: [UInt8] {
+        var out = cursor.bytes
+        out.appendBigEndian(lastSeenMillis)
+        out += acknowledged.bytes
+        out.appendBigEndian(UInt32(clamping: refusedBeyondHorizon))
+        out += joinedAtHorizon.bytes
+        if let scope { scope.encode(into: &out) }
+        return out
+    }
+
+    /// Decodes a stored record; nil when it is too short to hold a cursor.
+    init?(node: NodeID, _ raw: UnsafeRawBufferPointer) {
+        guard raw.count >= 24, let base = raw.baseAddress else { return nil }
+        self.node = node
+        cursor = HLCTimestamp(loadingFrom: base)
+        lastSeenMillis = UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self))
+        acknowledged = .zero
+        refusedBeyondHorizon = 0
+        joinedAtHorizon = Self.endOfTime
+        scope = nil
+        guard raw.count >= Self.fixedBytes else { return }
+        joinedAtHorizon = HLCTimestamp(loadingFrom: base + 44)
+        acknowledged = HLCTimestamp(loadingFrom: base + 24)
+        refusedBeyondHorizon = Int(UInt32(bigEndian: raw.loadUnaligned(fromByteOffset: 40, as: UInt32.self)))
+        scope = PeerScope(decoding: UnsafeRawBufferPointer(rebasing: raw[Self.fixedBytes...]))
+    }
+}
+
+/// The part of a peer's data a replication cursor covers: some maps and partitions,
+/// or all of them (empty lists mean all, as in a subscription).
+public struct PeerScope: Sendable, Equatable {
+    public var maps: [String]
+    public var partitions: [UInt16]
+
+    public init(maps: [String] = [], partitions: [UInt16] = []) {
+        self.maps = maps.isEmpty ? [] : Array(Set(maps)).sorted()
+        self.partitions = partitions.isEmpty ? [] : Array(Set(partitions)).sorted()
+    }
+
+    /// Everything.
+    public static let all = PeerScope()
+
+    /// True when everything in `other` is inside this scope.
+    public func covers(_ other: PeerScope) -> Bool {
+        let mapsCovered = maps.isEmpty || (!other.maps.isEmpty && Set(other.maps).isSubset(of: maps))
+        let partitionsCovered = partitions.isEmpty || (!other.partitions.isEmpty && Set(other.partitions).isSubset(of: partitions))
+        return mapsCovered && partitionsCovered
+    }
+
+    /// What both scopes cover.
+    public func intersection(_ other: PeerScope) -> PeerScope {
+        func meet<T: Hashable & Comparable>(_ a: [T], _ b: [T]) -> [T] {
+            if a.isEmpty { return b }
+            if b.isEmpty { return a }
+            return Array(Set(a).intersection(b)).sorted()
+        }
+        var out = PeerScope(maps: meet(maps, other.maps), partitions: meet(partitions, other.partitions))
+        // An empty intersection of two restricted lists covers nothing; keep one
+        // impossible entry rather than reading back as "all".
+        if out.maps.isEmpty && !maps.isEmpty && !other.maps.isEmpty { out.maps = [""] }
+        if out.partitions.isEmpty && !partitions.isEmpty && !other.partitions.isEmpty { out.partitions = [UInt16.max] }
+        return out
+    }
+
+    func encode(into out: inout [UInt8]) {
+        out.appendBigEndian(maps.isEmpty ? UInt16.max : UInt16(maps.count))
+        for m in maps {
+            out.appendBigEndian(UInt16(m.utf8.count))
+            out += m.utf8
+        }
+        out.appendBigEndian(partitions.isEmpty ? UInt16.max : UInt16(partitions.count))
+        for p in partitions { out.appendBigEndian(p) }
+    }
+
+    init?(decoding raw: UnsafeRawBufferPointer) {
+        var offset = 0
+        func u16() -> UInt16? {
+            guard offset + 2 <= raw.count else { return nil }
+            defer { offset += 2 }
+            return UInt16(bigEndian: raw.loadUnaligned(fromByteOffset: offset, as: UInt16.self))
+        }
+        guard let mapCount = u16() else { return nil }
+        var maps: [String] = []
+        if mapCount != .max {
+            for _ in 0..<mapCount {
+                guard let n = u16(), offset + Int(n) <= raw.count else { return nil }
+                maps.append(String(decoding: UnsafeRawBufferPointer(rebasing: raw[offset..<offset + Int(n)]), as: UTF8.self))
+                offset += Int(n)
+            }
+        }
+        guard let partitionCount = u16() else { return nil }
+        var partitions: [UInt16] = []
+        if partitionCount != .max {
+            for _ in 0..<partitionCount {
+                guard let p = u16() else { return nil }
+                partitions.append(p)
+            }
+        }
+        self.maps = maps
+        self.partitions = partitions
+    }
+}
+
+extension Array where Element == UInt8 {
+    /// Appends `value` big-endian.
+    @inline(__always)
+    mutating func appendBigEndian<T: FixedWidthInteger>(_ value: T) {
+        Swift.withUnsafeBytes(of: value.bigEndian) { append(contentsOf: $0) }
+    }
+}
