@@ -29,24 +29,9 @@ extension ReplicaNode {
 
     func session(with address: PeerAddress, connected: () -> Void) async throws {
         let channel = try await connect(address)
-        // A server that accepts but never answers is dropped after the handshake timeout.
-        let raw = channel.channel
-        let welcomed = Flag()
-        let deadline = raw.eventLoop.scheduleTask(in: .nanoseconds(nanoseconds(configuration.handshakeTimeout))) {
-            if !welcomed.isSet { raw.close(promise: nil) }
-        }
-        defer { deadline.cancel() }
         try await channel.executeThenClose { inbound, outbound in
-            try await outbound.write(Hello(version: Frame.protocolVersion, node: store.nodeID, token: configuration.token).frame)
             var frames = inbound.makeAsyncIterator()
-            guard let first = try await frames.next() else { throw ReplicationError(.protocolViolation, "closed during handshake") }
-            let (version, peer) = try first.welcome()
-            welcomed.set()
-            guard version == Frame.protocolVersion else { throw ReplicationError(.unsupportedVersion, "peer speaks \(version)") }
-            guard peer != store.nodeID else {
-                throw ReplicationError(
-                    .duplicateNodeID, "the server at \(address) has this node's own id \(peer): one of the two data directories is a copy; give it a fresh id with `topgun reset-id`")
-            }
+            let peer = try await handshake(channel.channel, address, outbound, &frames)
             connected()
             try store.registerPeer(peer)
             _ = contacted.withLock { $0.insert(address) }
@@ -76,6 +61,29 @@ extension ReplicaNode {
                 tasks.cancelAll()
             }
         }
+    }
+
+    /// HELLO, then WELCOME within the handshake timeout (a server that accepts but never
+    /// answers is dropped), from a node that is not this one.
+    func handshake(
+        _ raw: any Channel, _ address: PeerAddress, _ outbound: NIOAsyncChannelOutboundWriter<Frame>,
+        _ frames: inout NIOAsyncChannelInboundStream<Frame>.AsyncIterator
+    ) async throws -> NodeID {
+        let welcomed = Flag()
+        let deadline = raw.eventLoop.scheduleTask(in: .nanoseconds(nanoseconds(configuration.handshakeTimeout))) {
+            if !welcomed.isSet { raw.close(promise: nil) }
+        }
+        defer { deadline.cancel() }
+        try await outbound.write(Hello(version: Frame.protocolVersion, node: store.nodeID, token: configuration.token).frame)
+        guard let first = try await frames.next() else { throw ReplicationError(.protocolViolation, "closed during handshake") }
+        let (version, peer) = try first.welcome()
+        welcomed.set()
+        guard version == Frame.protocolVersion else { throw ReplicationError(.unsupportedVersion, "peer speaks \(version)") }
+        guard peer != store.nodeID else {
+            throw ReplicationError(
+                .duplicateNodeID, "the server at \(address) has this node's own id \(peer): one of the two data directories is a copy; give it a fresh id with `topgun reset-id`")
+        }
+        return peer
     }
 
     func handle(_ frame: Frame, from peer: NodeID, scope: PeerScope, _ outbound: NIOAsyncChannelOutboundWriter<Frame>) async throws {

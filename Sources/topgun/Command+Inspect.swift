@@ -35,11 +35,23 @@ struct Inspect: AsyncParsableCommand {
         let logCount = try store.opLogCount()
         let now = SystemWallClock().milliseconds()
         let peers: [Value] = try store.peers().map { p in
-            .map([
+            var fields: [String: Value] = [
                 "node": .string(p.node.description), "cursor": .string(p.cursor.description),
                 "last_seen_ms_ago": .int(Int64(now) - Int64(p.lastSeenMillis)),
                 "cursor_lag_ms": .int(Int64(now) - Int64(p.cursor.millis)),
-            ])
+                "acknowledged": .string(p.acknowledged.description),
+                "refused_beyond_gc_horizon": .int(Int64(p.refusedBeyondHorizon)),
+                "scope": p.scope.map { s in
+                    .map([
+                        "maps": s.maps.isEmpty ? .string("all") : .array(s.maps.map { .string($0) }),
+                        "partitions": s.partitions.isEmpty ? .string("all") : .array(s.partitions.map { .int(Int64($0)) }),
+                    ])
+                } ?? .null,
+            ]
+            if p.refusedBeyondHorizon > 0 {
+                fields["needs_repair"] = .string("writes from this peer older than the GC horizon were refused: topgun repair --from <its address>")
+            }
+            return .map(fields)
         }
         let info = store.environmentInfo
         var fileBytes = 0
@@ -57,6 +69,7 @@ struct Inspect: AsyncParsableCommand {
             "gc": .map([
                 "horizon": .string(store.garbageCollectionHorizon.description),
                 "log_truncated_through": try store.logTruncatedThrough().map { .string($0.description) } ?? .null,
+                "last_run_ms_ago": try store.lastGarbageCollection().map { .int(Int64(now) - Int64($0)) } ?? .null,
             ]),
             "peers": .array(peers),
             "storage": .map([

@@ -19,12 +19,18 @@ struct Serve: AsyncParsableCommand {
     @OptionGroup var options: DataOption
     @Option(help: "Address to listen on, HOST:PORT (port 0 picks a free one).") var listen: String?
     @Option(name: .customLong("peer"), help: "A peer to pull from, HOST:PORT (repeatable).") var peers: [String] = []
-    @Option(help: "File holding the shared secret peers must present.") var tokenFile: String
+    @OptionGroup var token: TokenOption
     @Option(help: "Replicate only these maps (comma-separated).") var maps: String?
     @Option(help: "Replicate only these partitions (comma-separated ids).") var partitions: String?
     @Option(help: "Seconds between anti-entropy rounds (0 = only when needed).") var antiEntropy: Int = 60
     @Option(help: "Serve Prometheus metrics on HOST:PORT (GET /metrics).") var metrics: String?
-    @Option(help: "Collect tombstones and op-log entries older than this many seconds (default: keep).") var retention: Int?
+    @Option(
+        help: ArgumentHelp(
+            "Collect op-log entries and tombstones older than this many seconds once every known peer has acknowledged them (default: keep).",
+            discussion: "A peer that never comes back holds collection back until `topgun forget-peer` declares it gone."))
+    var retention: Int?
+    @Option(help: "Seconds without any data before a connection is dropped and re-dialled (heartbeats every quarter of it).")
+    var idleTimeout: Double = 5
     @Option(help: "PEM certificate for TLS between replicas (with --tls-key).") var tlsCert: String?
     @Option(help: "PEM private key for TLS.") var tlsKey: String?
     @Option(help: "PEM certificates trusted for peers (default: --tls-cert).") var tlsCA: String?
@@ -33,10 +39,7 @@ struct Serve: AsyncParsableCommand {
     func run() async throws {
         LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
         let logger = Logger(label: "topgun.serve")
-        guard let token = FileManager.default.contents(atPath: tokenFile), !token.isEmpty else {
-            throw CLIError("token file \(tokenFile) is missing or empty")
-        }
-        let secret = Array(String(decoding: token, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines).utf8)
+        let secret = try token.secret()
         let listenAddress = try listen.map { text in
             guard let a = ReplicaNode.PeerAddress(text) ?? (text.hasSuffix(":0") ? ReplicaNode.PeerAddress(host: String(text.dropLast(2)), port: 0) : nil)
             else { throw CLIError("bad --listen \(text), expected HOST:PORT") }
@@ -52,6 +55,7 @@ struct Serve: AsyncParsableCommand {
         case (nil, nil): tls = nil
         default: throw CLIError("--tls-cert and --tls-key go together")
         }
+        guard idleTimeout >= 0.2 else { throw CLIError("--idle-timeout must be at least 0.2 seconds") }
         let store = try Store(path: options.data, options: .init(durability: durable ? .durable : .noMetaSync))
         let subscription = Subscription(
             maps: maps?.split(separator: ",").map(String.init) ?? [],
@@ -61,7 +65,10 @@ struct Serve: AsyncParsableCommand {
             configuration: .init(
                 listen: listenAddress, peers: peerAddresses, token: secret, subscription: subscription,
                 antiEntropyInterval: antiEntropy > 0 ? .seconds(antiEntropy) : nil, tls: tls,
-                retention: retention.map { .seconds($0) }),
+                retention: retention.map { .seconds($0) },
+                // Collect at least twice per retention period, at most once a minute.
+                gcInterval: .seconds(max(1, min(60, (retention ?? 120) / 2))),
+                heartbeatInterval: .milliseconds(Int(idleTimeout * 250)), idleTimeout: .milliseconds(Int(idleTimeout * 1_000))),
             logger: logger)
         var metricsAddress: ReplicaNode.PeerAddress?
         if let metrics {

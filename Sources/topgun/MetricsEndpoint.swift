@@ -58,6 +58,9 @@ struct MetricsEndpoint {
         let bytesOut = Counter(label: "topgun_replication_bytes_out_total")
         let rejected = Counter(label: "topgun_replication_segments_rejected_total")
         let refused = Counter(label: "topgun_replication_handshakes_refused_total")
+        let horizon = Counter(label: "topgun_replication_refused_beyond_gc_horizon_total")
+        let idle = Counter(label: "topgun_replication_idle_timeouts_total")
+        let duplicates = Counter(label: "topgun_replication_duplicate_node_ids_total")
         var last = (StoreCounters.Snapshot(), ReplicaNode.Statistics())
         while !Task.isCancelled {
             let store = node.store.counters.snapshot
@@ -70,10 +73,15 @@ struct MetricsEndpoint {
             bytesOut.increment(by: Int64(stats.bytesSent - last.1.bytesSent))
             rejected.increment(by: Int64(stats.segmentsRejected - last.1.segmentsRejected))
             refused.increment(by: Int64(stats.handshakesRefused - last.1.handshakesRefused))
+            horizon.increment(by: Int64(store.refusedBeyondHorizon - last.0.refusedBeyondHorizon))
+            idle.increment(by: Int64(stats.idleTimeouts - last.1.idleTimeouts))
+            duplicates.increment(by: Int64(stats.duplicateIDsRefused - last.1.duplicateIDsRefused))
             let now = node.store.clockHighWater.millis
             for peer in try node.store.peers() {
                 Gauge(label: "topgun_peer_lag_ms", dimensions: [("peer", peer.node.description)])
                     .record(Double(now > peer.cursor.millis ? now - peer.cursor.millis : 0))
+                Gauge(label: "topgun_peer_acknowledged_lag_ms", dimensions: [("peer", peer.node.description)])
+                    .record(Double(now > peer.acknowledged.millis ? now - peer.acknowledged.millis : 0))
             }
             last = (store, stats)
             try await Task.sleep(for: .seconds(1))

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import TopGunCore
 import TopGunStore
 
@@ -19,7 +20,8 @@ struct TopGun: AsyncParsableCommand {
         version: version,
         subcommands: [
             Demo.self, Serve.self, Put.self, Get.self, Delete.self, Incr.self, Add.self, Remove.self, QueryCommand.self, Scan.self,
-            Watch.self, Export.self, Import.self, Index.self, Inspect.self, Check.self, StressWriter.self,
+            Watch.self, Export.self, Import.self, Index.self, Inspect.self, Check.self, ResetID.self, ForgetPeer.self, Repair.self,
+            StressWriter.self,
         ]
     )
 }
@@ -55,5 +57,17 @@ struct EntryValueArguments: ParsableArguments {
         let store = try Store(path: data)
         let outcome = try store.apply([make(entry.map, entry.key, value)])[0]
         if case .rejected(let why) = outcome { throw CLIError("\(why)") }
+    }
+}
+
+/// `--token-file F`: the shared secret of a replica mesh, surrounding whitespace trimmed.
+struct TokenOption: ParsableArguments {
+    @Option(help: "File holding the shared secret peers must present.") var tokenFile: String
+
+    func secret() throws -> [UInt8] {
+        guard let token = FileManager.default.contents(atPath: tokenFile), !token.isEmpty else {
+            throw CLIError("token file \(tokenFile) is missing or empty")
+        }
+        return Array(String(decoding: token, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines).utf8)
     }
 }

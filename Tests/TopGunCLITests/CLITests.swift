@@ -161,3 +161,28 @@ struct ServeMetricsTests {
         }
     }
 }
+
+struct IdentityCommandTests {
+    /// A copied directory takes a fresh id; a peer is forgotten; `inspect` shows what GC
+    /// waits for.
+    @Test func resetIDForgetPeerAndInspect() throws {
+        try withTemporaryDirectory { dir in
+            let a = ["--data", dir + "/a"]
+            #expect(try CLI.run(["put"] + a + ["users", "u1", "1"]).status == 0)
+            let before = try CLI.run(["inspect"] + a + ["--json"]).out
+            try FileManager.default.copyItem(atPath: dir + "/a", toPath: dir + "/b")
+            let reset = try CLI.run(["reset-id", "--data", dir + "/b"])
+            #expect(reset.status == 0 && reset.out.contains("->"))
+            let ids = reset.out.split(separator: " ").filter { $0.count == 16 || $0.hasSuffix("\n") }.map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+            #expect(ids.count == 2 && ids[0] != ids[1])
+            #expect(before.contains(ids[0]), "the copy had the original's id")
+            #expect(try CLI.run(["inspect", "--data", dir + "/b", "--json"]).out.contains(ids[1]))
+            #expect(try CLI.run(["get", "--data", dir + "/b", "users", "u1"]).out == "1\n", "data is kept")
+
+            let unknown = try CLI.run(["forget-peer"] + a + ["00000000000000ab"])
+            #expect(unknown.status != 0 && unknown.err.contains("no peer"))
+            let bad = try CLI.run(["forget-peer"] + a + ["not-hex"])
+            #expect(bad.status != 0 && bad.err.contains("bad node id"))
+        }
+    }
+}

@@ -3,13 +3,17 @@ import NIOPosix
 import Synchronization
 
 /// A TCP forwarder on 127.0.0.1 that a test can cut and restore, to simulate a
-/// network partition between two real nodes.
+/// network partition between two real nodes, or freeze: the open connections stop
+/// moving bytes without being closed (a NAT box or a stalled proxy), while new
+/// connections work.
 final class LinkProxy: Sendable {
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     let upstreamPort: Int
     let server = Mutex<(any Channel)?>(nil)
     let connections = Mutex<[any Channel]>([])
     let cut = Atomic<Bool>(false)
+    /// Connections frozen by `freeze()`, by object identity.
+    let frozen = Mutex<Set<ObjectIdentifier>>([])
 
     init(to upstreamPort: Int) async throws {
         self.upstreamPort = upstreamPort
@@ -22,8 +26,9 @@ final class LinkProxy: Sendable {
                     .connect(host: "127.0.0.1", port: upstreamPort)
                     .flatMap { outbound in
                         proxy.connections.withLock { $0 += [inbound, outbound] }
-                        return inbound.pipeline.addHandler(Glue(peer: outbound)).flatMap {
-                            outbound.pipeline.addHandler(Glue(peer: inbound))
+                        let isFrozen: @Sendable () -> Bool = { proxy.frozen.withLock { $0.contains(ObjectIdentifier(inbound)) } }
+                        return inbound.pipeline.addHandler(Glue(peer: outbound, isFrozen: isFrozen)).flatMap {
+                            outbound.pipeline.addHandler(Glue(peer: inbound, isFrozen: isFrozen))
                         }.map { inbound.read() }
                     }
             }
@@ -41,6 +46,15 @@ final class LinkProxy: Sendable {
 
     func restore() { cut.store(false, ordering: .relaxed) }
 
+    /// Every open connection stops forwarding, without FIN or RST; new ones still work.
+    func freeze() {
+        let open = connections.withLock { $0 }
+        frozen.withLock { set in for c in open { set.insert(ObjectIdentifier(c)) } }
+    }
+
+    /// Connections opened so far (each accepted connection counts its two sides).
+    var connectionCount: Int { connections.withLock { $0.count / 2 } }
+
     func shutdown() async throws {
         sever()
         try await group.shutdownGracefully()
@@ -53,10 +67,16 @@ final class Glue: ChannelDuplexHandler, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
     let peer: any Channel
+    let isFrozen: @Sendable () -> Bool
 
-    init(peer: any Channel) { self.peer = peer }
+    init(peer: any Channel, isFrozen: @escaping @Sendable () -> Bool) {
+        self.peer = peer
+        self.isFrozen = isFrozen
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        // A frozen link swallows what it holds and never reads again.
+        if isFrozen() { return }
         let bytes = unwrapInboundIn(data)
         // Read the next chunk once the peer took this one (simple backpressure); the
         // callback runs on this channel's loop, where the context may be used.

@@ -19,10 +19,10 @@ struct MultiProcessTests {
         let process = Process()
         var port = 0
 
-        init(binary: String, data: String, listen: Int, peers: [Int], token: String) throws {
+        init(binary: String, data: String, listen: Int, peers: [Int], token: String, extra: [String] = ["--anti-entropy", "2"]) throws {
             process.executableURL = URL(fileURLWithPath: binary)
             process.arguments =
-                ["serve", "--data", data, "--listen", "127.0.0.1:\(listen)", "--token-file", token, "--anti-entropy", "2"]
+                ["serve", "--data", data, "--listen", "127.0.0.1:\(listen)", "--token-file", token] + extra
                 + peers.flatMap { ["--peer", "127.0.0.1:\($0)"] }
             let out = Pipe()
             process.standardOutput = out

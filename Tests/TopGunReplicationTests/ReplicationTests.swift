@@ -15,14 +15,15 @@ final class RunningNode: Sendable {
 
     init(
         _ store: Store, listen: Bool = true, peers: [Int] = [], token: String = "secret", subscription: Subscription = .init(),
-        antiEntropy: Duration? = nil, tls: ReplicaNode.TLSFiles? = nil, retention: Duration? = nil
+        antiEntropy: Duration? = nil, tls: ReplicaNode.TLSFiles? = nil, retention: Duration? = nil,
+        idleTimeout: Duration = .seconds(5)
     ) async throws {
         node = try ReplicaNode(
             store: store,
             configuration: .init(
                 listen: listen ? .init(host: "127.0.0.1", port: 0) : nil, peers: peers.map { .init(host: "127.0.0.1", port: $0) },
                 token: Array(token.utf8), subscription: subscription, antiEntropyInterval: antiEntropy, tls: tls,
-                retention: retention, gcInterval: .milliseconds(100)))
+                retention: retention, gcInterval: .milliseconds(100), heartbeatInterval: idleTimeout / 4, idleTimeout: idleTimeout))
         let node = self.node
         task = Task { try await node.run() }
         while listen && node.listeningPort == nil { try await Task.sleep(for: .milliseconds(5)) }

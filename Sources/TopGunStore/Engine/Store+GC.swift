@@ -109,6 +109,7 @@ extension Store {
             }
             try merkle.write(txn, dbs.merkle)
             try txn.put(horizon.bytes, forKey: Layout.Meta.horizon, in: dbs.meta)
+            try txn.put(withUnsafeBytes(of: wall.bigEndian) { Array($0) }, forKey: Layout.Meta.gcLastRun, in: dbs.meta)
             if let truncated { try txn.put(truncated.bytes, forKey: Layout.Meta.truncated, in: dbs.meta) }
             self.horizon.withLock { $0 = max($0, horizon) }
             return report
@@ -140,6 +141,15 @@ extension Store {
     /// anti-entropy rather than the log.
     public func logTruncatedThrough() throws -> HLCTimestamp? {
         try env.read { txn in try txn.value(forKey: Layout.Meta.truncated, in: dbs.meta).flatMap { HLCTimestamp(bytes: $0) } }
+    }
+
+    /// Wall time (ms since the epoch) of the last garbage-collection step, if any.
+    public func lastGarbageCollection() throws -> UInt64? {
+        try env.read { txn in
+            try txn.value(forKey: Layout.Meta.gcLastRun, in: dbs.meta).flatMap { raw in
+                raw.count == 8 ? raw.withUnsafeBytes { UInt64(bigEndian: $0.loadUnaligned(as: UInt64.self)) } : nil
+            }
+        }
     }
 
     /// The GC horizon: the newest removed tombstone's stamp. LWW ops older than this

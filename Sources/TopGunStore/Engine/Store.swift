@@ -128,6 +128,23 @@ public final class Store: Sendable {
         self.feed = ChangeFeed(bufferSize: options.changeBufferSize)
     }
 
+    /// Gives the database at `path` a fresh random node id, for a copied data directory
+    /// (two nodes with one id never exchange writes, and counter slots collide). Stop
+    /// every process using the directory first: an open store keeps the id it read.
+    ///
+    /// - Returns: the old and the new id.
+    /// - Throws: `StoreError` when the database cannot be opened.
+    public static func resetNodeID(path: String) throws -> (old: NodeID, new: NodeID) {
+        let store = try Store(path: path)
+        var fresh = NodeID.random()
+        while fresh == store.nodeID { fresh = .random() }
+        let new = fresh
+        try store.env.write { txn in
+            try txn.put(withUnsafeBytes(of: new.rawValue.bigEndian) { Array($0) }, forKey: Layout.Meta.node, in: store.dbs.meta)
+        }
+        return (store.nodeID, new)
+    }
+
     /// The highest HLC this node has issued or observed.
     public var clockHighWater: HLCTimestamp { clock.withLock { $0.last } }
 

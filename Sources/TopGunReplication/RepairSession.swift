@@ -1,0 +1,55 @@
+import NIOCore
+import TopGunCore
+import TopGunStore
+
+/// What `ReplicaNode.repair(from:)` did.
+public struct RepairReport: Sendable, Equatable {
+    public var peer: NodeID
+    /// Records the peer sent (those whose Merkle bucket differed).
+    public var received: Int
+    /// Records that changed this store.
+    public var applied: Int
+    /// The peer's op-log key the repair covers; the peer cursor moved to it.
+    public var head: HLCTimestamp
+}
+
+extension ReplicaNode {
+    /// An operator's repair: sends this store's Merkle digests of every map to `address`
+    /// and merges the records of every differing bucket, overriding the GC horizon (see
+    /// `Store.apply(_:overridingHorizon:repairFrom:)`), then moves the peer cursor to
+    /// the log head the repair covers. The node need not be running.
+    ///
+    /// - Throws: `ReplicationError` when the peer cannot be reached, refuses the
+    ///   handshake, or sends anything but a repair.
+    public func repair(from address: PeerAddress) async throws -> RepairReport {
+        let channel = try await connect(address)
+        return try await channel.executeThenClose { inbound, outbound in
+            var frames = inbound.makeAsyncIterator()
+            let peer = try await handshake(channel.channel, address, outbound, &frames)
+            try await outbound.write(try digests(for: []).frame)
+            var report = RepairReport(peer: peer, received: 0, applied: 0, head: .zero)
+            while let frame = try await frames.next() {
+                switch frame.kind {
+                case .repair:
+                    let segment = try Segment(decoding: frame.body)
+                    guard segment.origin == peer else {
+                        throw ReplicationError(.wrongOrigin, "segment claims origin \(segment.origin), peer is \(peer)")
+                    }
+                    let outcomes = try store.apply(segment.entries.map(\.operation), overridingHorizon: true, repairFrom: peer)
+                    report.received += outcomes.count
+                    report.applied += outcomes.filter(\.isApplied).count
+                case .resume:
+                    report.head = try frame.stamp()
+                    try store.recordRepair(fromPeer: peer, through: report.head, scope: .all)
+                    logger.info("repaired", metadata: ["peer": "\(peer)", "received": "\(report.received)", "applied": "\(report.applied)"])
+                    return report
+                case .error:
+                    throw ReplicationError(.protocolViolation, "peer error: \(String(decoding: frame.body, as: UTF8.self))")
+                default:
+                    throw ReplicationError(.protocolViolation, "unexpected frame \(frame.kind.rawValue) during a repair")
+                }
+            }
+            throw ReplicationError(.protocolViolation, "the peer closed the connection before the repair completed")
+        }
+    }
+}

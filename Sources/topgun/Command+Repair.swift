@@ -1,0 +1,32 @@
+import ArgumentParser
+import Logging
+import TopGunReplication
+import TopGunStore
+
+struct Repair: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Merge a healthy peer's full state into this replica by Merkle digests, overriding the GC horizon.",
+        discussion: """
+            For a node that refused a peer's writes as older than its GC horizon (see
+            `topgun inspect`), or that was away longer than the retention: every record
+            that differs is fetched from the peer and merged, writes the horizon would
+            refuse included (a deleted key whose tombstone was collected here comes back if
+            the peer still holds it). The peer's cursor then moves past what was repaired.
+            Example: topgun repair --data ./b --from 10.0.0.1:7001 --token-file secret
+            """)
+
+    @OptionGroup var options: DataOption
+    @Option(help: "The healthy peer, HOST:PORT.") var from: String
+    @OptionGroup var token: TokenOption
+    @Option(help: "Seconds to wait for the peer.") var timeout: Double = 30
+
+    func run() async throws {
+        guard let address = ReplicaNode.PeerAddress(from) else { throw CLIError("bad --from \(from), expected HOST:PORT") }
+        let store = try Store(path: options.data)
+        let node = try ReplicaNode(
+            store: store, configuration: .init(listen: nil, token: try token.secret(), handshakeTimeout: .milliseconds(Int(timeout * 1_000))),
+            logger: Logger(label: "topgun.repair"))
+        let report = try await node.repair(from: address)
+        print("repaired from \(report.peer): \(report.received) records received, \(report.applied) applied, cursor \(report.head)")
+    }
+}

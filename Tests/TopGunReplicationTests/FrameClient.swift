@@ -1,0 +1,48 @@
+import NIOCore
+import NIOPosix
+import TopGunCore
+
+@testable import TopGunReplication
+
+/// A test client that speaks frames to a node directly, to play a subscriber that
+/// stalls, acknowledges late or claims an identity.
+final class FrameClient {
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    let channel: NIOAsyncChannel<Frame, Frame>
+    var inbound: NIOAsyncChannelInboundStream<Frame>.AsyncIterator
+    let outbound: NIOAsyncChannelOutboundWriter<Frame>
+
+    init(port: Int) async throws {
+        channel = try await ClientBootstrap(group: group).connect(host: "127.0.0.1", port: port) { channel in
+            channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(maxBytes: Frame.defaultMaxBytes)))
+                try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
+                return try NIOAsyncChannel<Frame, Frame>(wrappingChannelSynchronously: channel)
+            }
+        }
+        inbound = channel.inbound.makeAsyncIterator()
+        outbound = channel.outbound
+    }
+
+    func send(_ frame: Frame) async throws { try await outbound.write(frame) }
+
+    /// The next frame that is not a heartbeat; nil when the server closed the connection.
+    func next() async throws -> Frame? {
+        while let frame = try await inbound.next() {
+            if frame.kind != .heartbeat { return frame }
+        }
+        return nil
+    }
+
+    /// HELLO as `node`; returns the server's answer (WELCOME or ERROR).
+    func hello(node: NodeID, token: String = "secret") async throws -> Frame? {
+        try await send(Hello(version: Frame.protocolVersion, node: node, token: Array(token.utf8)).frame)
+        return try await next()
+    }
+
+    func close() async throws {
+        // The server may have closed it already.
+        try? await channel.channel.close()
+        try await group.shutdownGracefully()
+    }
+}

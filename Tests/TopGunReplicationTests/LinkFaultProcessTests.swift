@@ -1,0 +1,96 @@
+import Foundation
+import Testing
+import TopGunCore
+import TopGunStore
+import TopGunTestSupport
+
+/// Real `topgun serve` processes behind a proxy that cuts or freezes their link.
+@Suite(.timeLimit(.minutes(2)))
+struct LinkFaultProcessTests {
+    typealias Serve = MultiProcessTests.ServeProcess
+
+    static func cli(_ binary: String, _ args: [String]) throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: binary)
+        p.arguments = args
+        p.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+        p.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        try p.run()
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 0, "topgun \(args.joined(separator: " "))")
+    }
+
+    /// Reads a data directory next to the server that has it open.
+    static func state(_ dir: String, _ map: String, _ key: String) throws -> StoredState? {
+        try Store(path: dir).state(map: map, key: key)
+    }
+
+    /// A link frozen without FIN or RST is dropped by the idle timeout and dialled
+    /// again, so the write made while it was frozen arrives.
+    @Test func aFrozenLinkIsDroppedAndDialledAgain() async throws {
+        let binary = try #require(MultiProcessTests.binary, "build the topgun executable first (swift build)")
+        try await withTemporaryDirectory { root in
+            let token = root + "/token"
+            try "s3cret\n".write(toFile: token, atomically: true, encoding: .utf8)
+            let ports = MultiProcessTests.freePorts(2)
+            let options = ["--anti-entropy", "0", "--idle-timeout", "1"]
+            let a = try Serve(binary: binary, data: root + "/a", listen: ports[0], peers: [], token: token, extra: options)
+            let proxy = try await LinkProxy(to: ports[0])
+            let b = try Serve(binary: binary, data: root + "/b", listen: ports[1], peers: [proxy.port], token: token, extra: options)
+            defer {
+                a.stop()
+                b.stop()
+            }
+            try Self.cli(binary, ["put", "--data", root + "/a", "users", "before", "1"])
+            #expect(try await eventually { try Self.state(root + "/b", "users", "before") != nil })
+            proxy.freeze()
+            try Self.cli(binary, ["put", "--data", root + "/a", "users", "while-frozen", "2"])
+            #expect(try await eventually { try Self.state(root + "/b", "users", "while-frozen") != nil }, "re-dialled past the frozen link")
+            #expect(proxy.connectionCount >= 2)
+            try await proxy.shutdown()
+        }
+    }
+
+    /// B pulls from A through a link that is cut; A writes during the cut; B runs
+    /// retention GC several times before the link heals. The write must still arrive.
+    @Test func aWriteMadeDuringACutSurvivesGarbageCollectionOnTheOtherSide() async throws {
+        let binary = try #require(MultiProcessTests.binary, "build the topgun executable first (swift build)")
+        try await withTemporaryDirectory { root in
+            let token = root + "/token"
+            try "s3cret\n".write(toFile: token, atomically: true, encoding: .utf8)
+            let ports = MultiProcessTests.freePorts(2)
+            let options = ["--anti-entropy", "0", "--idle-timeout", "1", "--retention", "1"]
+            let bDir = root + "/b"
+            let proxy = try await LinkProxy(to: ports[0])
+            let b = try Serve(binary: binary, data: bDir, listen: ports[1], peers: [proxy.port], token: token, extra: options)
+            let a = try Serve(binary: binary, data: root + "/a", listen: ports[0], peers: [ports[1]], token: token, extra: options)
+            defer {
+                a.stop()
+                b.stop()
+            }
+            // Tombstones on B that A acknowledges, so B's GC has something to collect.
+            try Self.cli(binary, ["put", "--data", bDir, "users", "gone", "1"])
+            try Self.cli(binary, ["delete", "--data", bDir, "users", "gone"])
+            #expect(try await eventually { if case .lww(let r)? = try Self.state(root + "/a", "users", "gone") { r.value == nil } else { false } })
+            #expect(try await eventually { try Self.state(bDir, "users", "gone") == nil }, "B collected the acknowledged tombstone")
+            proxy.sever()
+            try Self.cli(binary, ["put", "--data", root + "/a", "users", "during-cut", "2"])
+            let written = SystemWallClock().milliseconds()
+            // B collects twice more after the write is older than the retention.
+            var runs = 0
+            var last: UInt64 = 0
+            #expect(
+                try await eventually {
+                    if let run = try Store(path: bDir).lastGarbageCollection(), run > written + 1_500, run != last {
+                        runs += 1
+                        last = run
+                    }
+                    return runs >= 2
+                })
+            proxy.restore()
+            #expect(try await eventually { try Self.state(bDir, "users", "during-cut") != nil }, "the write made during the cut arrived")
+            #expect(try Store(path: bDir).peers().allSatisfy { $0.refusedBeyondHorizon == 0 })
+            try await proxy.shutdown()
+        }
+    }
+}
