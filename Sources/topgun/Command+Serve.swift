@@ -34,7 +34,11 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "PEM certificate for TLS between replicas (with --tls-key).") var tlsCert: String?
     @Option(help: "PEM private key for TLS.") var tlsKey: String?
     @Option(help: "PEM certificates trusted for peers (default: --tls-cert).") var tlsCA: String?
-    @Flag(help: "fsync every commit.") var durable = false
+    @Option(
+        help: ArgumentHelp(
+            "durable (default: fsync every commit), no-meta-sync (a machine crash may lose the newest commits), or no-sync.",
+            valueName: "mode"))
+    var durability: DurabilityMode = .durable
 
     func run() async throws {
         LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
@@ -56,7 +60,7 @@ struct Serve: AsyncParsableCommand {
         default: throw CLIError("--tls-cert and --tls-key go together")
         }
         guard idleTimeout >= 0.2 else { throw CLIError("--idle-timeout must be at least 0.2 seconds") }
-        let store = try Store(path: options.data, options: .init(durability: durable ? .durable : .noMetaSync))
+        let store = try Store(path: options.data, options: durability.storeOptions)
         let subscription = Subscription(
             maps: maps?.split(separator: ",").map(String.init) ?? [],
             partitions: partitions?.split(separator: ",").compactMap { UInt16($0) } ?? [])
@@ -118,6 +122,21 @@ struct NodeService: Service {
                 try await tasks.next()
                 tasks.cancelAll()
             }
+        }
+    }
+}
+
+/// `--durability`: how often commits are flushed to disk.
+enum DurabilityMode: String, ExpressibleByArgument, CaseIterable {
+    case durable
+    case noMetaSync = "no-meta-sync"
+    case noSync = "no-sync"
+
+    var storeOptions: Store.Options {
+        switch self {
+        case .durable: .init(durability: .durable)
+        case .noMetaSync: .init(durability: .noMetaSync)
+        case .noSync: .init(durability: .noSync)
         }
     }
 }

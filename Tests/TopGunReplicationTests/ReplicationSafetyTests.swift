@@ -88,8 +88,9 @@ struct ReplicationSafetyTests {
         try await withTemporaryDirectory { root in
             let a = try openStore(root + "/a", node: 1)
             let b = try openStore(root + "/b", node: 2)
-            _ = try a.apply((0..<20).map { Mutation.set(map: "m1", key: "k\($0)", value: 1, ttlMillis: nil) })
+            // m2 first: the m1-only cursor then lies past every m2 entry.
             _ = try a.apply((0..<20).map { Mutation.set(map: "m2", key: "k\($0)", value: 2, ttlMillis: nil) })
+            _ = try a.apply((0..<20).map { Mutation.set(map: "m1", key: "k\($0)", value: 1, ttlMillis: nil) })
             let server = try await RunningNode(a)
             var puller = try await RunningNode(b, listen: false, peers: [server.port], subscription: Subscription(maps: ["m1"]))
             #expect(try await eventually { try b.count(map: "m1") == 20 && b.peerCursor(a.nodeID) != nil })
