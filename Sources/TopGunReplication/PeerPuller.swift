@@ -115,6 +115,11 @@ extension ReplicaNode {
                 $0.segmentsApplied += 1
                 $0.opsApplied += applied
             }
+            let invalid = outcomes.compactMap { if case .rejected(.invalid(let why)) = $0 { why } else { nil } }
+            if !invalid.isEmpty {
+                stats.withLock { $0.opsRefusedInvalid += invalid.count }
+                logger.warning("refused invalid operations; the rest of the segment applied", metadata: ["peer": "\(peer)", "count": "\(invalid.count)", "first": "\(invalid[0])"])
+            }
             let horizon = outcomes.filter { if case .rejected(.beyondHorizon) = $0 { true } else { false } }.count
             if horizon > 0 {
                 logger.error(

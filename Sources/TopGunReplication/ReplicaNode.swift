@@ -120,6 +120,8 @@ public final class ReplicaNode: Sendable {
         public var duplicateIDsRefused = 0
         /// Connections closed because nothing arrived within the idle timeout.
         public var idleTimeouts = 0
+        /// Operations refused one by one as invalid (a value too deep or too large…).
+        public var opsRefusedInvalid = 0
         public init() {}
     }
 

@@ -165,7 +165,8 @@ enum WireOperation {
                     guard payload.isEmpty else { throw ValueCodingError(.trailingBytes, at: 0, "tombstone with a value") }
                     op = ReplicatedOperation(map: map, key: key, timestamp: origin, payload: .lww(encodedValue: nil, ttlMillis: ttl))
                 } else {
-                    _ = try Value(messagePack: payload)  // reject undecodable values before anything is applied
+                    // The value is checked where it is applied (`Store.apply`), with the rule
+                    // every write obeys: a bad one is refused alone, the rest applies.
                     op = ReplicatedOperation(map: map, key: key, timestamp: origin, payload: .lww(encodedValue: Array(payload), ttlMillis: ttl))
                 }
             case 1: op = ReplicatedOperation(map: map, key: key, timestamp: origin, payload: .orSet(try ORSet(state: Value(messagePack: payload))))

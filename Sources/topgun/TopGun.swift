@@ -26,6 +26,29 @@ struct TopGun: AsyncParsableCommand {
     )
 }
 
+extension TopGun {
+    /// Refuses arguments that are not valid UTF-8 before parsing: Swift would repair
+    /// them to U+FFFD, and two different keys would become one.
+    static func main() async {
+        for i in 1..<Int(CommandLine.argc) {
+            guard let raw = CommandLine.unsafeArgv[i], String(validatingCString: raw) != nil else {
+                FileHandle.standardError.write(Data("Error: argument \(i) is not valid UTF-8\n".utf8))
+                Foundation.exit(1)
+            }
+        }
+        do {
+            var command = try parseAsRoot()
+            if var command = command as? any AsyncParsableCommand {
+                try await command.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: error)
+        }
+    }
+}
+
 /// `--data DIR`, shared by the data commands.
 struct DataOption: ParsableArguments {
     @Option(name: .long, help: "Database directory.")

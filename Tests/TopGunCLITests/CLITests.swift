@@ -186,3 +186,48 @@ struct IdentityCommandTests {
         }
     }
 }
+
+struct CLIIntegrityTests {
+    /// Writes the store could not read back are refused with one line; nothing changes.
+    @Test func refusedWritesChangeNothing() throws {
+        try withTemporaryDirectory { dir in
+            let d = ["--data", dir + "/db"]
+            #expect(try CLI.run(["put"] + d + ["users", "ok", "1"]).status == 0)
+            let deep = String(repeating: "[", count: 66) + String(repeating: "]", count: 66)
+            let refused = try CLI.run(["put"] + d + ["users", "evil", deep])
+            #expect(refused.status == 1 && refused.err.contains("nesting too deep"), "\(refused.err)")
+            #expect(try CLI.run(["put"] + d + ["users", "big", "18446744073709551615"]).err.contains("outside the Int64 range"))
+            #expect(try CLI.run(["put"] + d + ["users", "--", "min", "-9223372036854775808"]).status == 0)
+            #expect(try CLI.run(["get"] + d + ["users", "min"]).out == "-9223372036854775808\n")
+            #expect(try CLI.run(["scan"] + d + ["users"]).status == 0)
+            #expect(try CLI.run(["export"] + d + [dir + "/all.tgs"]).status == 0)
+            #expect(try CLI.run(["check"] + d).out.contains("ok"))
+
+            #expect(try CLI.run(["incr"] + d + ["likes", "p"]).status == 0)
+            let deleteCounter = try CLI.run(["delete"] + d + ["likes", "p"])
+            #expect(deleteCounter.status == 1 && deleteCounter.err.contains("cannot be deleted"))
+            let removeLWW = try CLI.run(["remove"] + d + ["users", "ok", "1"])
+            #expect(removeLWW.status == 1 && removeLWW.err.contains("kind mismatch"), "\(removeLWW.err)")
+            #expect(try CLI.run(["add"] + d + ["tags", "p", #""a""#]).status == 0)
+            #expect(try CLI.run(["delete"] + d + ["tags", "p"]).status == 0)
+            #expect(try CLI.run(["get"] + d + ["tags", "p"]).out == "[]\n")
+        }
+    }
+
+    @Test func argumentsThatAreNotUTF8AreRefused() throws {
+        let binary = try #require(CLI.binary)
+        try withTemporaryDirectory { dir in
+            // A key with a stray 0xFF byte, passed through the shell untouched.
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/bin/sh")
+            p.arguments = ["-c", "'\(binary)' put --data '\(dir)/db' users \"$(printf 'a\\377b')\" 1"]
+            let err = Pipe()
+            p.standardError = err
+            try p.run()
+            let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            p.waitUntilExit()
+            #expect(p.terminationStatus == 1 && text.contains("not valid UTF-8"), "\(text)")
+            #expect(!FileManager.default.fileExists(atPath: dir + "/db"), "nothing was created")
+        }
+    }
+}

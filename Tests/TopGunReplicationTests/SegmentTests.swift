@@ -55,16 +55,21 @@ struct SegmentTests {
         #expect((#expect(throws: ReplicationError.self) { try Segment(decoding: bytes) })?.code == .badMagic)
     }
 
-    @Test func undecodableValueInsideAValidChecksumIsRejected() throws {
+    @Test func undecodableValueInsideAValidChecksumIsRefusedAlone() throws {
         // A segment built by a buggy peer: correct CRC, but an op value that is not
-        // MessagePack. The whole segment must be refused.
+        // MessagePack. That op is refused where it is applied; the others apply and the
+        // stream goes on (one bad write must not stop replication).
         var entries = sampleEntries(4)
         entries[2] = LoggedOperation(
             sequence: entries[2].sequence,
             operation: ReplicatedOperation(map: "m", key: "bad", timestamp: entries[2].operation.timestamp, payload: .lww(encodedValue: [0xc1], ttlMillis: nil)))
-        let bytes = Segment(origin: NodeID(2), entries: entries).encoded()
-        let error = #expect(throws: ReplicationError.self) { try Segment(decoding: bytes) }
-        #expect(error?.code == .malformed)
+        let segment = try Segment(decoding: Segment(origin: NodeID(2), entries: entries).encoded())
+        try withTemporaryDirectory { dir in
+            let store = try openStore(dir, node: 1)
+            let out = try store.apply(segment.entries, fromPeer: NodeID(2), cursor: segment.lastSequence)
+            #expect(out.enumerated().allSatisfy { i, o in i == 2 ? o == .rejected(.invalid("value of m/bad: unsupported type at byte 0: type byte 0xc1")) : o.isApplied })
+            #expect(try store.peerCursor(NodeID(2)) == segment.lastSequence)
+        }
     }
 
     @Test func crc32cKnownAnswer() {

@@ -3,7 +3,8 @@
 ///
 /// The value is Σ positive − Σ negative. Merge takes the per-node maximum of each
 /// total: commutative, associative, idempotent, O(nodes). Unlike TopGun, deltas are
-/// integers; totals wrap at 2⁶⁴ (a limit far beyond any real counter).
+/// integers. A local change that would take a total past 2⁶⁴ or the value out of the
+/// `Int64` range is refused by the store (`adding(_:by:)` says which would).
 public struct PNCounter: Hashable, Sendable {
     public private(set) var positive: [NodeID: UInt64]
     public private(set) var negative: [NodeID: UInt64]
@@ -18,6 +19,48 @@ public struct PNCounter: Hashable, Sendable {
         let p = positive.values.reduce(UInt64(0), &+)
         let n = negative.values.reduce(UInt64(0), &+)
         return Int64(bitPattern: p &- n)
+    }
+
+    /// The value after adding `delta` for `node`, or nil when a total would overflow or
+    /// the value would leave the `Int64` range.
+    public func adding(_ delta: Int64, by node: NodeID) -> Int64? {
+        var p: UInt64 = 0
+        var n: UInt64 = 0
+        for (id, total) in positive {
+            var t = total
+            if id == node && delta > 0 {
+                let (sum, o) = t.addingReportingOverflow(UInt64(delta))
+                if o { return nil }
+                t = sum
+            }
+            let (s, o) = p.addingReportingOverflow(t)
+            if o { return nil }
+            p = s
+        }
+        if delta > 0 && positive[node] == nil {
+            let (s, o) = p.addingReportingOverflow(UInt64(delta))
+            if o { return nil }
+            p = s
+        }
+        for (id, total) in negative {
+            var t = total
+            if id == node && delta < 0 {
+                let (sum, o) = t.addingReportingOverflow(delta.magnitude)
+                if o { return nil }
+                t = sum
+            }
+            let (s, o) = n.addingReportingOverflow(t)
+            if o { return nil }
+            n = s
+        }
+        if delta < 0 && negative[node] == nil {
+            let (s, o) = n.addingReportingOverflow(delta.magnitude)
+            if o { return nil }
+            n = s
+        }
+        if p >= n { return p - n <= UInt64(Int64.max) ? Int64(p - n) : nil }
+        let m = n - p
+        return m <= UInt64(Int64.max) + 1 ? Int64(truncatingIfNeeded: 0 &- m) : nil
     }
 
     /// Adds `delta` on behalf of `node` (TopGun's `addAndGet`); 0 is a no-op.

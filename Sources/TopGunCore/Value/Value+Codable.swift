@@ -1,6 +1,7 @@
 /// JSON-shaped `Codable` form of `Value`: null, booleans, numbers, strings, arrays and
 /// objects map to themselves; bytes encode as an array of integers (decoding yields
-/// an array). Integral JSON numbers decode as `.int`.
+/// an array). Integral JSON numbers decode as `.int`; integers outside the `Int64`
+/// range are refused rather than rounded to a double.
 extension Value: Codable {
     public init(from decoder: any Decoder) throws {
         let c = try decoder.singleValueContainer()
@@ -10,6 +11,9 @@ extension Value: Codable {
             self = .bool(b)
         } else if let i = try? c.decode(Int64.self) {
             self = .int(i)
+        } else if let u = try? c.decode(UInt64.self) {
+            // Integers are 64-bit signed; a larger one would silently become a double.
+            throw DecodingError.dataCorruptedError(in: c, debugDescription: "integer \(u) is outside the Int64 range")
         } else if let d = try? c.decode(Double.self) {
             self = .double(d)
         } else if let s = try? c.decode(String.self) {

@@ -1,32 +1,4 @@
 extension MessagePackReader {
-    /// Skips one complete value without building it.
-    public mutating func skipValue(depth: Int = 0) throws(ValueCodingError) {
-        if depth > Value.maxDecodingDepth {
-            throw ValueCodingError(.tooDeep, at: offset, "more than \(Value.maxDecodingDepth) levels")
-        }
-        let start = offset
-        let type = try byte()
-        switch type {
-        case 0x00...0x7f, 0xe0...0xff, 0xc0, 0xc2, 0xc3: return
-        case 0xa0...0xbf: _ = try slice(Int(type & 0x1f))
-        case 0x90...0x9f: for _ in 0..<Int(type & 0x0f) { try skipValue(depth: depth + 1) }
-        case 0x80...0x8f: for _ in 0..<Int(type & 0x0f) * 2 { try skipValue(depth: depth + 1) }
-        case 0xc4, 0xd9: _ = try slice(Int(try byte()))
-        case 0xc5, 0xda: _ = try slice(Int(try bigEndian(UInt16.self)))
-        case 0xc6, 0xdb: _ = try slice(Int(try bigEndian(UInt32.self)))
-        case 0xca: _ = try slice(4)
-        case 0xcb, 0xcf, 0xd3: _ = try slice(8)
-        case 0xcc, 0xd0: _ = try slice(1)
-        case 0xcd, 0xd1: _ = try slice(2)
-        case 0xce, 0xd2: _ = try slice(4)
-        case 0xdc: for _ in 0..<Int(try bigEndian(UInt16.self)) { try skipValue(depth: depth + 1) }
-        case 0xdd: for _ in 0..<Int(try bigEndian(UInt32.self)) { try skipValue(depth: depth + 1) }
-        case 0xde: for _ in 0..<Int(try bigEndian(UInt16.self)) * 2 { try skipValue(depth: depth + 1) }
-        case 0xdf: for _ in 0..<Int(try bigEndian(UInt32.self)) * 2 { try skipValue(depth: depth + 1) }
-        default: throw ValueCodingError(.unsupportedType, at: start, "type byte 0x\(String(type, radix: 16))")
-        }
-    }
-
     /// Reads a map header; nil (and nothing consumed) when the next value is not a map.
     mutating func mapCount() throws(ValueCodingError) -> Int? {
         try need(1)

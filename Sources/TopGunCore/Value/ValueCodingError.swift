@@ -19,6 +19,8 @@ public struct ValueCodingError: Error, Sendable, Equatable, CustomStringConverti
         public static let tooDeep = Code(rawValue: "nesting too deep")
         /// Bytes left over after the value.
         public static let trailingBytes = Code(rawValue: "trailing bytes")
+        /// The encoded value is larger than `Value.maxEncodedBytes`.
+        public static let tooLarge = Code(rawValue: "value too large")
         /// A structure that is well-formed MessagePack but not the expected shape.
         public static let malformed = Code(rawValue: "malformed")
     }

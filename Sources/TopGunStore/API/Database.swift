@@ -47,6 +47,21 @@ public final class Database: Sendable {
         }
     }
 
+    /// Applies one mutation and returns its outcome; a refused write throws.
+    ///
+    /// - Throws: `StoreError(.rejected)` with the `OperationRejection` as the underlying
+    ///   error (a resolver, the map's kind, an invalid value); `.failed` for an update
+    ///   closure that threw.
+    @discardableResult
+    func performChecked(_ mutation: Mutation) async throws -> ApplyOutcome {
+        let outcome = try await perform([mutation])[0]
+        switch outcome {
+        case .rejected(let why): throw StoreError(.rejected, "\(why)", underlying: why)
+        case .failed(let why): throw StoreError(.rejected, "update failed: \(why)")
+        case .applied, .unchanged: return outcome
+        }
+    }
+
     /// A typed last-writer-wins map; values are stored as their `Codable` form.
     public func map<V: Codable & Sendable>(_ name: String, of type: V.Type = V.self) -> TypedMap<V> {
         TypedMap(database: self, name: name)
@@ -77,9 +92,12 @@ public struct TypedMap<V: Codable & Sendable>: Sendable {
     public let name: String
 
     /// Sets `key` to `value`, optionally expiring after `ttl`.
+    ///
+    /// - Throws: `StoreError(.rejected)` when the map's resolver or the value limits
+    ///   refuse it (`.invalidValue` when it cannot be encoded).
     public func set(_ key: String, _ value: V, ttl: Duration? = nil) async throws {
         let encoded = try Value(encoding: value)
-        try await database.perform([.set(map: name, key: key, value: encoded, ttlMillis: milliseconds(ttl))])
+        try await database.performChecked(.set(map: name, key: key, value: encoded, ttlMillis: milliseconds(ttl)))
     }
 
     /// The current value of `key`, nil when absent, deleted or expired.
@@ -92,7 +110,7 @@ public struct TypedMap<V: Codable & Sendable>: Sendable {
 
     /// Deletes `key` (writes a tombstone that replicates).
     public func delete(_ key: String) async throws {
-        try await database.perform([.set(map: name, key: key, value: nil, ttlMillis: nil)])
+        try await database.performChecked(.set(map: name, key: key, value: nil, ttlMillis: nil))
     }
 
     /// Atomically replaces the value of `key` with `body(current)` inside the write
@@ -132,7 +150,7 @@ public struct CounterMap: Sendable {
 
     /// Adds `amount` (default 1; negative decrements) to the counter at `key`.
     public func increment(_ key: String, by amount: Int64 = 1) async throws {
-        try await database.perform([.increment(map: name, key: key, by: amount)])
+        try await database.performChecked(.increment(map: name, key: key, by: amount))
     }
 
     /// Subtracts `amount` from the counter at `key`.
@@ -154,12 +172,12 @@ public struct ORMapHandle: Sendable {
 
     /// Adds `value` under a fresh tag.
     public func add(_ key: String, _ value: Value, ttl: Duration? = nil) async throws {
-        try await database.perform([.add(map: name, key: key, value: value, ttlMillis: milliseconds(ttl))])
+        try await database.performChecked(.add(map: name, key: key, value: value, ttlMillis: milliseconds(ttl)))
     }
 
     /// Removes every entry equal to `value` that this replica has seen.
     public func remove(_ key: String, _ value: Value) async throws {
-        try await database.perform([.remove(map: name, key: key, value: value)])
+        try await database.performChecked(.remove(map: name, key: key, value: value))
     }
 
     /// Live values at `key`, in tag order.

@@ -16,6 +16,8 @@ extension Value {
             case "d", "f":
                 let d = n.doubleValue
                 self = d.rounded() == d && abs(d) < 9.0e15 && !n.stringValue.contains(".") ? .int(Int64(d)) : .double(d)
+            case "Q" where n.uint64Value > UInt64(Int64.max):
+                throw StoreError(.invalidValue, "integer \(n.uint64Value) is outside the Int64 range")
             default: self = .int(n.int64Value)
             }
         case let a as [Any]: self = .array(try a.map { try Value(jsonObject: $0) })
@@ -24,16 +26,23 @@ extension Value {
         }
     }
 
-    /// Parses JSON text (any top-level value).
+    /// Parses JSON text (any top-level value). Numbers are read from their text:
+    /// integers are exact across the whole `Int64` range and refused beyond it.
     public init(json: String) throws {
         do {
-            let object = try JSONSerialization.jsonObject(with: Data(json.utf8), options: [.fragmentsAllowed])
-            try self.init(jsonObject: object)
-        } catch let error as StoreError {
-            throw error
+            self = try JSONDecoder().decode(Value.self, from: Data(json.utf8))
+        } catch let DecodingError.dataCorrupted(context) where context.debugDescription.contains("Int64 range") {
+            throw StoreError(.invalidValue, context.debugDescription)
         } catch {
-            throw StoreError(.invalidValue, "malformed JSON: \(error.localizedDescription)")
+            throw StoreError(.invalidValue, "malformed JSON: \(Self.describe(error))")
         }
+    }
+
+    static func describe(_ error: any Error) -> String {
+        if case DecodingError.dataCorrupted(let context) = error {
+            return context.underlyingError.map { "\($0)" } ?? context.debugDescription
+        }
+        return error.localizedDescription
     }
 
     /// The value as a `JSONSerialization` object; bytes become base64 strings.

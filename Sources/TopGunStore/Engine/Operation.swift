@@ -53,6 +53,8 @@ public enum Mutation: Sendable {
     case add(map: String, key: String, value: Value, ttlMillis: UInt64?)
     /// OR-Map remove of every observed entry equal to `value`.
     case remove(map: String, key: String, value: Value)
+    /// OR-Map remove of every observed entry of `key`.
+    case removeAll(map: String, key: String)
     /// PN-Counter add (negative decrements).
     case increment(map: String, key: String, by: Int64)
     /// Atomic read-modify-write of an LWW entry inside the write transaction: the

@@ -173,7 +173,9 @@ struct Batch {
     mutating func apply(_ mutation: Mutation, _ txn: borrowing Transaction) throws -> ApplyOutcome {
         switch mutation {
         case .set(let map, let key, let value, let ttl):
-            return try apply(.init(map: map, key: key, timestamp: stamp(), payload: .lww(encodedValue: value?.encoded, ttlMillis: ttl)), local: true, txn)
+            let encoded: [UInt8]?
+            do { encoded = try value?.storableEncoding() } catch { return .rejected(.invalid("value of \(map)/\(key): \(error)")) }
+            return try apply(.init(map: map, key: key, timestamp: stamp(), payload: .lww(encodedValue: encoded, ttlMillis: ttl)), local: true, txn)
         case .setEncoded(let map, let key, let bytes, let ttl):
             return try apply(.init(map: map, key: key, timestamp: stamp(), payload: .lww(encodedValue: bytes, ttlMillis: ttl)), local: true, txn)
         case .add(let map, let key, let value, let ttl):
@@ -182,18 +184,18 @@ struct Batch {
             delta.add(value, tag: tag, ttlMillis: ttl)
             return try apply(.init(map: map, key: key, timestamp: tag, payload: .orSet(delta)), local: true, txn)
         case .remove(let map, let key, let value):
-            guard let current = try readState(map: map, key: key, kind: .orMap, txn), case .orMap(let set) = current else {
-                return .unchanged
-            }
-            let tags = set.entries.filter { $0.value.value == value }.keys
-            guard !tags.isEmpty else { return .unchanged }
-            let delta = ORSet(tombstones: Set(tags))
-            return try apply(.init(map: map, key: key, timestamp: stamp(), payload: .orSet(delta)), local: true, txn)
+            return try removeEntries(map: map, key: key, txn) { $0 == value }
+        case .removeAll(let map, let key):
+            return try removeEntries(map: map, key: key, txn) { _ in true }
         case .increment(let map, let key, let amount):
             guard amount != 0 else { return .unchanged }
+            if let kind = kindOf(map), kind != .counter { return .rejected(.kindMismatch("map \(map) is \(kind), not a pn-counter")) }
             var counter = PNCounter()
             if let current = try readState(map: map, key: key, kind: .counter, txn), case .counter(let c) = current {
                 counter = c
+            }
+            guard counter.adding(amount, by: clock.node) != nil else {
+                return .rejected(.invalid("counter \(map)/\(key) at \(counter.value) cannot change by \(amount) within the Int64 range"))
             }
             counter.add(amount, by: clock.node)
             let delta = PNCounter(
@@ -212,6 +214,22 @@ struct Batch {
         }
     }
 
+    /// Removes the observed OR-Map entries of `key` whose value `matches` (tombstones
+    /// their tags); nothing observed is `.unchanged`.
+    mutating func removeEntries(map: String, key: String, _ txn: borrowing Transaction, matching matches: (Value) -> Bool) throws -> ApplyOutcome {
+        if let kind = kindOf(map), kind != .orMap { return .rejected(.kindMismatch("map \(map) is \(kind), not an or-map")) }
+        guard let current = try readState(map: map, key: key, kind: .orMap, txn), case .orMap(let set) = current else {
+            return .unchanged
+        }
+        let tags = set.entries.filter { matches($0.value.value) }.keys
+        guard !tags.isEmpty else { return .unchanged }
+        let delta = ORSet(tombstones: Set(tags))
+        return try apply(.init(map: map, key: key, timestamp: stamp(), payload: .orSet(delta)), local: true, txn)
+    }
+
+    /// The kind of an existing map (nil when there is none yet).
+    func kindOf(_ map: String) -> CRDTKind? { (newMaps[map] ?? store.mapInfo(map))?.kind }
+
     func readState(map: String, key: String, kind: CRDTKind, _ txn: borrowing Transaction) throws -> StoredState? {
         guard let info = newMaps[map] ?? store.mapInfo(map), info.kind == kind else { return nil }
         return try store.readState(mapID: info.id, kind: kind, key: key, txn)
@@ -220,13 +238,11 @@ struct Batch {
     // MARK: The merge path
 
     mutating func apply(_ op: ReplicatedOperation, local: Bool, _ txn: borrowing Transaction) throws -> ApplyOutcome {
+        // Refused alone, before anything is created: what is stored can be read back.
+        if let problem = Self.problem(with: op) { return .rejected(.invalid(problem)) }
         let kind = op.payload.kind
         guard let info = try map(op.map, kind: kind, txn) else {
             return .rejected(.kindMismatch("map \(op.map) is not \(kind)"))
-        }
-        let keyCount = op.key.utf8.count
-        guard keyCount > 0, keyCount <= Layout.maxKeyBytes else {
-            throw StoreError(.invalidKey, "keys are 1 to \(Layout.maxKeyBytes) UTF-8 bytes")
         }
         let partition = Partitioner.partition(of: op.key)
         keyBuffer.removeAll(keepingCapacity: true)
@@ -240,6 +256,24 @@ struct Batch {
         case .orSet, .counter:
             return try applyState(op, local: local, info: info, partition: partition, txn)
         }
+    }
+
+    /// Why `op` cannot be stored, if it cannot: the same limits the readers enforce.
+    static func problem(with op: ReplicatedOperation) -> String? {
+        let keyCount = op.key.utf8.count
+        guard keyCount > 0, keyCount <= Layout.maxKeyBytes else { return "keys are 1 to \(Layout.maxKeyBytes) UTF-8 bytes" }
+        let mapCount = op.map.utf8.count
+        guard mapCount > 0, mapCount <= Layout.maxKeyBytes else { return "map names are 1 to \(Layout.maxKeyBytes) UTF-8 bytes" }
+        do {
+            switch op.payload {
+            case .lww(let encoded?, _): try Value.validate(messagePack: encoded)
+            case .lww(nil, _), .counter: break
+            case .orSet(let set): for entry in set.entries.values { _ = try entry.value.storableEncoding() }
+            }
+        } catch {
+            return "value of \(op.map)/\(op.key): \(error)"
+        }
+        return nil
     }
 
     /// LWW: decides from the 16 stored HLC bytes, in place, without decoding values.

@@ -132,7 +132,9 @@ extension Store {
                 if flags.contains(.tombstone) {
                     return ReplicatedOperation(map: map, key: key, timestamp: origin, payload: .lww(encodedValue: nil, ttlMillis: ttl))
                 }
-                _ = try Value(messagePack: payload)  // validate before handing bytes on
+                // Not decoded here: whoever applies it validates it (`Store.apply`), so one
+                // bad value from an older version is refused alone instead of stopping
+                // every reader of the log.
                 return ReplicatedOperation(map: map, key: key, timestamp: origin, payload: .lww(encodedValue: Array(payload), ttlMillis: ttl))
             case .orMap:
                 return ReplicatedOperation(map: map, key: key, timestamp: origin, payload: .orSet(try StatePayload.decodeORSet(payload)))

@@ -25,6 +25,8 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
         /// The map reached its configured maximum size, or the disk is full; the
         /// transaction was aborted whole.
         public static let full = Code(rawValue: "storage full")
+        /// A write was refused (the `OperationRejection` is the underlying error).
+        public static let rejected = Code(rawValue: "rejected")
     }
 
     public var code: Code
@@ -44,7 +46,7 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
 }
 
 /// Why one operation of a batch was not applied; the rest of the batch still is.
-public enum OperationRejection: Sendable, Equatable, CustomStringConvertible {
+public enum OperationRejection: Error, Sendable, Equatable, CustomStringConvertible {
     /// The op's HLC is too far ahead of the local clock.
     case clockDrift(String)
     /// The map's conflict resolver refused it.
@@ -53,6 +55,10 @@ public enum OperationRejection: Sendable, Equatable, CustomStringConvertible {
     case beyondHorizon(HLCTimestamp)
     /// The op names a map with another CRDT kind.
     case kindMismatch(String)
+    /// The value, key or map name cannot be stored and read back (too deep, too large,
+    /// an integer out of range, an empty or too long key, a counter that would leave
+    /// the `Int64` range).
+    case invalid(String)
 
     public var description: String {
         switch self {
@@ -60,6 +66,7 @@ public enum OperationRejection: Sendable, Equatable, CustomStringConvertible {
         case .resolver(let m): "rejected by resolver: \(m)"
         case .beyondHorizon(let t): "older than the GC horizon \(t)"
         case .kindMismatch(let m): "kind mismatch: \(m)"
+        case .invalid(let m): "invalid: \(m)"
         }
     }
 }
