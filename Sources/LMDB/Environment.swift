@@ -117,7 +117,7 @@ public final class Environment: @unchecked Sendable {
 
         var env: OpaquePointer?
         var rc = mdb_env_create(&env)
-        guard rc == 0, let env else {
+        guard rc == 0, env != nil else {
             Self.openPaths.withLock { _ = $0.remove(canonical) }
             throw LMDBError(rc, "mdb_env_create")
         }
@@ -133,6 +133,21 @@ public final class Environment: @unchecked Sendable {
         if rc == 0 { rc = mdb_env_set_maxreaders(env, options.maxReaders) }
         if rc == 0 { rc = mdb_env_set_mapsize(env, options.mapSize) }
         if rc == 0 { rc = mdb_env_open(env, path, flags, 0o644) }
+        if options.readOnly && (rc == EACCES || rc == EROFS) {
+            // The lock file cannot be opened for writing (a read-only directory or
+            // file system): read without the lock table. Readers then do not register,
+            // so a writer elsewhere could reuse pages under them; nothing here writes.
+            mdb_env_close(env)
+            rc = mdb_env_create(&env)
+            if rc == 0, let env {
+                rc = mdb_env_set_maxdbs(env, MDB_dbi(max(options.databases.count, 1)))
+                if rc == 0 { rc = mdb_env_open(env, path, flags | UInt32(MDB_NOLOCK), 0o644) }
+            }
+        }
+        guard let env else {
+            Self.openPaths.withLock { _ = $0.remove(canonical) }
+            throw LMDBError(rc, "mdb_env_create")
+        }
         if rc != 0 {
             mdb_env_close(env)
             Self.openPaths.withLock { _ = $0.remove(canonical) }
@@ -142,7 +157,13 @@ public final class Environment: @unchecked Sendable {
         var opened: [String: Database] = [:]
         do throws(LMDBError) {
             var txn: OpaquePointer?
-            try check(mdb_txn_begin(env, nil, options.readOnly ? UInt32(MDB_RDONLY) : 0, &txn), "begin")
+            var rc = mdb_txn_begin(env, nil, options.readOnly ? UInt32(MDB_RDONLY) : 0, &txn)
+            // Another process grew the map since the file was opened: adopt its size.
+            for _ in 0..<8 where rc == MDB_MAP_RESIZED {
+                try check(mdb_env_set_mapsize(env, 0), "adopt map size")
+                rc = mdb_txn_begin(env, nil, options.readOnly ? UInt32(MDB_RDONLY) : 0, &txn)
+            }
+            try check(rc, "begin")
             for name in options.databases {
                 var dbi = MDB_dbi()
                 let rc = mdb_dbi_open(txn, name, options.readOnly ? 0 : UInt32(MDB_CREATE), &dbi)
@@ -226,6 +247,11 @@ public final class Environment: @unchecked Sendable {
         defer { mdb_txn_abort(txn) }
         let transaction = Transaction(txn: txn, environment: self, readOnly: true)
         return try body(transaction)
+    }
+
+    /// Runs `body` in a read transaction when `readOnly`, else in the write transaction.
+    public func transaction<R>(readOnly: Bool, _ body: (borrowing Transaction) throws -> R) throws -> R {
+        readOnly ? try read(body) : try write(body)
     }
 
     /// Runs `body` in the write transaction: normal return commits, a throw aborts.

@@ -42,7 +42,8 @@ public struct Frame: Sendable, Equatable {
     }
 
     /// Protocol version spoken by this library.
-    public static let protocolVersion: UInt16 = 1
+    /// 2: acknowledgements carry the subscriber's log head; heartbeats.
+    public static let protocolVersion: UInt16 = 2
     /// Largest frame accepted by default (segments are bounded well below it).
     public static let defaultMaxBytes = 32 << 20
 }

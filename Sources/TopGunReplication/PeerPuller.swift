@@ -14,10 +14,6 @@ extension ReplicaNode {
                 try await session(with: peer) { backoff = .milliseconds(100) }
             } catch let error as ReplicationError where error.code == .duplicateNodeID {
                 logger.error("peer refused: duplicate node id", metadata: ["peer": "\(peer)", "error": "\(error)"])
-            } catch let error as ReplicationError where error.code == .held {
-                // Offer the refused entry again after a pause, not in a tight loop.
-                logger.info("session ended to retry refused operations", metadata: ["peer": "\(peer)", "error": "\(error)"])
-                backoff = max(backoff, .seconds(1))
             } catch {
                 if Task.isCancelled { return }
                 logger.info("peer link down", metadata: ["peer": "\(peer)", "error": "\(error)", "retry_in": "\(backoff)"])
@@ -46,7 +42,16 @@ extension ReplicaNode {
             logger.info("pulling", metadata: ["peer": "\(peer)", "address": "\(address)", "cursor": "\(subscription.cursor.map { "\($0)" } ?? "start")", "backfill": "\(widened)"])
             let maps = subscription.maps
             if widened { try await outbound.write(self.digests(for: maps).frame) }
+            let held = Flag()
             try await withThrowingTaskGroup(of: Void.self) { tasks in
+                // Once an entry was refused, the session goes on without moving the
+                // cursor; after a pause it ends, and the next one offers the entry again.
+                tasks.addTask {
+                    while !held.isSet { try await Task.sleep(for: .milliseconds(200)) }
+                    try await Task.sleep(for: self.configuration.heldRetryInterval)
+                    self.logger.info("ending the session to offer refused operations again", metadata: ["peer": "\(peer)"])
+                    try await channel.channel.close()
+                }
                 if let interval = configuration.antiEntropyInterval {
                     tasks.addTask {
                         while true {
@@ -56,7 +61,7 @@ extension ReplicaNode {
                     }
                 }
                 while let frame = try await frames.next() {
-                    try await handle(frame, from: peer, scope: scope, outbound)
+                    try await handle(frame, from: peer, scope: scope, held: held, outbound)
                 }
                 tasks.cancelAll()
             }
@@ -86,7 +91,9 @@ extension ReplicaNode {
         return peer
     }
 
-    func handle(_ frame: Frame, from peer: NodeID, scope: PeerScope, _ outbound: NIOAsyncChannelOutboundWriter<Frame>) async throws {
+    func handle(
+        _ frame: Frame, from peer: NodeID, scope: PeerScope, held: Flag, _ outbound: NIOAsyncChannelOutboundWriter<Frame>
+    ) async throws {
         stats.withLock { $0.bytesReceived += frame.body.count + 5 }
         switch frame.kind {
         case .segment, .repair:
@@ -103,7 +110,8 @@ extension ReplicaNode {
             }
             let outcomes: [ApplyOutcome]
             if frame.kind == .segment {
-                outcomes = try store.apply(segment.entries, fromPeer: peer, cursor: segment.lastSequence, scope: scope)
+                outcomes = try store.apply(
+                    segment.entries, fromPeer: peer, cursor: segment.lastSequence, scope: scope, holdingCursor: held.isSet)
                 // The stored cursor, which stops before a refused entry.
                 let cursor = try store.peerCursor(peer) ?? .zero
                 try await outbound.write(Acknowledgement(cursor: cursor, head: try headForAcknowledgement()).frame)
@@ -126,16 +134,16 @@ extension ReplicaNode {
                     "refused operations older than the GC horizon for records this node no longer holds; if they are writes this node never saw, run `topgun repair` from that peer",
                     metadata: ["peer": "\(peer)", "refused": "\(horizon)"])
             }
-            if outcomes.contains(where: \.holdsCursor) {
-                // The cursor (or, for a repair, the RESUME that would follow) stops before
-                // the refused entry; later segments of this session must not move it
-                // past. End the session; the next one offers the entry again.
-                throw ReplicationError(.held, "\(outcomes.filter(\.holdsCursor).count) operations from \(peer) refused for now; cursor held")
+            if outcomes.contains(where: \.holdsCursor) && !held.isSet {
+                // The cursor (or, for a repair, the RESUME that would follow) stays before
+                // the refused entry: later segments of this session must not move it.
+                logger.info("operations refused for now; cursor held", metadata: ["peer": "\(peer)", "count": "\(outcomes.filter(\.holdsCursor).count)"])
+                held.set()
             }
         case .needDigests:
             try await outbound.write(try digests(for: try frame.mapList()).frame)
         case .resume:
-            try store.recordRepair(fromPeer: peer, through: try frame.stamp(), scope: scope)
+            if !held.isSet { try store.recordRepair(fromPeer: peer, through: try frame.stamp(), scope: scope) }
         case .error:
             let message = String(decoding: frame.body, as: UTF8.self)
             if message.contains(ReplicationError.Code.duplicateNodeID.rawValue) {

@@ -78,15 +78,20 @@ public final class ReplicaNode: Sendable {
         /// A connection on which nothing arrived for this long is closed (and a
         /// puller dials again): a frozen link is noticed within this time.
         public var idleTimeout: Duration
+        /// A pulling session that refused an entry (clock drift, GC horizon) ends this
+        /// long after, so the entry is offered again.
+        public var heldRetryInterval: Duration
 
         public init(
             listen: PeerAddress?, peers: [PeerAddress] = [], token: [UInt8], subscription: Subscription = .init(),
             maxFrameBytes: Int = Frame.defaultMaxBytes, segmentSize: Int = 1_000, maxInFlightSegments: Int = 4,
             pollInterval: Duration = .milliseconds(20), antiEntropyInterval: Duration? = .seconds(60),
             handshakeTimeout: Duration = .seconds(5), tls: TLSFiles? = nil, retention: Duration? = nil,
-            gcInterval: Duration = .seconds(60), heartbeatInterval: Duration = .seconds(1), idleTimeout: Duration = .seconds(5)
+            gcInterval: Duration = .seconds(60), heartbeatInterval: Duration = .seconds(1), idleTimeout: Duration = .seconds(5),
+            heldRetryInterval: Duration = .seconds(10)
         ) {
             self.heartbeatInterval = heartbeatInterval
+            self.heldRetryInterval = heldRetryInterval
             self.idleTimeout = idleTimeout
             self.tls = tls
             self.retention = retention
@@ -254,14 +259,16 @@ public final class ReplicaNode: Sendable {
         } else if !server, let clientTLS {
             try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: clientTLS, serverHostname: nil))
         }
-        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(maxBytes: configuration.maxFrameBytes)))
-        try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
+        // Bytes, not whole frames, count as activity: a large segment arriving slowly
+        // is not an idle link.
         try channel.pipeline.syncOperations.addHandler(
             IdleStateHandler(readTimeout: .nanoseconds(nanoseconds(configuration.idleTimeout)), writeTimeout: .nanoseconds(nanoseconds(configuration.heartbeatInterval))))
+        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(maxBytes: configuration.maxFrameBytes)))
+        try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
         try channel.pipeline.syncOperations.addHandler(HeartbeatHandler(idleTimeout: configuration.idleTimeout) { [self] in
-                stats.withLock { $0.idleTimeouts += 1 }
-                logger.warning("link idle, closing it", metadata: ["timeout": "\(configuration.idleTimeout)"])
-            })
+            stats.withLock { $0.idleTimeouts += 1 }
+            logger.warning("link idle, closing it", metadata: ["timeout": "\(configuration.idleTimeout)"])
+        })
         return try NIOAsyncChannel<Frame, Frame>(wrappingChannelSynchronously: channel)
     }
 

@@ -17,9 +17,6 @@ public struct ReplicationError: Error, Sendable, Equatable, CustomStringConverti
         public static let wrongOrigin = Code(rawValue: "wrong origin")
         /// Nothing arrived on a connection within the idle timeout (a dead or frozen link).
         public static let timeout = Code(rawValue: "timeout")
-        /// Operations were refused (clock drift, GC horizon): the cursor stays before
-        /// them and the session ends so they are offered again.
-        public static let held = Code(rawValue: "held")
         /// Two nodes present one node id (a copied data directory).
         public static let duplicateNodeID = Code(rawValue: "duplicate node id")
     }

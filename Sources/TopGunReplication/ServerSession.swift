@@ -127,7 +127,11 @@ struct ServerSession {
             let ack = try Acknowledgement(frame)
             state.values.withLock { $0.acked += 1 }
             node.acknowledged.withLock { $0[peer] = max($0[peer] ?? .zero, ack.cursor) }
-            node.acknowledgements.withLock { $0.record(peer, acked: ack.cursor, peerHead: ack.head) }
+            // A partial subscriber's cursor passes entries it filtered out, tombstones
+            // included: its acknowledgement cannot let them go.
+            if let subscription = state.values.withLock({ $0.subscription }), subscription.maps.isEmpty, subscription.partitions.isEmpty {
+                node.acknowledgements.withLock { $0.record(peer, acked: ack.cursor, peerHead: ack.head) }
+            }
         case .digests:
             let digests = try Digests(frame)
             let subscription = state.values.withLock { $0.subscription } ?? Subscription()
@@ -151,6 +155,8 @@ struct ServerSession {
     /// Sends the records of every bucket whose digest differs from the peer's, in the
     /// subscribed maps (all maps either side has when it subscribed to everything).
     func repair(_ digests: Digests, _ subscription: Subscription, _ out: AsyncStream<Frame>.Continuation) throws {
+        // Maps another process created since this one loaded the table are covered too.
+        try node.store.refreshMaps()
         let ops = try node.store.repairOperations(theirs: digests.maps, maps: subscription.maps, partitions: subscription.partitions)
         var sequence: UInt64 = 0
         for start in stride(from: 0, to: ops.count, by: node.configuration.segmentSize) {

@@ -9,7 +9,7 @@ struct Check: AsyncParsableCommand {
     @OptionGroup var options: DataOption
 
     func run() async throws {
-        let store = try Store(path: options.data)
+        let store = try options.openForReading()
         let report = try store.check()
         print("checked \(report.recordsChecked) records, \(report.logEntriesChecked) op-log entries, \(report.indexEntriesChecked) index entries")
         if report.isConsistent {

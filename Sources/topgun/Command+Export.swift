@@ -16,7 +16,7 @@ struct Export: AsyncParsableCommand {
     @Option(help: "Ops per segment.") var segmentSize: Int = 1_000
 
     func run() async throws {
-        let store = try Store(path: options.data)
+        let store = try options.openForReading()
         var cursor = try after.map { text in
             guard let t = HLCTimestamp(text) else { throw CLIError("bad --after \(text)") }
             return t

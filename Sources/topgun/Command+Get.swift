@@ -11,7 +11,7 @@ struct Get: AsyncParsableCommand {
     @OptionGroup var entry: EntryArguments
 
     func run() async throws {
-        let store = try Store(path: options.data)
+        let store = try options.openForReading()
         switch try store.state(map: entry.map, key: entry.key) {
         case .lww(let record)?:
             guard let value = record.visibleValue(at: SystemWallClock().milliseconds()) else { throw ExitCode(1) }

@@ -12,7 +12,7 @@ struct Inspect: AsyncParsableCommand {
     @Flag(help: "Print one JSON object.") var json = false
 
     func run() async throws {
-        let store = try Store(path: options.data)
+        let store = try options.openForReading()
         var maps: [String: Value] = [:]
         for (name, kind) in store.maps.sorted(by: { $0.key < $1.key }) {
             var perPartition = [Int](repeating: 0, count: Partitioner.partitionCount)

@@ -30,7 +30,7 @@ struct QueryCommand: AsyncParsableCommand {
         } catch {
             throw CLIError("malformed predicate JSON: \(error)")
         }
-        let store = try Store(path: options.data)
+        let store = try options.openForReading()
         guard store.maps[map] != nil else { throw CLIError("unknown map \(map)") }
         var query = Query(store: store, map: map).where(parsed).after(after)
         if let order { query = order.hasPrefix("-") ? query.orderBy(String(order.dropFirst()), descending: true) : query.orderBy(order) }

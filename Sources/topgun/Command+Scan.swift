@@ -15,7 +15,7 @@ struct Scan: AsyncParsableCommand {
     @Option(help: "table or json.") var format: OutputFormat = .table
 
     func run() async throws {
-        let store = try Store(path: options.data)
+        let store = try options.openForReading()
         guard store.maps[map] != nil else { throw CLIError("unknown map \(map)") }
         var query = Query(store: store, map: map)
         if let partition { query = query.partitions([partition]) }

@@ -14,7 +14,7 @@ struct Watch: AsyncParsableCommand {
     @Argument(help: "Predicate as JSON (default: everything).") var predicate: String?
 
     func run() async throws {
-        let store = try Store(path: options.data)
+        let store = try options.openForReading()
         var query = Query(store: store, map: map)
         if let predicate {
             guard let parsed = try? JSONDecoder().decode(QueryPredicate.self, from: Data(predicate.utf8)) else {

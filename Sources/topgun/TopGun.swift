@@ -53,6 +53,12 @@ extension TopGun {
 struct DataOption: ParsableArguments {
     @Option(name: .long, help: "Database directory.")
     var data: String = "./topgun-data"
+
+    /// Opens an existing database read-only: a mistyped path is an error, not a new
+    /// empty database, and a read-only directory can be read.
+    func openForReading() throws -> Store {
+        try Store(path: data, options: .init(readOnly: true))
+    }
 }
 
 /// A command failure: printed as one `Error: …` line, exit status 1.

@@ -334,6 +334,36 @@ public final class Simulation {
         for i in nodes.indices where nodes[i].store == nil { nodes[i].store = try open(nodes[i]) }
         // Shipping logs alone must converge: every op reaches every node through the
         // sessions along the links (stalled ones resume where they were).
+        try shipUntilQuiet()
+        // Visible state, not digests: a tombstone one node collected and another still
+        // holds is no divergence.
+        let states = try nodes.map { try visibleState($0.store!) }
+        if states.contains(where: { $0 != states[0] }) {
+            let peers = try nodes.map { node in try node.store!.peers().map { "\($0.node.rawValue):\($0.cursor):r\($0.refusedBeyondHorizon)" } }
+            fail("op-log shipping alone did not converge: \((1..<states.count).map { diff(states[0], states[$0]) }) peers \(peers) horizons \(nodes.map { $0.store!.garbageCollectionHorizon }) chain \(chain)")
+        }
+        // Merkle repair then finds nothing to do.
+        for to in nodes.indices {
+            for from in nodes.indices where linked(from, to) { try repair(to, from: from) }
+        }
+        // Everyone has applied everything: with every acknowledgement in, all nodes
+        // collect the same tombstones, and then even the digests agree.
+        for _ in 0..<2 {
+            try shipUntilQuiet()
+            for i in nodes.indices {
+                let store = nodes[i].store!
+                var acks: [NodeID: HLCTimestamp] = [:]
+                for j in nodes.indices where linked(i, j) {
+                    acks[nodes[j].id] = min(try nodes[j].store!.peerCursor(nodes[i].id) ?? .zero, try store.lastSequence() ?? .zero)
+                }
+                var report = try store.collectGarbage(olderThan: .init(millis: HLCTimestamp.maxMillis, counter: 0, node: NodeID(0)), acknowledgements: acks)
+                while report.hasMore { report = try store.collectGarbage(olderThan: .init(millis: HLCTimestamp.maxMillis, counter: 0, node: NodeID(0))) }
+            }
+        }
+    }
+
+    /// Rounds of shipping along every link until nothing changes any more.
+    func shipUntilQuiet() throws {
         for _ in 0..<50 {
             var moved = false
             for to in nodes.indices {
@@ -349,17 +379,6 @@ public final class Simulation {
                 }
             }
             if !moved { break }
-        }
-        // Visible state, not digests: a tombstone one node collected and another still
-        // holds is no divergence.
-        let states = try nodes.map { try visibleState($0.store!) }
-        if states.contains(where: { $0 != states[0] }) {
-            let peers = try nodes.map { node in try node.store!.peers().map { "\($0.node.rawValue):\($0.cursor):r\($0.refusedBeyondHorizon)" } }
-            fail("op-log shipping alone did not converge: \((1..<states.count).map { diff(states[0], states[$0]) }) peers \(peers) horizons \(nodes.map { $0.store!.garbageCollectionHorizon }) chain \(chain)")
-        }
-        // Merkle repair then finds nothing to do.
-        for to in nodes.indices {
-            for from in nodes.indices where linked(from, to) { try repair(to, from: from) }
         }
     }
 
@@ -394,7 +413,9 @@ public final class Simulation {
         let roots = try nodes.map { node in
             try ["lww", "set", "count"].map { map in try (0..<UInt16(Partitioner.partitionCount)).map { try node.store!.merkleRoot(map: map, partition: $0) } }
         }
-        for i in 1..<roots.count where roots[i] != roots[0] { fail("node \(i) Merkle roots differ from node 0") }
+        for i in 1..<roots.count where roots[i] != roots[0] {
+            fail("node \(i) Merkle roots differ from node 0")
+        }
         // The reference model: every op ever applied locally, merged with Core's CRDTs.
         var lww: [String: LWWRecord] = [:]
         var sets: [String: ORSet] = [:]

@@ -75,10 +75,11 @@ public struct HLCTimestamp: Hashable, Comparable, Sendable, CustomStringConverti
     }
 
     /// The next timestamp of the same node: counter + 1, borrowing the next
-    /// millisecond when the counter overflows.
+    /// millisecond when the counter overflows; the largest timestamp is its own
+    /// successor (stamps from the wire may be anything, and must not trap).
     public var successor: HLCTimestamp {
-        counter == .max
-            ? HLCTimestamp(millis: millis + 1, counter: 0, node: node)
-            : HLCTimestamp(millis: millis, counter: counter + 1, node: node)
+        if counter < .max { return HLCTimestamp(millis: millis, counter: counter + 1, node: node) }
+        if millis < Self.maxMillis { return HLCTimestamp(millis: millis + 1, counter: 0, node: node) }
+        return self
     }
 }

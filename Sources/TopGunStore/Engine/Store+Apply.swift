@@ -14,7 +14,8 @@ extension Store {
     ///     data is known good: such an op may be a write a collected tombstone had
     ///     superseded, which then comes back.
     ///   - repairFrom: the peer these ops come from in a Merkle repair; refusals for
-    ///     the GC horizon are counted on its record (see `PeerState`).
+    ///     the GC horizon are counted on its record (see `PeerState`), and the horizon
+    ///     is the one the peer joined at.
     /// - Returns: one outcome per operation, in order.
     /// - Throws: `StoreError` when the transaction fails; then nothing was applied.
     public func apply(
@@ -310,7 +311,11 @@ struct Batch {
             }
         } ?? nil
         if let existing, !existing.wins { return .unchanged }
-        if existing == nil && incoming < horizon && !overridesHorizon { return .rejected(.beyondHorizon(horizon)) }
+        if existing == nil && incoming < horizon && !overridesHorizon {
+            // A tombstone for a key that is not here resurrects nothing: drop it. A value
+            // may be a write a collected tombstone superseded: refuse it, loudly.
+            return encoded == nil ? .unchanged : .rejected(.beyondHorizon(horizon))
+        }
         if !digested { digest = encoded.map { Digest64.hash($0) } ?? 0 }
 
         var finalEncoded = encoded

@@ -49,9 +49,12 @@ extension Store {
         try env.write { txn in
             var report = GarbageCollectionReport()
             let wall = options.wallClock.milliseconds()
+            // A peer cannot have applied more than this log holds (a hostile ack could
+            // claim anything).
+            let head = try lastSequence(in: txn) ?? .zero
             for (peer, acked) in acknowledgements {
                 try Self.updatePeer(peer, txn, dbs) { state, _ in
-                    state.acknowledged = max(state.acknowledged, acked)
+                    state.acknowledged = max(state.acknowledged, min(acked, head))
                     state.lastSeenMillis = wall
                 }
             }

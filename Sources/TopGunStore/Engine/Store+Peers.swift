@@ -12,10 +12,14 @@ extension Store {
     /// the peer's record: that peer or this store needs a repair. Cursors never move
     /// backwards.
     ///
-    /// - Parameter scope: the maps and partitions the segment was filtered to; the
-    ///   stored scope narrows to what every segment covered (see `recordRepair`).
+    /// - Parameters:
+    ///   - scope: the maps and partitions the segment was filtered to; the stored
+    ///     scope narrows to what every segment covered (see `recordRepair`).
+    ///   - holdingCursor: apply without moving the cursor (a session that already
+    ///     refused an entry goes on applying what follows, and offers the refused one
+    ///     again next time).
     public func apply(
-        _ entries: [LoggedOperation], fromPeer peer: NodeID, cursor: HLCTimestamp, scope: PeerScope = .all
+        _ entries: [LoggedOperation], fromPeer peer: NodeID, cursor: HLCTimestamp, scope: PeerScope = .all, holdingCursor: Bool = false
     ) throws -> [ApplyOutcome] {
         try commit { batch, txn in
             batch.horizon = min(batch.horizon, try Self.readPeer(peer, txn, dbs)?.joinedAtHorizon ?? batch.horizon)
@@ -33,10 +37,10 @@ extension Store {
             }
             let wall = batch.wall
             try Self.updatePeer(peer, txn, dbs) { state, isNew in
-                state.cursor = max(state.cursor, stop ?? cursor)
+                if !holdingCursor { state.cursor = max(state.cursor, stop ?? cursor) }
                 state.lastSeenMillis = wall
                 state.refusedBeyondHorizon += refused
-                state.scope = isNew ? scope : (state.scope ?? .all).intersection(scope)
+                if !holdingCursor { state.scope = isNew ? scope : (state.scope ?? .all).intersection(scope) }
             }
             if refused > 0 { counters.record(refusedBeyondHorizon: refused) }
             return outcomes

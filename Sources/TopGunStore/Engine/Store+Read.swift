@@ -12,8 +12,12 @@ extension Store {
     func readState(mapID: UInt32, kind: CRDTKind, key: String, _ txn: borrowing Transaction) throws -> StoredState? {
         var k = Layout.recordPrefix(mapID: mapID, partition: Partitioner.partition(of: key))
         k.append(contentsOf: key.utf8)
-        return try k.withUnsafeBytes { kb in
-            try txn.withValue(forKey: kb, in: dbs.records) { raw in try StoredState(decoding: raw, kind: kind) }
+        do {
+            return try k.withUnsafeBytes { kb in
+                try txn.withValue(forKey: kb, in: dbs.records) { raw in try StoredState(decoding: raw, kind: kind) }
+            }
+        } catch let error as StoreError {
+            throw error.naming(map: mapName(mapID) ?? "map \(mapID)", key: key)
         }
     }
 
@@ -227,8 +231,12 @@ extension Store {
         guard let info = mapInfo(map) else { return }
         try txn.withCursor(on: dbs.records) { cursor in
             try cursor.scan(range: .prefix(Layout.recordPrefix(mapID: info.id, partition: partition)), reverse: false) { k, v in
-                let key = String(decoding: UnsafeRawBufferPointer(rebasing: k[Layout.recordPrefixBytes...]), as: UTF8.self)
-                return try body(key, StoredState(decoding: v, kind: info.kind))
+                guard k.count > Layout.recordPrefixBytes,
+                    let key = String(validating: UnsafeRawBufferPointer(rebasing: k[Layout.recordPrefixBytes...]), as: UTF8.self)
+                else { throw StoreError(.corruptRecord, "\(map): record key of \(k.count) bytes is not a key") }
+                let state: StoredState
+                do { state = try StoredState(decoding: v, kind: info.kind) } catch let error as StoreError { throw error.naming(map: map, key: key) }
+                return try body(key, state)
             }
         }
     }
@@ -288,7 +296,11 @@ extension Store {
                 let found = try buffer.withUnsafeBytes { target in
                     try cursor.seek(atLeast: target) && cursor.currentKey.elementsEqual(target)
                 }
-                if found { try body(key, StoredState(decoding: cursor.currentValue, kind: info.kind)) }
+                if found {
+                    let state: StoredState
+                    do { state = try StoredState(decoding: cursor.currentValue, kind: info.kind) } catch let error as StoreError { throw error.naming(map: map, key: key) }
+                    try body(key, state)
+                }
             }
         }
     }

@@ -27,12 +27,16 @@ public final class Store: Sendable {
         /// Map the file writable (`MDB_WRITEMAP`): commits skip a copy through
         /// `pwrite`, at the cost of exposing the map to stray writes of this process.
         public var writeMap: Bool
+        /// Open an existing database for reading only: nothing is created (a missing
+        /// one is `StoreError(.notFound)`), a read-only directory works, writes fail.
+        public var readOnly: Bool
 
         public init(
             durability: Environment.Durability = .durable, mapSize: Int = 64 << 20, maxMapSize: Int = 1 << 40,
             maxClockDriftMillis: UInt64 = 60_000, wallClock: any WallClock = SystemWallClock(), nodeID: NodeID? = nil,
-            changeBufferSize: Int = 4_096, maxGroupSize: Int = 10_000, writeMap: Bool = false
+            changeBufferSize: Int = 4_096, maxGroupSize: Int = 10_000, writeMap: Bool = false, readOnly: Bool = false
         ) {
+            self.readOnly = readOnly
             self.writeMap = writeMap
             self.durability = durability
             self.mapSize = mapSize
@@ -78,7 +82,12 @@ public final class Store: Sendable {
     public init(path: String, options: Options = .init()) throws {
         self.options = options
         var isDirectory: ObjCBool = false
-        if !FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) {
+        let exists = FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
+        if options.readOnly {
+            guard exists, FileManager.default.fileExists(atPath: path + "/data.mdb") || !isDirectory.boolValue else {
+                throw StoreError(.notFound, "no database at \(path)")
+            }
+        } else if !exists {
             // Create missing parents too; LMDB itself needs an existing directory.
             try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         }
@@ -86,8 +95,10 @@ public final class Store: Sendable {
             env = try Environment(
                 path: path,
                 options: .init(
-                    databases: Layout.databases, mapSize: options.mapSize, maxMapSize: options.maxMapSize,
-                    durability: options.durability, writeMap: options.writeMap))
+                    databases: Layout.databases, mapSize: options.readOnly ? 0 : options.mapSize, maxMapSize: options.maxMapSize,
+                    durability: options.durability, writeMap: options.writeMap && !options.readOnly, readOnly: options.readOnly))
+        } catch let error as LMDBError where error.code == .notFound {
+            throw StoreError(.notFound, "\(path) is not a TopGun database (a named database is missing)", underlying: error)
         } catch {
             throw StoreError(.storage, "cannot open \(path)", underlying: error)
         }
@@ -96,18 +107,23 @@ public final class Store: Sendable {
             oplog: env.database("oplog"), merkle: env.database("merkle"), index: env.database("index"),
             peers: env.database("peers"))
         let dbs = self.dbs
-        let (node, highWater, maps, horizon, indexes) = try env.write { txn -> (NodeID, HLCTimestamp?, [String: MapInfo], HLCTimestamp, [String: [IndexDefinition]]) in
+        let readOnly = options.readOnly
+        let (node, highWater, maps, horizon, indexes) = try env.transaction(readOnly: readOnly) { txn -> (NodeID, HLCTimestamp?, [String: MapInfo], HLCTimestamp, [String: [IndexDefinition]]) in
             if let raw = try txn.value(forKey: Layout.Meta.schema, in: dbs.meta) {
                 let version = raw.count == 4 ? raw.withUnsafeBytes { UInt32(bigEndian: $0.loadUnaligned(as: UInt32.self)) } : 0
                 guard version == Layout.schemaVersion else {
                     throw StoreError(.unsupportedSchema, "database schema \(version); this library reads \(Layout.schemaVersion)")
                 }
+            } else if readOnly {
+                throw StoreError(.notFound, "\(path) holds no TopGun database")
             } else {
                 try txn.put(withUnsafeBytes(of: Layout.schemaVersion.bigEndian) { Array($0) }, forKey: Layout.Meta.schema, in: dbs.meta)
             }
             let node: NodeID
             if let raw = try txn.value(forKey: Layout.Meta.node, in: dbs.meta), raw.count == 8 {
                 node = NodeID(raw.withUnsafeBytes { UInt64(bigEndian: $0.loadUnaligned(as: UInt64.self)) })
+            } else if readOnly {
+                throw StoreError(.corruptRecord, "\(path): the node id is missing")
             } else {
                 node = options.nodeID ?? .random()
                 try txn.put(withUnsafeBytes(of: node.rawValue.bigEndian) { Array($0) }, forKey: Layout.Meta.node, in: dbs.meta)

@@ -25,6 +25,8 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
         /// The map reached its configured maximum size, or the disk is full; the
         /// transaction was aborted whole.
         public static let full = Code(rawValue: "storage full")
+        /// No database at the path (read-only opens create nothing).
+        public static let notFound = Code(rawValue: "not found")
         /// A write was refused (the `OperationRejection` is the underlying error).
         public static let rejected = Code(rawValue: "rejected")
     }

@@ -8,14 +8,21 @@ public enum StoredState: Sendable, Equatable {
 
     /// Decodes a stored record.
     ///
+    /// The payload is checked against the digest in the header first, so a changed
+    /// byte on disk is an error, never a wrong value.
+    ///
     /// - Throws: `StoreError(.corruptRecord)` for bytes that are not a valid record
-    ///   of `kind` (a truncated header, an unknown kind, an undecodable payload).
+    ///   of `kind` (a truncated header, an unknown kind, a digest mismatch, an
+    ///   undecodable payload).
     init(decoding raw: UnsafeRawBufferPointer, kind: CRDTKind) throws(StoreError) {
         guard let header = RecordHeader(raw) else {
             throw StoreError(.corruptRecord, "record header of \(raw.count) bytes is invalid")
         }
         guard header.flags.kind == kind else {
             throw StoreError(.corruptRecord, "record of kind \(String(describing: header.flags.kind)) in a \(kind) map")
+        }
+        guard header.payloadDigest(of: raw) == header.digest else {
+            throw StoreError(.corruptRecord, "record digest does not match its bytes")
         }
         let payload = UnsafeRawBufferPointer(rebasing: raw[header.payloadOffset...])
         do {
@@ -38,6 +45,13 @@ public enum StoredState: Sendable, Equatable {
         }
     }
 
+}
+
+extension StoreError {
+    /// This corruption error, naming the record it was found in.
+    func naming(map: String, key: String) -> StoreError {
+        code == .corruptRecord ? StoreError(.corruptRecord, "\(map)/\(key): \(message)", underlying: underlying) : self
+    }
 }
 
 /// One committed change, delivered on the change feed after commit.
