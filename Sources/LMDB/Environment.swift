@@ -218,6 +218,19 @@ public final class Environment: @unchecked Sendable {
         try check(mdb_env_sync(handle, 1), "sync")
     }
 
+    /// Writes a consistent copy of the environment as `data.mdb` in directory `path`
+    /// (which must exist and hold no `data.mdb`), while writers go on: the copy is the
+    /// snapshot of one read transaction. `compact` leaves out free pages and
+    /// renumbers the rest (`MDB_CP_COMPACT`).
+    ///
+    /// - Throws: `LMDBError` (`.noSpace` for a full disk, `errno` codes of the file
+    ///   system).
+    public func copy(toDirectory path: String, compact: Bool = true) throws(LMDBError) {
+        pthread_rwlock_rdlock(resizeLock)
+        defer { pthread_rwlock_unlock(resizeLock) }
+        try check(mdb_env_copy2(handle, path, compact ? UInt32(MDB_CP_COMPACT) : 0), "copy to \(path)")
+    }
+
     /// Environment sizes and reader counts (`mdb_env_info`, `mdb_env_stat`).
     public func info() -> Info {
         var info = MDB_envinfo()

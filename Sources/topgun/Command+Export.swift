@@ -21,22 +21,20 @@ struct Export: AsyncParsableCommand {
             guard let t = HLCTimestamp(text) else { throw CLIError("bad --after \(text)") }
             return t
         }
-        guard FileManager.default.createFile(atPath: file, contents: nil), let out = FileHandle(forWritingAtPath: file) else {
-            throw CLIError("cannot write \(file)")
-        }
-        defer { try? out.close() }
         var ops = 0
         var segments = 0
-        while true {
-            let entries = try store.operations(after: cursor, limit: segmentSize)
-            guard let last = entries.last else { break }
-            let bytes = Segment(origin: store.nodeID, entries: entries).encoded()
-            var frame: [UInt8] = []
-            withUnsafeBytes(of: UInt32(bytes.count).bigEndian) { frame.append(contentsOf: $0) }
-            out.write(Data(frame + bytes))
-            ops += entries.count
-            segments += 1
-            cursor = last.sequence
+        try AtomicFile.write(file) { out in
+            while true {
+                let entries = try store.operations(after: cursor, limit: segmentSize)
+                guard let last = entries.last else { break }
+                let bytes = Segment(origin: store.nodeID, entries: entries).encoded()
+                var frame: [UInt8] = []
+                withUnsafeBytes(of: UInt32(bytes.count).bigEndian) { frame.append(contentsOf: $0) }
+                try out.write(contentsOf: Data(frame + bytes))
+                ops += entries.count
+                segments += 1
+                cursor = last.sequence
+            }
         }
         FileHandle.standardError.write(Data("exported \(ops) ops in \(segments) segments from node \(store.nodeID)\n".utf8))
     }

@@ -20,7 +20,7 @@ struct TopGun: AsyncParsableCommand {
         version: version,
         subcommands: [
             Demo.self, Serve.self, Put.self, Get.self, Delete.self, Incr.self, Add.self, Remove.self, QueryCommand.self, Scan.self,
-            Watch.self, Export.self, Import.self, Index.self, Inspect.self, Check.self, ResetID.self, ForgetPeer.self, Repair.self,
+            Watch.self, Export.self, Import.self, Index.self, Inspect.self, Check.self, Backup.self, Restore.self, ResetID.self, ForgetPeer.self, Repair.self,
             StressWriter.self,
         ]
     )
@@ -42,6 +42,11 @@ extension TopGun {
                 try await command.run()
             } else {
                 try command.run()
+            }
+            // Output that did not reach its destination (a full disk, a closed pipe) is
+            // a failure, not a success with a truncated answer.
+            if fflush(nil) != 0 {
+                throw CLIError("cannot write standard output: \(String(cString: strerror(errno)))")
             }
         } catch {
             exit(withError: error)

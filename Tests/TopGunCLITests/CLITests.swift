@@ -18,7 +18,7 @@ struct CLI {
     }
 
     @discardableResult
-    static func run(_ args: [String], through tool: [String] = []) throws -> Result {
+    static func run(_ args: [String], through tool: [String] = [], redirectingTo output: String? = nil) throws -> Result {
         let binary = try #require(binary, "build the topgun executable first (swift build)")
         let p = Process()
         let out = Pipe()
@@ -28,7 +28,8 @@ struct CLI {
             p.arguments = args
         } else {
             p.executableURL = URL(fileURLWithPath: tool[0])
-            p.arguments = Array(tool.dropFirst()) + [([binary] + args).map { "'\($0)'" }.joined(separator: " "), "/dev/null"]
+            let command = ([binary] + args).map { "'\($0)'" }.joined(separator: " ") + (output.map { " > \($0)" } ?? "")
+            p.arguments = Array(tool.dropFirst()) + [command] + (output == nil ? ["/dev/null"] : [])
         }
         p.standardOutput = out
         p.standardError = err
@@ -228,6 +229,50 @@ struct CLIIntegrityTests {
             p.waitUntilExit()
             #expect(p.terminationStatus == 1 && text.contains("not valid UTF-8"), "\(text)")
             #expect(!FileManager.default.fileExists(atPath: dir + "/db"), "nothing was created")
+        }
+    }
+}
+
+struct CLIOperationsTests {
+    @Test func readCommandsNeverCreateADatabase() throws {
+        try withTemporaryDirectory { dir in
+            for command in [["get", "users", "u"], ["scan", "users"], ["inspect"], ["check"], ["export", dir + "/out.tgs"]] {
+                let r = try CLI.run([command[0], "--data", dir + "/typo"] + command.dropFirst())
+                #expect(r.status == 1 && r.err.contains("no database at"), "\(command): \(r.err)")
+            }
+            #expect(!FileManager.default.fileExists(atPath: dir + "/typo"))
+            #expect(!FileManager.default.fileExists(atPath: dir + "/out.tgs"))
+        }
+    }
+
+    @Test func outputThatCannotBeWrittenIsAnError() throws {
+        try withTemporaryDirectory { dir in
+            let d = ["--data", dir + "/db"]
+            try CLI.run(["put"] + d + ["users", "u", "1"])
+            // A FIFO (or a symlink, a device) at the output path is not replaced.
+            #expect(mkfifo(dir + "/fifo", 0o644) == 0)
+            let fifo = try CLI.run(["export"] + d + [dir + "/fifo"])
+            #expect(fifo.status == 1 && fifo.err.contains("not a regular file"))
+            // Standard output on a full device.
+            let full = try CLI.run(["scan"] + d + ["users"], through: ["/bin/sh", "-c"], redirectingTo: "/dev/full")
+            #expect(full.status == 1 && full.err.contains("cannot write standard output"), "\(full.err)")
+        }
+    }
+
+    @Test func backupAndRestore() throws {
+        try withTemporaryDirectory { dir in
+            let d = ["--data", dir + "/a"]
+            try CLI.run(["put"] + d + ["users", "u", "1"])
+            let backup = try CLI.run(["backup"] + d + [dir + "/copy"])
+            #expect(backup.status == 0 && backup.out.contains("1 records verified"), "\(backup.err)")
+            let again = try CLI.run(["backup"] + d + [dir + "/copy"])
+            #expect(again.status == 1 && again.err.contains("already holds a database"))
+            let restore = try CLI.run(["restore", dir + "/copy", "--data", dir + "/b"])
+            #expect(restore.status == 0, "\(restore.err)")
+            #expect(try CLI.run(["get", "--data", dir + "/b", "users", "u"]).out == "1\n")
+            let a = try CLI.run(["inspect"] + d).out.split(separator: "\n").first
+            let b = try CLI.run(["inspect", "--data", dir + "/b"]).out.split(separator: "\n").first
+            #expect(a != nil && a != b, "the restored copy has its own node id")
         }
     }
 }

@@ -62,6 +62,10 @@ extension Store {
             // Op log.
             try txn.forEach(in: dbs.oplog) { k, v in
                 report.logEntriesChecked += 1
+                guard k.byteCount == 16 else {
+                    report.problems.append("op-log key of \(k.byteCount) bytes")
+                    return true
+                }
                 let sequence = k.withUnsafeBytes { HLCTimestamp(loadingFrom: $0.baseAddress!) }
                 if sequence > highWater { report.problems.append("op-log key \(sequence) above the HLC high-water mark \(highWater)") }
                 do {
@@ -82,11 +86,16 @@ extension Store {
         for (map, list) in indexRegistry.withLock({ $0 }) {
             for index in list {
                 var expected = Set<[UInt8]>()
-                try scan(map: map) { key, state in
-                    if case .lww(let r) = state, let field = r.value?[path: index.path] {
-                        expected.insert(Layout.indexKey(index, value: field, partition: Partitioner.partition(of: key), key: key))
+                do {
+                    try scan(map: map) { key, state in
+                        if case .lww(let r) = state, let field = r.value?[path: index.path] {
+                            expected.insert(Layout.indexKey(index, value: field, partition: Partitioner.partition(of: key), key: key))
+                        }
+                        return true
                     }
-                    return true
+                } catch {
+                    report.problems.append("index \(map).\(index.path) not verified: \(error)")
+                    continue
                 }
                 var actual = Set<[UInt8]>()
                 try env.read { txn in
