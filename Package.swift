@@ -68,7 +68,7 @@ let package = Package(
         ),
         .testTarget(name: "TopGunStoreTests", dependencies: ["TopGunStore", "TopGunTestSupport"]),
         .testTarget(name: "TopGunQueryTests", dependencies: ["TopGunQuery", "TopGunStore", "TopGunTestSupport"]),
-        .testTarget(name: "TopGunCLITests", dependencies: ["TopGunTestSupport"]),
+        .testTarget(name: "TopGunCLITests", dependencies: ["TopGunTestSupport", "TopGunStore"]),
         .target(
             name: "TopGunSimulation",
             dependencies: ["TopGunStore", "TopGunReplication", "TopGunCore", "TopGunTestSupport"],

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import TopGunStore
 
 struct Check: AsyncParsableCommand {
@@ -9,6 +10,16 @@ struct Check: AsyncParsableCommand {
     @OptionGroup var options: DataOption
 
     func run() async throws {
+        // The file first, from its bytes: liblmdb never sees a damaged one.
+        guard FileManager.default.fileExists(atPath: options.data + "/data.mdb") else {
+            throw StoreError(.notFound, "no database at \(options.data)")
+        }
+        let file = Store.verifyFile(path: options.data)
+        print("file: \(file.pagesVisited) of \(file.pages) pages verified in \(String(format: "%.3f", file.seconds)) s")
+        guard file.isIntact else {
+            for problem in file.problems { print("problem: \(problem)") }
+            throw ExitCode(1)
+        }
         let store = try options.openForReading()
         let report = try store.check()
         print("checked \(report.recordsChecked) records, \(report.logEntriesChecked) op-log entries, \(report.indexEntriesChecked) index entries")

@@ -13,7 +13,7 @@ struct Delete: AsyncParsableCommand {
     @OptionGroup var entry: EntryArguments
 
     func run() async throws {
-        let store = try Store(path: options.data)
+        let store = try options.open()
         let mutation: Mutation
         switch store.maps[entry.map] {
         case .orMap?: mutation = .removeAll(map: entry.map, key: entry.key)

@@ -18,7 +18,7 @@ struct ForgetPeer: AsyncParsableCommand {
 
     func run() async throws {
         guard let id = NodeID(Substring(node)) else { throw CLIError("bad node id \(node): expected up to 16 hex digits") }
-        let store = try Store(path: options.data)
+        let store = try options.open()
         guard try store.forgetPeer(id) else { throw CLIError("no peer \(id) in \(options.data)") }
         print("forgot peer \(id)")
     }

@@ -29,7 +29,7 @@ struct Import: AsyncParsableCommand {
             }
             offset += length
         }
-        let store = try Store(path: options.data)
+        let store = try options.open()
         let total = segments.reduce(0) { $0 + $1.entries.count }
         let progress = Progress("import", total: total)
         var done = 0

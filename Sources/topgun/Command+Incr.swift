@@ -11,7 +11,7 @@ struct Incr: AsyncParsableCommand {
     @Option(help: "Amount to add.") var by: Int64 = 1
 
     func run() async throws {
-        let store = try Store(path: options.data)
+        let store = try options.open()
         let outcome = try store.apply([Mutation.increment(map: entry.map, key: entry.key, by: by)])[0]
         if case .rejected(let why) = outcome { throw CLIError("\(why)") }
         guard case .counter(let c)? = try store.state(map: entry.map, key: entry.key) else { throw ExitCode(1) }

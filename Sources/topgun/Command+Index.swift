@@ -18,7 +18,7 @@ struct Index: AsyncParsableCommand {
         guard let k: IndexDefinition.Kind = kind == "hash" ? .hash : kind == "range" ? .range : nil else {
             throw CLIError("--kind must be hash or range")
         }
-        let store = try Store(path: options.data)
+        let store = try options.open()
         let progress = Progress("index \(map).\(path)", total: try store.count(map: map))
         try store.createIndex(map: map, path: path, kind: k) { progress.update($0.recordsIndexed) }
         progress.finish()

@@ -22,7 +22,7 @@ struct Repair: AsyncParsableCommand {
 
     func run() async throws {
         guard let address = ReplicaNode.PeerAddress(from) else { throw CLIError("bad --from \(from), expected HOST:PORT") }
-        let store = try Store(path: options.data)
+        let store = try options.open()
         let node = try ReplicaNode(
             store: store, configuration: .init(listen: nil, token: try token.secret(), handshakeTimeout: .milliseconds(Int(timeout * 1_000))),
             logger: Logger(label: "topgun.repair"))

@@ -60,6 +60,19 @@ struct Serve: AsyncParsableCommand {
         default: throw CLIError("--tls-cert and --tls-key go together")
         }
         guard idleTimeout >= 0.2 else { throw CLIError("--idle-timeout must be at least 0.2 seconds") }
+        // Every page of an existing file is verified before liblmdb opens it.
+        if FileManager.default.fileExists(atPath: options.data + "/data.mdb") {
+            let file = Store.verifyFile(path: options.data)
+            guard file.isIntact else {
+                throw CLIError("\(options.data)/data.mdb is damaged: \(file.problems.prefix(3).joined(separator: "; "))")
+            }
+            logger.info(
+                "data file verified",
+                metadata: [
+                    "pages": "\(file.pagesVisited)", "seconds": "\(file.seconds)",
+                    "seconds_per_gb": "\(file.fileBytes > 0 ? file.seconds / (Double(file.fileBytes) / 1e9) : 0)",
+                ])
+        }
         let store = try Store(path: options.data, options: durability.storeOptions)
         let subscription = Subscription(
             maps: maps?.split(separator: ",").map(String.init) ?? [],

@@ -62,7 +62,13 @@ struct DataOption: ParsableArguments {
     /// Opens an existing database read-only: a mistyped path is an error, not a new
     /// empty database, and a read-only directory can be read.
     func openForReading() throws -> Store {
-        try Store(path: data, options: .init(readOnly: true))
+        try Store(path: data, options: .init(readOnly: true, verification: .full))
+    }
+
+    /// Opens (or creates) the database for writing; an existing file is verified page
+    /// by page first, so a damaged one is an error, never a crash.
+    func open() throws -> Store {
+        try Store(path: data, options: .init(verification: .full))
     }
 }
 
@@ -88,7 +94,7 @@ struct EntryValueArguments: ParsableArguments {
     /// - Throws: `CLIError` when the value is refused.
     func apply(in data: String, _ make: (_ map: String, _ key: String, _ value: Value) -> Mutation) throws {
         let value = try Value(json: json)
-        let store = try Store(path: data)
+        let store = try Store(path: data, options: .init(verification: .full))
         let outcome = try store.apply([make(entry.map, entry.key, value)])[0]
         if case .rejected(let why) = outcome { throw CLIError("\(why)") }
     }

@@ -27,6 +27,10 @@ public final class Store: Sendable {
         /// Map the file writable (`MDB_WRITEMAP`): commits skip a copy through
         /// `pwrite`, at the cost of exposing the map to stray writes of this process.
         public var writeMap: Bool
+        /// How much of an existing data file is verified from its bytes before liblmdb
+        /// opens it: `.metaPages` (both meta pages and the file size: microseconds) or
+        /// `.full` (every page; see `FileVerifier`).
+        public var verification: Verification
         /// Open an existing database for reading only: nothing is created (a missing
         /// one is `StoreError(.notFound)`), a read-only directory works, writes fail.
         public var readOnly: Bool
@@ -34,8 +38,10 @@ public final class Store: Sendable {
         public init(
             durability: Environment.Durability = .durable, mapSize: Int = 64 << 20, maxMapSize: Int = 1 << 40,
             maxClockDriftMillis: UInt64 = 60_000, wallClock: any WallClock = SystemWallClock(), nodeID: NodeID? = nil,
-            changeBufferSize: Int = 4_096, maxGroupSize: Int = 10_000, writeMap: Bool = false, readOnly: Bool = false
+            changeBufferSize: Int = 4_096, maxGroupSize: Int = 10_000, writeMap: Bool = false, readOnly: Bool = false,
+            verification: Verification = .metaPages
         ) {
+            self.verification = verification
             self.readOnly = readOnly
             self.writeMap = writeMap
             self.durability = durability
@@ -47,6 +53,12 @@ public final class Store: Sendable {
             self.changeBufferSize = changeBufferSize
             self.maxGroupSize = maxGroupSize
         }
+    }
+
+    /// How much of a data file is checked before it is opened.
+    public enum Verification: Sendable {
+        case metaPages
+        case full
     }
 
     struct MapInfo: Sendable {
@@ -90,6 +102,12 @@ public final class Store: Sendable {
         } else if !exists {
             // Create missing parents too; LMDB itself needs an existing directory.
             try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        }
+        if FileManager.default.fileExists(atPath: path + "/data.mdb") {
+            let report = FileVerifier.verify(dataFile: path + "/data.mdb", full: options.verification == .full)
+            guard report.isIntact else {
+                throw StoreError(.corruptFile, "\(path)/data.mdb is damaged: \(report.problems.prefix(3).joined(separator: "; "))")
+            }
         }
         do {
             env = try Environment(
@@ -159,6 +177,12 @@ public final class Store: Sendable {
             try txn.put(withUnsafeBytes(of: new.rawValue.bigEndian) { Array($0) }, forKey: Layout.Meta.node, in: store.dbs.meta)
         }
         return (store.nodeID, new)
+    }
+
+    /// Verifies the data file of the database at `path` from its bytes (every page),
+    /// without opening it.
+    public static func verifyFile(path: String) -> FileVerifier.Report {
+        FileVerifier.verify(dataFile: path + "/data.mdb", full: true)
     }
 
     /// The highest HLC this node has issued or observed.

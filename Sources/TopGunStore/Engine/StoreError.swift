@@ -25,6 +25,8 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
         /// The map reached its configured maximum size, or the disk is full; the
         /// transaction was aborted whole.
         public static let full = Code(rawValue: "storage full")
+        /// The data file is damaged (see `FileVerifier`); liblmdb was not let near it.
+        public static let corruptFile = Code(rawValue: "corrupt file")
         /// No database at the path (read-only opens create nothing).
         public static let notFound = Code(rawValue: "not found")
         /// A write was refused (the `OperationRejection` is the underlying error).
