@@ -81,6 +81,10 @@ struct Batch {
     var deltaBuffer: [UInt8] = []
     var stateBuffer: [UInt8] = []
     var orLayout = StatePayload.ORLayout()
+    /// OR-Map and counter records above `deferredRecordBytes`, written at the end of
+    /// the batch: record key → header and payload.
+    var deferredRecords: [[UInt8]: [UInt8]] = [:]
+    static let deferredRecordBytes = 1_024
     var clock: HybridLogicalClock
     /// One wall-clock reading for the whole batch.
     let wall: UInt64
@@ -233,6 +237,11 @@ struct Batch {
 
     func readState(map: String, key: String, kind: CRDTKind, _ txn: borrowing Transaction) throws -> StoredState? {
         guard let info = newMaps[map] ?? store.mapInfo(map), info.kind == kind else { return nil }
+        if !deferredRecords.isEmpty {
+            var recordKey = Layout.recordPrefix(mapID: info.id, partition: Partitioner.partition(of: key))
+            recordKey.append(contentsOf: key.utf8)
+            if let record = deferredRecords[recordKey] { return try record.withUnsafeBytes { try StoredState(decoding: $0, kind: kind) } }
+        }
         return try store.readState(mapID: info.id, kind: kind, key: key, txn)
     }
 
@@ -394,17 +403,23 @@ struct Batch {
         let kind = info.kind
         let payload = op.payload
         let deltaBytes = deltaBuffer
-        let found: (header: RecordHeader, changed: Bool, old: StoredState?)? = try keyBuffer.withUnsafeBytes { key in
-            try txn.withValue(forKey: key, in: dbs.records) { raw in
-                guard let header = RecordHeader(raw), header.flags.kind == kind else {
-                    throw StoreError(.corruptRecord, "record of \(op.map)/\(op.key) is not a \(kind) record")
-                }
-                let stored = UnsafeRawBufferPointer(rebasing: raw[header.payloadOffset...])
-                let changed = try Self.merge(payload, stored: stored, deltaBytes: deltaBytes, scratch: &scratch, into: &merged)
-                let old = changed && wantChanges ? try StoredState(decoding: raw, kind: kind) : nil
-                return (header, changed, old)
+        let wantChanges = self.wantChanges
+        func inspect(_ raw: UnsafeRawBufferPointer) throws -> (header: RecordHeader, changed: Bool, old: StoredState?) {
+            guard let header = RecordHeader(raw), header.flags.kind == kind else {
+                throw StoreError(.corruptRecord, "record of \(op.map)/\(op.key) is not a \(kind) record")
             }
-        } ?? nil
+            let stored = UnsafeRawBufferPointer(rebasing: raw[header.payloadOffset...])
+            let changed = try Self.merge(payload, stored: stored, deltaBytes: deltaBytes, scratch: &scratch, into: &merged)
+            let old = changed && wantChanges ? try StoredState(decoding: raw, kind: kind) : nil
+            return (header, changed, old)
+        }
+        let deferred = deferredRecords[keyBuffer]
+        let found: (header: RecordHeader, changed: Bool, old: StoredState?)?
+        if let deferred {
+            found = try deferred.withUnsafeBytes { try inspect($0) }
+        } else {
+            found = try keyBuffer.withUnsafeBytes { key in try txn.withValue(forKey: key, in: dbs.records) { raw in try inspect(raw) } } ?? nil
+        }
         if found == nil {
             _ = try Self.merge(payload, stored: nil, deltaBytes: deltaBytes, scratch: &scratch, into: &merged)
         } else if found?.changed == false {
@@ -415,10 +430,20 @@ struct Batch {
         let digest = merged.withUnsafeBytes { Digest64.hash($0) }
         let flags = Layout.Flags(kind: kind, tombstone: false, hasTTL: false)
         let count = merged.count
-        try keyBuffer.withUnsafeBytes { key in
-            try txn.reserve(Layout.headerBytes + count, forKey: key, in: dbs.records) { out in
-                RecordHeader.store(timestamp: timestamp, flags: flags, digest: digest, ttl: nil, to: out.baseAddress!)
-                merged.withUnsafeBytes { out.baseAddress!.advanced(by: Layout.headerBytes).copyMemory(from: $0.baseAddress!, byteCount: count) }
+        if deferred != nil || Layout.headerBytes + count > Self.deferredRecordBytes {
+            // A large record changed again later in this batch would take fresh pages each
+            // time (pages freed in a transaction are reused only after it): keep it here
+            // and write it once, at the end of the batch.
+            var record = [UInt8](repeating: 0, count: Layout.headerBytes)
+            record.withUnsafeMutableBytes { _ = RecordHeader.store(timestamp: timestamp, flags: flags, digest: digest, ttl: nil, to: $0.baseAddress!) }
+            record.append(contentsOf: merged)
+            deferredRecords[keyBuffer] = record
+        } else {
+            try keyBuffer.withUnsafeBytes { key in
+                try txn.reserve(Layout.headerBytes + count, forKey: key, in: dbs.records) { out in
+                    RecordHeader.store(timestamp: timestamp, flags: flags, digest: digest, ttl: nil, to: out.baseAddress!)
+                    merged.withUnsafeBytes { out.baseAddress!.advanced(by: Layout.headerBytes).copyMemory(from: $0.baseAddress!, byteCount: count) }
+                }
             }
         }
         let keyHash = keyBuffer.withUnsafeBytes { MerkleBuckets.keyHash(UnsafeRawBufferPointer(rebasing: $0[Layout.recordPrefixBytes...])) }
@@ -479,6 +504,7 @@ struct Batch {
 
     /// Writes the accumulated Merkle bucket digests and the HLC high-water mark.
     mutating func finish(_ txn: borrowing Transaction) throws {
+        for (key, record) in deferredRecords { try txn.put(record, forKey: key, in: dbs.records) }
         try merkle.write(txn, dbs.merkle)
         try txn.put(clock.last.bytes, forKey: Layout.Meta.highWater, in: dbs.meta)
         // Publish the clock only once the commit is certain to be attempted; a failed
