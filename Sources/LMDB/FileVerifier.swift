@@ -116,6 +116,13 @@ public enum FileVerifier {
             report.problems.append("the data file has \(st.st_size) bytes; its meta page uses \(chosen.lastPage &+ 1) pages of \(psize)")
             return stamp
         }
+        // Flags choose comparators and node layouts: the free tree has integer keys
+        // (plus persistent environment flags this wrapper never sets), every other
+        // tree plain sorted keys without duplicates.
+        if chosen.free.flags & ~0x08 != 0 || chosen.free.flags & 0x08 == 0 {
+            report.problems.append("meta page: free-page tree flags 0x\(String(chosen.free.flags, radix: 16))")
+        }
+        if chosen.main.flags != 0 { report.problems.append("meta page: main tree flags 0x\(String(chosen.main.flags, radix: 16))") }
         guard full, report.problems.isEmpty else { return stamp }
         var walker = Walker(fd: fd, pageSize: psize, lastPage: chosen.lastPage)
         walker.walk(chosen.free, name: "free-page tree", isFreeList: true)
@@ -209,7 +216,13 @@ public enum FileVerifier {
             if problems.isEmpty && entries != db.entries {
                 problems.append("\(name): \(entries) entries found, the tree header says \(db.entries)")
             }
-            for (subName, sub) in subs where problems.count < 100 { walk(sub, name: "database \"\(subName)\"") }
+            for (subName, sub) in subs where problems.count < 100 {
+                guard sub.flags == 0 else {
+                    problems.append("database \"\(subName)\": flags 0x\(String(sub.flags, radix: 16))")
+                    continue
+                }
+                walk(sub, name: "database \"\(subName)\"")
+            }
         }
 
         mutating func walkPage(

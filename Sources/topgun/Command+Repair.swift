@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import Logging
 import TopGunReplication
 import TopGunStore
@@ -12,6 +13,9 @@ struct Repair: AsyncParsableCommand {
             that differs is fetched from the peer and merged, writes the horizon would
             refuse included (a deleted key whose tombstone was collected here comes back if
             the peer still holds it). The peer's cursor then moves past what was repaired.
+            A damaged data directory (or one given --fresh) is moved aside to
+            DIR.damaged-<time> and rebuilt from the peer as a new replica with a fresh node
+            id; run `topgun forget-peer OLD-ID` on the nodes that knew the old one.
             Example: topgun repair --data ./b --from 10.0.0.1:7001 --token-file secret
             """)
 
@@ -19,10 +23,22 @@ struct Repair: AsyncParsableCommand {
     @Option(help: "The healthy peer, HOST:PORT.") var from: String
     @OptionGroup var token: TokenOption
     @Option(help: "Seconds to wait for the peer.") var timeout: Double = 30
+    @Flag(help: "Rebuild from the peer into a new store even if this one opens.") var fresh = false
 
     func run() async throws {
         guard let address = ReplicaNode.PeerAddress(from) else { throw CLIError("bad --from \(from), expected HOST:PORT") }
-        let store = try options.open()
+        let store: Store
+        do {
+            guard !fresh else { throw StoreError(.corruptFile, "a fresh rebuild was asked for") }
+            store = try options.open()
+        } catch let error as StoreError where error.code == .corruptFile || error.code == .corruptRecord {
+            // Nothing of the damaged store is trusted: it is kept aside, and the peer's
+            // state is all the new replica holds.
+            let aside = options.data + ".damaged-\(Int(Date().timeIntervalSince1970))"
+            try FileManager.default.moveItem(atPath: options.data, toPath: aside)
+            FileHandle.standardError.write(Data("\(error.message); moved to \(aside), rebuilding from \(from)\n".utf8))
+            store = try options.open()
+        }
         let node = try ReplicaNode(
             store: store, configuration: .init(listen: nil, token: try token.secret(), handshakeTimeout: .milliseconds(Int(timeout * 1_000))),
             logger: Logger(label: "topgun.repair"))

@@ -122,6 +122,11 @@ struct CorruptionTests {
                 try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
                 let (bytes, damage) = Self.damage(original, &rng)
                 try Data(bytes).write(to: URL(fileURLWithPath: dir + "/data.mdb"))
+                if let keep = env["TOPGUN_CORRUPTION_KEEP"], Int(keep) == c {
+                    // Keep one case for a closer look (its original is kept beside it).
+                    try? FileManager.default.removeItem(atPath: "/tmp/topgun-corruption-case")
+                    try FileManager.default.copyItem(atPath: root, toPath: "/tmp/topgun-corruption-case")
+                }
                 let key = "u\(Int.random(in: 0..<3_000, using: &rng))"
                 let d = ["--data", dir]
                 let runs: [(String, [String])] = [

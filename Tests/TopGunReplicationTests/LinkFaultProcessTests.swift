@@ -94,3 +94,39 @@ struct LinkFaultProcessTests {
         }
     }
 }
+
+extension LinkFaultProcessTests {
+    /// A replica whose file is damaged is rebuilt from a healthy peer; the damaged
+    /// directory is kept aside; the new replica holds everything and passes check.
+    @Test func aDamagedReplicaIsRebuiltFromAPeer() async throws {
+        let binary = try #require(MultiProcessTests.binary, "build the topgun executable first (swift build)")
+        try await withTemporaryDirectory { root in
+            let token = root + "/token"
+            try "s3cret\n".write(toFile: token, atomically: true, encoding: .utf8)
+            for i in 0..<50 { try Self.cli(binary, ["put", "--data", root + "/a", "users", "u\(i)", "\(i)"]) }
+            try Self.cli(binary, ["backup", "--data", root + "/a", root + "/b"])
+            // B's file is damaged: one page of garbage in the middle.
+            var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: root + "/b/data.mdb")))
+            for i in 3 * 4096..<4 * 4096 { bytes[i] = UInt8(truncatingIfNeeded: i &* 31) }
+            try Data(bytes).write(to: URL(fileURLWithPath: root + "/b/data.mdb"))
+            let port = MultiProcessTests.freePorts(1)[0]
+            let a = try Serve(binary: binary, data: root + "/a", listen: port, peers: [], token: token, extra: ["--anti-entropy", "0"])
+            defer { a.stop() }
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: binary)
+            p.arguments = ["repair", "--data", root + "/b", "--from", "127.0.0.1:\(port)", "--token-file", token]
+            let out = Pipe()
+            p.standardOutput = out
+            p.standardError = FileHandle(forWritingAtPath: "/dev/null")
+            try p.run()
+            let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            p.waitUntilExit()
+            #expect(p.terminationStatus == 0 && text.contains("50 records received"), "\(text)")
+            let rebuilt = try Store(path: root + "/b", options: .init(readOnly: true, verification: .full))
+            #expect(try rebuilt.count(map: "users") == 50)
+            #expect(try rebuilt.check().isConsistent)
+            let aside = try FileManager.default.contentsOfDirectory(atPath: root).filter { $0.hasPrefix("b.damaged-") }
+            #expect(aside.count == 1, "the damaged directory is kept")
+        }
+    }
+}

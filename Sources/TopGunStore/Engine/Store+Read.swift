@@ -235,6 +235,11 @@ extension Store {
                 guard k.count > Layout.recordPrefixBytes,
                     let key = String(validating: UnsafeRawBufferPointer(rebasing: k[Layout.recordPrefixBytes...]), as: UTF8.self)
                 else { throw StoreError(.corruptRecord, "\(map): record key of \(k.count) bytes is not a key") }
+                // The value digest does not cover the key; its partition does, mostly: a
+                // changed key byte moves it to another partition 270 times in 271.
+                guard Partitioner.partition(of: key) == UInt16(bigEndian: k.loadUnaligned(fromByteOffset: 4, as: UInt16.self)) else {
+                    throw StoreError(.corruptRecord, "\(map)/\(key): the key is not in its partition (damaged key bytes)")
+                }
                 let state: StoredState
                 do { state = try StoredState(decoding: v, kind: info.kind) } catch let error as StoreError { throw error.naming(map: map, key: key) }
                 return try body(key, state)
