@@ -231,6 +231,14 @@ public final class Environment: @unchecked Sendable {
         try check(mdb_env_copy2(handle, path, compact ? UInt32(MDB_CP_COMPACT) : 0), "copy to \(path)")
     }
 
+    /// True when the file system holding the environment has less than a megabyte
+    /// left: how a write error is told apart from a full disk.
+    public var fileSystemIsFull: Bool {
+        var fs = statvfs()
+        guard statvfs(path, &fs) == 0 else { return false }
+        return UInt64(fs.f_bavail) * UInt64(fs.f_frsize) < 1 << 20
+    }
+
     /// Environment sizes and reader counts (`mdb_env_info`, `mdb_env_stat`).
     public func info() -> Info {
         var info = MDB_envinfo()

@@ -55,8 +55,11 @@ extension Store {
                 return (outcomes, batch.changes, batch.newMaps)
             }
         } catch let error as LMDBError {
-            let full = error.code == .mapFull || error.code == .noSpace
-            throw StoreError(full ? .full : .storage, "write aborted, nothing applied: \(error.message)", underlying: error)
+            if error.code == .mapFull || error.code == .noSpace || (error.code == .ioError && env.fileSystemIsFull) {
+                // liblmdb reports a short write of a full disk as EIO.
+                throw StoreError(.full, "write aborted, nothing applied: the disk is full", underlying: error)
+            }
+            throw StoreError(.storage, "write aborted, nothing applied: \(error.message)", underlying: error)
         }
         if !newMaps.isEmpty {
             mapsByName.withLock { for (name, info) in newMaps { $0[name] = info } }
