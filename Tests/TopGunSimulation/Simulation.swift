@@ -56,6 +56,8 @@ public final class Simulation {
     var sessions: [Link: Session] = [:]
     /// Each node's replicator state for acknowledgements from its subscribers.
     var trackers: [AcknowledgementTracker] = []
+    /// What `to` subscribes to from `from` (partial replicas; absent = everything).
+    var scopes: [Link: PeerScope] = [:]
     /// Nodes form a chain 0-1-2-… (only neighbours talk) instead of a full mesh.
     let chain: Bool
     var step = 0
@@ -78,6 +80,15 @@ public final class Simulation {
             node.store = try open(node)
             nodes.append(node)
             trackers.append(AcknowledgementTracker())
+        }
+        // Some seeds start with partial replicas, widened later (backfill by digests).
+        if seed >> 1 & 1 == 1 {
+            let choices: [[String]] = [["lww"], ["set", "count"], ["lww", "set"]]
+            for i in nodes.indices {
+                for j in nodes.indices where linked(i, j) && Bool.random(using: &rng) {
+                    scopes[Link(from: i, to: j)] = PeerScope(maps: choices.randomElement(using: &rng)!)
+                }
+            }
         }
         // Configured peers: each node has met its neighbours once, so garbage
         // collection waits for them (as `topgun serve` waits for first contact).
@@ -118,7 +129,8 @@ public final class Simulation {
         case 89..<92: try restart(i)
         case 92..<94: togglePartition()
         case 94: try collectLog(i)
-        case 95..<97: try collectRetention(i)
+        case 95: try collectRetention(i)
+        case 96: widen(i)
         case 97: try reusedStamp(i)
         default: try repair(i, from: Int.random(in: 0..<nodes.count, using: &rng))
         }
@@ -179,11 +191,20 @@ public final class Simulation {
     func nextSegment(from: Int, to: Int, limit: Int) throws -> (after: HLCTimestamp?, bytes: [UInt8])? {
         let sender = nodes[from].store!
         let link = Link(from: from, to: to)
+        let scope = scopes[link] ?? .all
         if sessions[link] == nil {
             // SUBSCRIBE: the server remembers its subscriber from now on.
             try sender.registerPeer(nodes[to].id)
-            let cursor = try nodes[to].store!.peerCursor(nodes[from].id)
-            sessions[link] = Session(cursor: cursor, sentThrough: cursor)
+            let receiver = nodes[to].store!
+            let cursor = try receiver.peerCursor(nodes[from].id)
+            // A cursor taken under a narrower subscription: backfill by digests first.
+            if cursor != nil, !(try receiver.peer(nodes[from].id)?.scope?.covers(scope) ?? false) {
+                let head = try sender.logHead()
+                guard try repair(to, from: from) else { return nil }
+                try receiver.recordRepair(fromPeer: nodes[from].id, through: head, scope: scope)
+            }
+            let resumed = try receiver.peerCursor(nodes[from].id)
+            sessions[link] = Session(cursor: resumed, sentThrough: resumed)
         }
         var session = sessions[link]!
         defer { sessions[link] = session }
@@ -199,15 +220,18 @@ public final class Simulation {
                     sessions[link] = nil
                     return nil
                 }
-                try nodes[to].store!.recordRepair(fromPeer: nodes[from].id, through: head, scope: .all)
+                try nodes[to].store!.recordRepair(fromPeer: nodes[from].id, through: head, scope: scope)
                 session.cursor = head
                 session.sentThrough = try nodes[to].store!.peerCursor(nodes[from].id)
             case .operations(let entries):
                 guard let last = entries.last else { return nil }
                 session.cursor = last.sequence
+                let wanted = entries.filter { scope.maps.isEmpty || scope.maps.contains($0.operation.map) }
+                guard let lastWanted = wanted.last else { continue }
+                // The subscriber's cursor becomes the last op it was sent.
                 let after = session.sentThrough
-                session.sentThrough = last.sequence
-                return (after, Segment(origin: nodes[from].id, entries: entries).encoded())
+                session.sentThrough = lastWanted.sequence
+                return (after, Segment(origin: nodes[from].id, entries: wanted).encoded())
             }
         }
     }
@@ -226,9 +250,11 @@ public final class Simulation {
         guard try receiver.peerCursor(nodes[from].id) == after else {
             return try receiver.apply(segment.entries.map(\.operation))
         }
-        let outcomes = try receiver.apply(segment.entries, fromPeer: nodes[from].id, cursor: segment.lastSequence)
-        // The acknowledgement is the stored cursor: it stops before a refused entry.
-        if let cursor = try receiver.peerCursor(nodes[from].id) {
+        let scope = scopes[Link(from: from, to: to)] ?? .all
+        let outcomes = try receiver.apply(segment.entries, fromPeer: nodes[from].id, cursor: segment.lastSequence, scope: scope)
+        // The acknowledgement is the stored cursor: it stops before a refused entry. A
+        // partial subscriber's never counts for garbage collection.
+        if scope == .all, let cursor = try receiver.peerCursor(nodes[from].id) {
             trackers[from].record(nodes[to].id, acked: cursor, peerHead: try receiver.lastSequence())
         }
         if outcomes.contains(where: \.holdsCursor) {
@@ -247,6 +273,12 @@ public final class Simulation {
         var bytes = message.bytes
         if Int.random(in: 0..<50, using: &rng) == 0 { bytes[Int.random(in: 0..<bytes.count, using: &rng)] ^= 0x5A }  // corrupted
         try receive(bytes, from: message.from, to: message.to, after: message.after)
+    }
+
+    /// Node `i` restarts its links with a subscription to everything.
+    func widen(_ i: Int) {
+        for link in scopes.keys where link.to == i { scopes[link] = nil }
+        closeSessions { $0.to == i }
     }
 
     func skewClock(_ i: Int) {
@@ -332,6 +364,7 @@ public final class Simulation {
             try receive(message.bytes, from: message.from, to: message.to, after: message.after)
         }
         for i in nodes.indices where nodes[i].store == nil { nodes[i].store = try open(nodes[i]) }
+        for i in nodes.indices { widen(i) }
         // Shipping logs alone must converge: every op reaches every node through the
         // sessions along the links (stalled ones resume where they were).
         try shipUntilQuiet()
