@@ -100,7 +100,25 @@ extension MessagePackReader {
     private mutating func skipString(_ n: Int) throws(ValueCodingError) {
         let start = offset
         let raw = try slice(n)
-        guard String(validating: raw, as: UTF8.self) != nil else { throw ValueCodingError(.invalidUTF8, at: start) }
+        guard Self.isValidUTF8(raw) else { throw ValueCodingError(.invalidUTF8, at: start) }
+    }
+
+    /// UTF-8 validity without building a `String` for the common all-ASCII case.
+    @inline(__always)
+    static func isValidUTF8(_ raw: UnsafeRawBufferPointer) -> Bool {
+        var i = 0
+        let n = raw.count
+        while i + 8 <= n {
+            if raw.loadUnaligned(fromByteOffset: i, as: UInt64.self) & 0x8080_8080_8080_8080 != 0 {
+                return String(validating: raw, as: UTF8.self) != nil
+            }
+            i += 8
+        }
+        while i < n {
+            if raw[i] >= 0x80 { return String(validating: raw, as: UTF8.self) != nil }
+            i += 1
+        }
+        return true
     }
 
     private mutating func skipArray(count: Int, depth: Int) throws(ValueCodingError) {
@@ -110,7 +128,10 @@ extension MessagePackReader {
 
     private mutating func skipMap(count: Int, depth: Int) throws(ValueCodingError) {
         try need(count * 2)
-        var keys = Set<String>()
+        // Keys seen so far, as byte ranges: compared pairwise while there are few (no
+        // allocation for the common small map), through a set beyond that.
+        var ranges: [Range<Int>] = []
+        var keys = Set<[UInt8]>()
         for _ in 0..<count {
             let keyOffset = offset
             let type = try byte()
@@ -132,9 +153,16 @@ extension MessagePackReader {
             }
             let start = offset
             let raw = try slice(length)
-            guard let key = String(validating: raw, as: UTF8.self) else { throw ValueCodingError(.invalidUTF8, at: start) }
-            guard keys.insert(key).inserted else {
-                throw ValueCodingError(.invalidMapKey, at: keyOffset, "duplicate key \"\(key)\"")
+            guard Self.isValidUTF8(raw) else { throw ValueCodingError(.invalidUTF8, at: start) }
+            let duplicate: Bool
+            if count <= 16 {
+                duplicate = ranges.contains { buffer[$0].elementsEqual(raw) }
+                if count > 1 { ranges.append(start..<start + length) }
+            } else {
+                duplicate = !keys.insert(Array(raw)).inserted
+            }
+            guard !duplicate else {
+                throw ValueCodingError(.invalidMapKey, at: keyOffset, "duplicate key \"\(String(decoding: raw, as: UTF8.self))\"")
             }
             try skipValue(depth: depth + 1)
         }

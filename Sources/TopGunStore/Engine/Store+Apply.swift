@@ -416,7 +416,7 @@ struct Batch {
             let old = changed && wantChanges ? try StoredState(decoding: raw, kind: kind) : nil
             return (header, changed, old)
         }
-        let deferred = deferredRecords[keyBuffer]
+        let deferred = deferredRecords.isEmpty ? nil : deferredRecords[keyBuffer]
         let found: (header: RecordHeader, changed: Bool, old: StoredState?)?
         if let deferred {
             found = try deferred.withUnsafeBytes { try inspect($0) }
