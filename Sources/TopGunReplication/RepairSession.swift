@@ -9,6 +9,9 @@ public struct RepairReport: Sendable, Equatable {
     public var received: Int
     /// Records that changed this store.
     public var applied: Int
+    /// Records refused for clock drift (stamps too far ahead of this clock): the peer
+    /// cursor did not move, run the repair again once the clocks agree.
+    public var refused: Int
     /// The peer's op-log key the repair covers; the peer cursor moved to it.
     public var head: HLCTimestamp
 }
@@ -27,7 +30,7 @@ extension ReplicaNode {
             var frames = inbound.makeAsyncIterator()
             let peer = try await handshake(channel.channel, address, outbound, &frames)
             try await outbound.write(try digests(for: []).frame)
-            var report = RepairReport(peer: peer, received: 0, applied: 0, head: .zero)
+            var report = RepairReport(peer: peer, received: 0, applied: 0, refused: 0, head: .zero)
             while let frame = try await frames.next() {
                 switch frame.kind {
                 case .repair:
@@ -38,9 +41,12 @@ extension ReplicaNode {
                     let outcomes = try store.apply(segment.entries.map(\.operation), overridingHorizon: true, repairFrom: peer)
                     report.received += outcomes.count
                     report.applied += outcomes.filter(\.isApplied).count
+                    report.refused += outcomes.filter(\.holdsCursor).count
                 case .resume:
                     report.head = try frame.stamp()
-                    try store.recordRepair(fromPeer: peer, through: report.head, scope: .all)
+                    // A refused record must be offered again: the cursor moves only when
+                    // the repair is complete.
+                    if report.refused == 0 { try store.recordRepair(fromPeer: peer, through: report.head, scope: .all) }
                     logger.info("repaired", metadata: ["peer": "\(peer)", "received": "\(report.received)", "applied": "\(report.applied)"])
                     return report
                 case .error:

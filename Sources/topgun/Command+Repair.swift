@@ -44,5 +44,8 @@ struct Repair: AsyncParsableCommand {
             logger: Logger(label: "topgun.repair"))
         let report = try await node.repair(from: address)
         print("repaired from \(report.peer): \(report.received) records received, \(report.applied) applied, cursor \(report.head)")
+        if report.refused > 0 {
+            throw CLIError("\(report.refused) records were refused for clock drift (this clock is behind the peer's); the cursor did not move: fix the clock and run the repair again")
+        }
     }
 }
