@@ -127,6 +127,10 @@ public enum FileVerifier {
         var walker = Walker(fd: fd, pageSize: psize, lastPage: chosen.lastPage)
         walker.walk(chosen.free, name: "free-page tree", isFreeList: true)
         walker.walk(chosen.main, name: "main tree", isMain: true)
+        for freed in walker.freedPages where walker.isVisited(freed) {
+            walker.problems.append("free list names page \(freed), which is in use")
+            break
+        }
         report.problems += walker.problems.prefix(20)
         if walker.problems.count > 20 { report.problems.append("… \(walker.problems.count - 20) more") }
         report.pagesVisited = walker.visitedCount
@@ -173,6 +177,8 @@ public enum FileVerifier {
         var visited: [UInt64]
         var visitedCount = 0
         var problems: [String] = []
+        /// Pages the free list names: none may be a page in use.
+        var freedPages: [UInt64] = []
         var page: [UInt8]
 
         init(fd: Int32, pageSize: Int, lastPage: UInt64) {
@@ -197,6 +203,10 @@ public enum FileVerifier {
             visited[word] |= 1 << bit
             visitedCount += 1
             return true
+        }
+
+        func isVisited(_ pgno: UInt64) -> Bool {
+            pgno <= lastPage && visited[Int(pgno / 64)] & (1 << (pgno % 64)) != 0
         }
 
         mutating func read(_ pgno: UInt64) -> Bool {
@@ -240,7 +250,9 @@ public enum FileVerifier {
                 return
             }
             let isLeaf = level == 1
-            guard flags & (isLeaf ? leaf : branch) != 0, flags & (overflow | meta | 0x20 | 0x40) == 0 else {
+            // Exactly the type bit: a stored page never carries P_DIRTY or another type
+            // (liblmdb would write into a "dirty" page in place, in a read-only map).
+            guard flags == (isLeaf ? leaf : branch) else {
                 problems.append("\(name): page \(pgno) has flags 0x\(String(flags, radix: 16)), expected a \(isLeaf ? "leaf" : "branch") page")
                 return
             }
@@ -253,6 +265,11 @@ public enum FileVerifier {
             let count = (lower - pageHeader) / 2
             if count == 0 && !(isLeaf && level == 1 && entries == 0) {
                 problems.append("\(name): page \(pgno) is empty")
+                return
+            }
+            // liblmdb asserts that a branch page outside the free tree holds two keys.
+            if !isLeaf && !isFreeList && count < 2 {
+                problems.append("\(name): branch page \(pgno) holds \(count) key")
                 return
             }
             var children: [UInt64] = []
@@ -276,7 +293,15 @@ public enum FileVerifier {
                 entries += 1
                 let dataSize = Int(u16(p, offset)) | Int(u16(p, offset + 2)) << 16
                 let dataAt = offset + nodeHeader + keySize
+                if isFreeList && keySize != 8 {
+                    problems.append("\(name): page \(pgno) node \(i) has a \(keySize)-byte key, not a transaction id")
+                    return
+                }
                 if nodeFlags & bigData != 0 {
+                    guard !isMain, nodeFlags & subData == 0 else {
+                        problems.append("\(name): page \(pgno) node \(i) puts a database record in overflow pages")
+                        return
+                    }
                     guard dataAt + 8 <= pageSize else {
                         problems.append("\(name): page \(pgno) node \(i) overflow reference is cut off")
                         return
@@ -317,7 +342,7 @@ public enum FileVerifier {
                 return
             }
             let pages = UInt64(u32(page, 12))
-            guard u64(page, 0) == pgno, u16(page, 10) & overflow != 0, pages >= 1,
+            guard u64(page, 0) == pgno, u16(page, 10) == overflow, pages >= 1,
                 pgno &+ pages &- 1 <= lastPage, Int(pages) * pageSize - pageHeader >= size
             else {
                 problems.append("\(name): overflow page \(pgno) (\(pages) pages) does not hold \(size) bytes")
@@ -336,12 +361,20 @@ public enum FileVerifier {
                 problems.append("\(name): page \(pgno) free-list entry counts \(count) pages in \(size) bytes")
                 return
             }
+            var previous = UInt64.max
             for i in 0..<Int(count) {
                 let freed = u64(p, at + 8 + 8 * i)
                 if freed < 2 || freed > lastPage {
                     problems.append("\(name): free list names page \(freed), outside the file")
                     return
                 }
+                // liblmdb keeps each list sorted, descending, without repeats.
+                if freed >= previous {
+                    problems.append("\(name): free list on page \(pgno) is not in descending order")
+                    return
+                }
+                previous = freed
+                freedPages.append(freed)
             }
         }
     }

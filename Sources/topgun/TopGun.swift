@@ -30,7 +30,7 @@ extension TopGun {
     /// Refuses arguments that are not valid UTF-8 before parsing: Swift would repair
     /// them to U+FFFD, and two different keys would become one.
     static func main() async {
-        for i in 1..<Int(CommandLine.argc) {
+        for i in 1..<max(1, Int(CommandLine.argc)) {
             guard let raw = CommandLine.unsafeArgv[i], String(validatingCString: raw) != nil else {
                 FileHandle.standardError.write(Data("Error: argument \(i) is not valid UTF-8\n".utf8))
                 Foundation.exit(1)

@@ -58,6 +58,8 @@ public final class Simulation {
     var trackers: [AcknowledgementTracker] = []
     /// What `to` subscribes to from `from` (partial replicas; absent = everything).
     var scopes: [Link: PeerScope] = [:]
+    /// Records changed by Merkle repairs so far (repairs inside sessions are progress).
+    var repairsApplied = 0
     /// Nodes form a chain 0-1-2-… (only neighbours talk) instead of a full mesh.
     let chain: Bool
     var step = 0
@@ -344,7 +346,9 @@ public final class Simulation {
         var digests: [String: [UInt16: [UInt64]]] = [:]
         for map in Set(receiver.maps.keys).union(sender.maps.keys) { digests[map] = try receiver.bucketDigests(map: map) }
         let ops = try sender.repairOperations(theirs: digests)
-        return try !receiver.apply(ops, repairFrom: nodes[from].id).contains(where: \.holdsCursor)
+        let outcomes = try receiver.apply(ops, repairFrom: nodes[from].id)
+        repairsApplied += outcomes.filter(\.isApplied).count
+        return !outcomes.contains(where: \.holdsCursor)
     }
 
     // MARK: Healing and invariants
@@ -399,6 +403,7 @@ public final class Simulation {
     func shipUntilQuiet() throws {
         for _ in 0..<50 {
             var moved = false
+            let repairedBefore = repairsApplied
             for to in nodes.indices {
                 for from in nodes.indices where linked(from, to) {
                     while let segment = try nextSegment(from: from, to: to, limit: 500) {
@@ -411,6 +416,7 @@ public final class Simulation {
                     sessions[Link(from: from, to: to)] = nil
                 }
             }
+            if repairsApplied != repairedBefore { moved = true }
             if !moved { break }
         }
     }

@@ -103,6 +103,8 @@ extension MessagePackReader {
         guard Self.isValidUTF8(raw) else { throw ValueCodingError(.invalidUTF8, at: start) }
     }
 
+    static func isASCII(_ raw: UnsafeRawBufferPointer) -> Bool { !raw.contains { $0 >= 0x80 } }
+
     /// UTF-8 validity without building a `String` for the common all-ASCII case.
     @inline(__always)
     static func isValidUTF8(_ raw: UnsafeRawBufferPointer) -> Bool {
@@ -131,7 +133,7 @@ extension MessagePackReader {
         // Keys seen so far, as byte ranges: compared pairwise while there are few (no
         // allocation for the common small map), through a set beyond that.
         var ranges: [Range<Int>] = []
-        var keys = Set<[UInt8]>()
+        var keys = Set<String>()
         for _ in 0..<count {
             let keyOffset = offset
             let type = try byte()
@@ -155,11 +157,18 @@ extension MessagePackReader {
             let raw = try slice(length)
             guard Self.isValidUTF8(raw) else { throw ValueCodingError(.invalidUTF8, at: start) }
             let duplicate: Bool
+            // Keys are compared as the decoder's dictionary does: as Strings (canonical
+            // equivalence), bytewise only when both are ASCII.
             if count <= 16 {
-                duplicate = ranges.contains { buffer[$0].elementsEqual(raw) }
+                let ascii = Self.isASCII(raw)
+                duplicate = ranges.contains { range in
+                    let other = UnsafeRawBufferPointer(rebasing: buffer[range])
+                    return ascii && Self.isASCII(other)
+                        ? other.elementsEqual(raw) : String(decoding: other, as: UTF8.self) == String(decoding: raw, as: UTF8.self)
+                }
                 if count > 1 { ranges.append(start..<start + length) }
             } else {
-                duplicate = !keys.insert(Array(raw)).inserted
+                duplicate = !keys.insert(String(decoding: raw, as: UTF8.self)).inserted
             }
             guard !duplicate else {
                 throw ValueCodingError(.invalidMapKey, at: keyOffset, "duplicate key \"\(String(decoding: raw, as: UTF8.self))\"")

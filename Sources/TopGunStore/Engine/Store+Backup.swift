@@ -45,7 +45,7 @@ extension Store {
         try prepareEmptyDirectory(path)
         do {
             // Through LMDB, so a restore from a live directory is consistent too.
-            let original = try Store(path: source, options: .init(readOnly: true))
+            let original = try Store(path: source, options: .init(readOnly: true, verification: .full))
             try original.env.copy(toDirectory: path, compact: true)
         } catch let error as LMDBError {
             try? FileManager.default.removeItem(atPath: path + "/data.mdb")
