@@ -188,33 +188,3 @@ struct PeerCursorTests {
         }
     }
 }
-
-struct ORMapTagCollectionTests {
-    /// OR-Map tombstone tags go by the same rule as LWW tombstones, and an add with a
-    /// collected tag from a replica nobody knew is refused rather than resurrected.
-    @Test func removedTagsAreCollectedAndStaleAddsRefused() throws {
-        try withStore { store, _ in
-            _ = try store.apply([Mutation.add(map: "tags", key: "p", value: "a", ttlMillis: nil)])
-            _ = try store.apply([Mutation.add(map: "tags", key: "p", value: "b", ttlMillis: nil)])
-            guard case .orMap(let before)? = try store.state(map: "tags", key: "p") else { throw StoreError(.corruptRecord, "no set") }
-            let tagA = try #require(before.entries.first { $0.value.value == "a" }?.key)
-            _ = try store.apply([Mutation.remove(map: "tags", key: "p", value: "a")])
-            guard case .orMap(let removed)? = try store.state(map: "tags", key: "p") else { throw StoreError(.corruptRecord, "no set") }
-            #expect(removed.tombstones == [tagA])
-            let report = try store.collectGarbage(olderThan: anyAge)
-            #expect(report.tagsRemoved == 1)
-            guard case .orMap(let after)? = try store.state(map: "tags", key: "p") else { throw StoreError(.corruptRecord, "no set") }
-            #expect(after.tombstones.isEmpty && after.values(at: 0) == ["b"])
-            #expect(store.garbageCollectionHorizon >= tagA)
-            #expect(try store.verifyMerkle(map: "tags").isEmpty)
-            // The removed add arrives again from a replica nobody knew.
-            var stale = ORSet()
-            _ = stale.add("a", tag: tagA)
-            let out = try store.apply([ReplicatedOperation(map: "tags", key: "p", timestamp: tagA, payload: .orSet(stale))])
-            #expect(out[0] == .rejected(.beyondHorizon(store.garbageCollectionHorizon)))
-            guard case .orMap(let final)? = try store.state(map: "tags", key: "p") else { throw StoreError(.corruptRecord, "no set") }
-            #expect(final.values(at: 0) == ["b"])
-            #expect(try store.check().isConsistent)
-        }
-    }
-}

@@ -78,6 +78,17 @@ struct IntegrityTests {
         }
     }
 
+    /// Two keys that are different bytes but the same String (é precomposed and
+    /// decomposed) are a duplicate for the decoder, so for the validator too.
+    @Test func canonicallyEquivalentMapKeysAreDuplicates() throws {
+        let composed: [UInt8] = [0xa2, 0xc3, 0xa9]  // "é"
+        let decomposed: [UInt8] = [0xa3, 0x65, 0xcc, 0x81]  // "e" + combining acute
+        let bytes: [UInt8] = [0x82] + composed + [0x01] + decomposed + [0x02]
+        let decoded = #expect(throws: ValueCodingError.self) { try Value(messagePack: bytes) }
+        let validated = #expect(throws: ValueCodingError.self) { try Value.validate(messagePack: bytes) }
+        #expect(decoded?.code == .invalidMapKey && validated?.code == .invalidMapKey)
+    }
+
     @Test func integersKeepTheirValueOrAreRefused() throws {
         #expect(try Value(json: "9223372036854775807") == .int(.max))
         #expect(try Value(json: "-9223372036854775808") == .int(.min))

@@ -266,20 +266,7 @@ struct Batch {
         switch op.payload {
         case .lww(let encoded, let ttl):
             return try applyLWW(op, local: local, info: info, partition: partition, encoded: encoded, ttl: ttl, txn)
-        case .orSet(let delta):
-            // A tag older than the horizon that is not here may be an add whose remove was
-            // collected (see `Store.collectGarbage`): refused, as a stale LWW write is.
-            if !local && !overridesHorizon && horizon > .zero, delta.entries.keys.contains(where: { $0 <= horizon }) {
-                var present = Set<HLCTimestamp>()
-                if case .orMap(let stored)? = try readState(map: op.map, key: op.key, kind: .orMap, txn) {
-                    present = Set(stored.entries.keys).union(stored.tombstones)
-                }
-                if delta.entries.keys.contains(where: { $0 <= horizon && !present.contains($0) }) {
-                    return .rejected(.beyondHorizon(horizon))
-                }
-            }
-            return try applyState(op, local: local, info: info, partition: partition, txn)
-        case .counter:
+        case .orSet, .counter:
             return try applyState(op, local: local, info: info, partition: partition, txn)
         }
     }

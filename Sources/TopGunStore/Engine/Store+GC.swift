@@ -5,8 +5,6 @@ import TopGunCore
 public struct GarbageCollectionReport: Sendable, Equatable {
     /// LWW tombstones removed from `records`.
     public var tombstonesRemoved = 0
-    /// OR-Map tombstone tags removed from their records.
-    public var tagsRemoved = 0
     /// Op-log entries removed.
     public var logEntriesRemoved = 0
     /// True when the step stopped at its bound and more may remain.
@@ -88,36 +86,7 @@ extension Store {
                         report.hasMore = true
                         break
                     }
-                    if let removal = try Self.loggedTagRemoval(cursor.currentValue, into: &recordKey) {
-                        // An OR-Map remove: the tags it tombstoned leave the record (their
-                        // entries are long gone); an add with one of them would be stale.
-                        let dropped = try recordKey.withUnsafeBytes { k -> Int in
-                            let stored: (header: RecordHeader, set: ORSet)? = try txn.withValue(forKey: k, in: dbs.records) { raw in
-                                guard let header = RecordHeader(raw), header.flags.kind == .orMap else { return nil }
-                                return (header, try StatePayload.decodeORSet(UnsafeRawBufferPointer(rebasing: raw[header.payloadOffset...])))
-                            } ?? nil
-                            guard let stored else { return 0 }
-                            let gone = stored.set.tombstones.intersection(removal.tags)
-                            guard !gone.isEmpty else { return 0 }
-                            let kept = ORSet(entries: stored.set.entries, tombstones: stored.set.tombstones.subtracting(gone))
-                            var payload: [UInt8] = []
-                            StatePayload.encode(kept, into: &payload)
-                            let digest = payload.withUnsafeBytes { Digest64.hash($0) }
-                            var record = [UInt8](repeating: 0, count: Layout.headerBytes)
-                            record.withUnsafeMutableBytes {
-                                _ = RecordHeader.store(timestamp: stored.header.timestamp, flags: stored.header.flags, digest: digest, ttl: nil, to: $0.baseAddress!)
-                            }
-                            record += payload
-                            try txn.put(record, forKey: Array(k), in: dbs.records)
-                            let keyHash = MerkleBuckets.keyHash(UnsafeRawBufferPointer(rebasing: k[Layout.recordPrefixBytes...]))
-                            let delta = MerkleBuckets.entryHash(keyHash: keyHash, timestamp: .zero, valueDigest: digest)
-                                ^ MerkleBuckets.entryHash(keyHash: keyHash, timestamp: .zero, valueDigest: stored.header.digest)
-                            merkle.record(mapID: removal.mapID, partition: removal.partition, keyHash: keyHash, entryDelta: delta)
-                            horizon = max(horizon, gone.max()!)
-                            return gone.count
-                        }
-                        report.tagsRemoved += dropped
-                    } else if let tombstone = try Self.loggedTombstone(cursor.currentValue, into: &recordKey) {
+                    if let tombstone = try Self.loggedTombstone(cursor.currentValue, into: &recordKey) {
                         let removed = try recordKey.withUnsafeBytes { k -> Bool in
                             let current = try txn.withValue(forKey: k, in: dbs.records) { RecordHeader($0) } ?? nil
                             guard let current, current.flags.contains(.tombstone), current.timestamp == tombstone.origin else {
@@ -169,29 +138,6 @@ extension Store {
         key = Layout.recordPrefix(mapID: mapID, partition: partition)
         key.append(contentsOf: name.utf8)
         return (HLCTimestamp(loadingFrom: base), mapID, partition)
-    }
-
-    /// When the op-log entry `v` removed OR-Map tags: the tags, map and partition, with
-    /// the record key built in `key`.
-    static func loggedTagRemoval(
-        _ v: UnsafeRawBufferPointer, into key: inout [UInt8]
-    ) throws -> (tags: Set<HLCTimestamp>, mapID: UInt32, partition: UInt16)? {
-        guard v.count >= 16 + 4 + 1 + 2, let base = v.baseAddress else { throw StoreError(.corruptRecord, "op-log entry during GC") }
-        let flags = Layout.Flags(rawValue: v[20])
-        guard flags.kind == .orMap else { return nil }
-        let mapID = UInt32(bigEndian: base.loadUnaligned(fromByteOffset: 16, as: UInt32.self))
-        let offset = flags.contains(.hasTTL) ? 29 : 21
-        guard v.count >= offset + 2 else { throw StoreError(.corruptRecord, "op-log entry during GC") }
-        let count = Int(UInt16(bigEndian: base.loadUnaligned(fromByteOffset: offset, as: UInt16.self)))
-        guard v.count >= offset + 2 + count,
-            let name = String(validating: UnsafeRawBufferPointer(rebasing: v[(offset + 2)..<(offset + 2 + count)]), as: UTF8.self)
-        else { throw StoreError(.corruptRecord, "op-log entry key during GC") }
-        let delta = try StatePayload.decodeORSet(UnsafeRawBufferPointer(rebasing: v[(offset + 2 + count)...]))
-        guard !delta.tombstones.isEmpty else { return nil }
-        let partition = Partitioner.partition(of: name)
-        key = Layout.recordPrefix(mapID: mapID, partition: partition)
-        key.append(contentsOf: name.utf8)
-        return (delta.tombstones, mapID, partition)
     }
 
     /// The newest op-log key removed by GC; a peer whose cursor is older needs
