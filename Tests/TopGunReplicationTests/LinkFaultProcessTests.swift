@@ -20,6 +20,13 @@ struct LinkFaultProcessTests {
         #expect(p.terminationStatus == 0, "topgun \(args.joined(separator: " "))")
     }
 
+    /// A shared-secret file in `root`, for `--token-file`.
+    static func tokenFile(in root: String) throws -> String {
+        let path = root + "/token"
+        try "s3cret\n".write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
     /// Reads a data directory next to the server that has it open.
     static func state(_ dir: String, _ map: String, _ key: String) throws -> StoredState? {
         try Store(path: dir).state(map: map, key: key)
@@ -30,8 +37,7 @@ struct LinkFaultProcessTests {
     @Test func aFrozenLinkIsDroppedAndDialledAgain() async throws {
         let binary = try #require(MultiProcessTests.binary, "build the topgun executable first (swift build)")
         try await withTemporaryDirectory { root in
-            let token = root + "/token"
-            try "s3cret\n".write(toFile: token, atomically: true, encoding: .utf8)
+            let token = try Self.tokenFile(in: root)
             let ports = MultiProcessTests.freePorts(2)
             let options = ["--anti-entropy", "0", "--idle-timeout", "1"]
             let a = try Serve(binary: binary, data: root + "/a", listen: ports[0], peers: [], token: token, extra: options)
@@ -56,8 +62,7 @@ struct LinkFaultProcessTests {
     @Test func aWriteMadeDuringACutSurvivesGarbageCollectionOnTheOtherSide() async throws {
         let binary = try #require(MultiProcessTests.binary, "build the topgun executable first (swift build)")
         try await withTemporaryDirectory { root in
-            let token = root + "/token"
-            try "s3cret\n".write(toFile: token, atomically: true, encoding: .utf8)
+            let token = try Self.tokenFile(in: root)
             let ports = MultiProcessTests.freePorts(2)
             let options = ["--anti-entropy", "0", "--idle-timeout", "1", "--retention", "1"]
             let bDir = root + "/b"
@@ -101,8 +106,7 @@ extension LinkFaultProcessTests {
     @Test func aDamagedReplicaIsRebuiltFromAPeer() throws {
         let binary = try #require(MultiProcessTests.binary, "build the topgun executable first (swift build)")
         try withTemporaryDirectory { root in
-            let token = root + "/token"
-            try "s3cret\n".write(toFile: token, atomically: true, encoding: .utf8)
+            let token = try Self.tokenFile(in: root)
             for i in 0..<50 { try Self.cli(binary, ["put", "--data", root + "/a", "users", "u\(i)", "\(i)"]) }
             try Self.cli(binary, ["backup", "--data", root + "/a", root + "/b"])
             // B's file is damaged: one page of garbage in the middle.
@@ -153,8 +157,7 @@ extension LinkFaultProcessTests {
     @Test func aChainConvergesThroughCutsAndFreezesWithGarbageCollection() async throws {
         let binary = try #require(MultiProcessTests.binary, "build the topgun executable first (swift build)")
         try await withTemporaryDirectory { root in
-            let token = root + "/token"
-            try "s3cret\n".write(toFile: token, atomically: true, encoding: .utf8)
+            let token = try Self.tokenFile(in: root)
             let ports = MultiProcessTests.freePorts(3)
             let dirs = ["a", "b", "c"].map { root + "/" + $0 }
             // proxies[i][j]: node j pulls from node i through it.

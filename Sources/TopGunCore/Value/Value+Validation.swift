@@ -40,12 +40,17 @@ extension Value {
     ///
     /// - Throws: `ValueCodingError` (`.tooDeep`, `.tooLarge`).
     public func storableEncoding() throws(ValueCodingError) -> [UInt8] {
-        // Depth first: encoding a pathologically deep value would recurse as deep.
-        try checkDepth(0)
+        try checkNesting()
         let bytes = encoded
         try Self.validate(messagePack: bytes)
         return bytes
     }
+
+    /// Checks the nesting limit on the tree, before encoding it: encoding a
+    /// pathologically deep value would recurse as deep.
+    ///
+    /// - Throws: `ValueCodingError(.tooDeep)`.
+    public func checkNesting() throws(ValueCodingError) { try checkDepth(0) }
 
     private func checkDepth(_ depth: Int) throws(ValueCodingError) {
         if depth > Value.maxDecodingDepth {

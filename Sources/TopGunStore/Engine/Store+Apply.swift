@@ -181,8 +181,9 @@ struct Batch {
     mutating func apply(_ mutation: Mutation, _ txn: borrowing Transaction) throws -> ApplyOutcome {
         switch mutation {
         case .set(let map, let key, let value, let ttl):
-            let encoded: [UInt8]?
-            do { encoded = try value?.storableEncoding() } catch { return .rejected(.invalid("value of \(map)/\(key): \(error)")) }
+            // Nesting before encoding; the bytes are then checked once, with every op.
+            do { try value?.checkNesting() } catch { return .rejected(.invalid("value of \(map)/\(key): \(error)")) }
+            let encoded = value?.encoded
             return try apply(.init(map: map, key: key, timestamp: stamp(), payload: .lww(encodedValue: encoded, ttlMillis: ttl)), local: true, txn)
         case .setEncoded(let map, let key, let bytes, let ttl):
             return try apply(.init(map: map, key: key, timestamp: stamp(), payload: .lww(encodedValue: bytes, ttlMillis: ttl)), local: true, txn)
