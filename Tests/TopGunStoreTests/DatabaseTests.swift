@@ -37,6 +37,17 @@ struct DatabaseTests {
         }
     }
 
+    /// Regression: a NaN compared unequal to itself, so an OR-Map could never remove it.
+    @Test func aNaNInAnORMapCanBeRemoved() async throws {
+        try await withTemporaryDirectory { dir in
+            let db = try Database(path: dir)
+            try await db.orMap("readings").add("r", .double(.nan))
+            try await db.orMap("readings").add("r", 1.5)
+            try await db.orMap("readings").remove("r", .double(.nan))
+            #expect(try db.orMap("readings").values("r") == [1.5])
+        }
+    }
+
     @Test func ttlExpiresOnRead() async throws {
         try await withTemporaryDirectory { dir in
             let clock = ManualWallClock(1_000_000)

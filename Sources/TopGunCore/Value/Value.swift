@@ -2,7 +2,9 @@
 ///
 /// Maps are keyed by strings and compare by content regardless of insertion order;
 /// the canonical binary form (`Value.encoded`) sorts map keys, so equal values have
-/// equal bytes and equal digests.
+/// equal bytes and equal digests. Doubles are equal when their bits are: a NaN equals
+/// itself (so it can be found and removed again) and `-0.0` differs from `0.0`, exactly
+/// as their encodings do.
 public enum Value: Hashable, Sendable {
     case null
     case bool(Bool)
@@ -39,5 +41,34 @@ extension Value: ExpressibleByNilLiteral, ExpressibleByBooleanLiteral, Expressib
     public init(arrayLiteral elements: Value...) { self = .array(elements) }
     public init(dictionaryLiteral elements: (String, Value)...) {
         self = .map(Dictionary(elements, uniquingKeysWith: { _, last in last }))
+    }
+}
+
+extension Value {
+    public static func == (a: Value, b: Value) -> Bool {
+        switch (a, b) {
+        case (.null, .null): return true
+        case (.bool(let x), .bool(let y)): return x == y
+        case (.int(let x), .int(let y)): return x == y
+        case (.double(let x), .double(let y)): return x.bitPattern == y.bitPattern
+        case (.string(let x), .string(let y)): return x == y
+        case (.bytes(let x), .bytes(let y)): return x == y
+        case (.array(let x), .array(let y)): return x == y
+        case (.map(let x), .map(let y)): return x == y
+        default: return false
+        }
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        switch self {
+        case .null: hasher.combine(0 as UInt8)
+        case .bool(let x): hasher.combine(1 as UInt8); hasher.combine(x)
+        case .int(let x): hasher.combine(2 as UInt8); hasher.combine(x)
+        case .double(let x): hasher.combine(3 as UInt8); hasher.combine(x.bitPattern)
+        case .string(let x): hasher.combine(4 as UInt8); hasher.combine(x)
+        case .bytes(let x): hasher.combine(5 as UInt8); hasher.combine(x)
+        case .array(let x): hasher.combine(6 as UInt8); hasher.combine(x)
+        case .map(let x): hasher.combine(7 as UInt8); hasher.combine(x)
+        }
     }
 }
