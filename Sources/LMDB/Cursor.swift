@@ -6,19 +6,18 @@ import Glibc
 import Darwin
 #endif
 
-/// A position in one database of one transaction; see `Transaction.withCursor`.
+/// A position in one database of one transaction; see `ReadTransaction.withCursor`
+/// (and `WriteTransaction.deleteEntry(at:)` to delete through it).
 ///
 /// Positioning methods return false when there is no entry to move to.
 public struct Cursor: ~Copyable {
     let cursor: OpaquePointer
-    let isReadOnly: Bool
     let state: TransactionState
     private var key = MDB_val()
     private var value = MDB_val()
 
-    init(cursor: OpaquePointer, transaction: borrowing Transaction) {
+    init(cursor: OpaquePointer, transaction: borrowing ReadTransaction) {
         self.cursor = cursor
-        self.isReadOnly = transaction.isReadOnly
         self.state = transaction.state
     }
 
@@ -60,19 +59,6 @@ public struct Cursor: ~Copyable {
     /// Calls `body` with views of the current entry.
     public func withCurrent<R>(_ body: (_ key: RawSpan, _ value: RawSpan) throws -> R) rethrows -> R {
         try body(currentKey.bytes, currentValue.bytes)
-    }
-
-    /// Deletes the current entry; the cursor then points at the next one.
-    public mutating func deleteCurrent() throws(LMDBError) {
-        if isReadOnly {
-            throw LMDBError(code: .readOnlyTransaction, message: "cursor delete: transaction is read-only")
-        }
-        let rc = mdb_cursor_del(cursor, 0)
-        if rc != 0 {
-            let error = LMDBError(rc, "cursor delete")
-            if state.firstError == nil { state.firstError = error }
-            throw error
-        }
     }
 
     /// Walks `range` forwards or backwards; `body` returns false to stop.

@@ -26,7 +26,7 @@ public struct DatabaseStatistics: Sendable {
     public var usedBytes: Int { (branchPages + leafPages + overflowPages) * pageSize }
 }
 
-/// Flags for `Transaction.put`.
+/// Flags for `WriteTransaction.put`.
 public struct PutFlags: OptionSet, Sendable {
     public let rawValue: UInt32
     public init(rawValue: UInt32) { self.rawValue = rawValue }

@@ -19,8 +19,9 @@ import Darwin
 /// ```
 ///
 /// - Important: Transactions exist only inside `read` and `write` closures. Never
-///   `await` or block on another transaction inside one, and never start a `write`
-///   from inside a `read` on the same thread: growing the map waits for readers. A `write` body can run more
+///   `await` or block on another transaction inside one. A `write` started inside a
+///   `read` on the same thread stops the process with a message (growing the map
+///   waits for readers, so it would deadlock). A `write` body can run more
 ///   than once: when the map is full the transaction is aborted, the map grows, and
 ///   the body is retried, so it must not have side effects outside the transaction.
 public final class Environment: @unchecked Sendable {
@@ -55,7 +56,7 @@ public final class Environment: @unchecked Sendable {
 
         public init(
             databases: [String] = [],
-            mapSize: Int = 64 << 20,
+            mapSize: Int = 1 << 30,
             maxMapSize: Int = 1 << 40,
             maxReaders: UInt32 = 126,
             durability: Durability = .durable,
@@ -226,8 +227,8 @@ public final class Environment: @unchecked Sendable {
     /// - Throws: `LMDBError` (`.noSpace` for a full disk, `errno` codes of the file
     ///   system).
     public func copy(toDirectory path: String, compact: Bool = true) throws(LMDBError) {
-        pthread_rwlock_rdlock(resizeLock)
-        defer { pthread_rwlock_unlock(resizeLock) }
+        lockForTransaction()
+        defer { unlockAfterTransaction() }
         try check(mdb_env_copy2(handle, path, compact ? UInt32(MDB_CP_COMPACT) : 0), "copy to \(path)")
     }
 
@@ -261,18 +262,21 @@ public final class Environment: @unchecked Sendable {
     ///
     /// Readers never block the writer and see the state of the last commit before
     /// they began (MVCC). Any thread may call this concurrently.
-    public func read<R>(_ body: (borrowing Transaction) throws -> R) throws -> R {
-        pthread_rwlock_rdlock(resizeLock)
-        defer { pthread_rwlock_unlock(resizeLock) }
-        let txn = try begin(readOnly: true)
-        defer { mdb_txn_abort(txn) }
-        let transaction = Transaction(txn: txn, environment: self, readOnly: true)
-        return try body(transaction)
+    public func read<R>(_ body: (borrowing ReadTransaction) throws -> R) throws -> R {
+        try readOwned { (txn: consuming ReadTransaction) in try body(txn) }
     }
 
-    /// Runs `body` in a read transaction when `readOnly`, else in the write transaction.
-    public func transaction<R>(readOnly: Bool, _ body: (borrowing Transaction) throws -> R) throws -> R {
-        readOnly ? try read(body) : try write(body)
+    /// `read` handing the transaction over to `body`, which may wrap it in a type of
+    /// its own (a store's snapshot); the transaction still ends when `body` returns.
+    package func readOwned<R>(_ body: (consuming ReadTransaction) throws -> R) throws -> R {
+        lockForTransaction()
+        defer { unlockAfterTransaction() }
+        let txn = try begin(readOnly: true)
+        defer { mdb_txn_abort(txn) }
+        let token = UInt(bitPattern: Int(bitPattern: handle))
+        ThreadReads.enter(token)
+        defer { ThreadReads.leave(token) }
+        return try body(ReadTransaction(txn: txn, environment: self, insideWrite: false))
     }
 
     /// Runs `body` in the write transaction: normal return commits, a throw aborts.
@@ -280,17 +284,23 @@ public final class Environment: @unchecked Sendable {
     /// When LMDB reports a full map the transaction is aborted, the map doubles (up to
     /// `Options.maxMapSize`) and `body` runs again.
     ///
+    /// - Precondition: the calling thread is not inside a `read` of this environment
+    ///   (growing the map would wait for that read for ever).
     /// - Throws: whatever `body` throws (nothing is written), or `LMDBError`:
     ///   `.mapFull` beyond the maximum map size, `.noSpace` when the disk is full,
     ///   `.readOnlyTransaction` in a read-only environment.
-    public func write<R>(_ body: (borrowing Transaction) throws -> R) throws -> R {
+    public func write<R>(_ body: (borrowing WriteTransaction) throws -> R) throws -> R {
         if options.readOnly {
             throw LMDBError(code: .readOnlyTransaction, message: "write: environment is open read-only")
         }
+        precondition(
+            !ThreadReads.contains(UInt(bitPattern: Int(bitPattern: handle))),
+            "LMDB: a write transaction was started inside a read transaction of the same environment on the same thread; finish the read first (this would deadlock when the map grows)"
+        )
         while true {
             do {
-                pthread_rwlock_rdlock(resizeLock)
-                defer { pthread_rwlock_unlock(resizeLock) }
+                lockForTransaction()
+                defer { unlockAfterTransaction() }
                 return try writeOnce(body)
             } catch let error as LMDBError where error.code == .mapFull {
                 try grow(failing: error)
@@ -298,9 +308,19 @@ public final class Environment: @unchecked Sendable {
         }
     }
 
-    private func writeOnce<R>(_ body: (borrowing Transaction) throws -> R) throws -> R {
+    private func lockForTransaction() {
+        let rc = pthread_rwlock_rdlock(resizeLock)
+        precondition(rc == 0, "LMDB: resize lock failed: \(rc)")
+    }
+
+    private func unlockAfterTransaction() {
+        let rc = pthread_rwlock_unlock(resizeLock)
+        precondition(rc == 0, "LMDB: resize unlock failed: \(rc)")
+    }
+
+    private func writeOnce<R>(_ body: (borrowing WriteTransaction) throws -> R) throws -> R {
         let txn = try begin(readOnly: false)
-        let transaction = Transaction(txn: txn, environment: self, readOnly: false)
+        let transaction = WriteTransaction(txn: txn, environment: self)
         let result: R
         do {
             result = try body(transaction)
@@ -335,19 +355,24 @@ public final class Environment: @unchecked Sendable {
     }
 
     private func adoptMapSize() throws(LMDBError) {
-        pthread_rwlock_unlock(resizeLock)
-        defer { pthread_rwlock_rdlock(resizeLock) }
-        pthread_rwlock_wrlock(resizeLock)
-        defer { pthread_rwlock_unlock(resizeLock) }
+        unlockAfterTransaction()
+        defer { lockForTransaction() }
+        lockExclusively()
+        defer { unlockAfterTransaction() }
         try check(mdb_env_set_mapsize(handle, 0), "adopt map size")
         var info = MDB_envinfo()
         mdb_env_info(handle, &info)
         mapSizeState.withLock { $0 = info.me_mapsize }
     }
 
+    private func lockExclusively() {
+        let rc = pthread_rwlock_wrlock(resizeLock)
+        precondition(rc == 0, "LMDB: resize lock failed: \(rc)")
+    }
+
     private func grow(failing error: LMDBError) throws(LMDBError) {
-        pthread_rwlock_wrlock(resizeLock)
-        defer { pthread_rwlock_unlock(resizeLock) }
+        lockExclusively()
+        defer { unlockAfterTransaction() }
         var info = MDB_envinfo()
         mdb_env_info(handle, &info)
         let current = info.me_mapsize

@@ -1,4 +1,3 @@
-import LMDB
 import TopGunCore
 import TopGunStore
 
@@ -136,5 +135,5 @@ struct Planner {
     }
 
     /// The first byte string greater than every string starting with `bytes`.
-    func successor(_ bytes: [UInt8]) -> [UInt8]? { KeyRange.successor(ofPrefix: bytes) }
+    func successor(_ bytes: [UInt8]) -> [UInt8]? { store.indexedValueEnd(ofPrefix: bytes) }
 }

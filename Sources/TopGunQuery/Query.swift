@@ -1,4 +1,3 @@
-import LMDB
 import TopGunCore
 import TopGunStore
 
@@ -74,7 +73,7 @@ public struct Query: Sendable {
     /// The chosen plan with the counters of an actual run.
     public func explain() throws -> Explanation { try run().explanation }
 
-    func execute(_ txn: borrowing Transaction) throws -> (result: QueryResult, sequence: HLCTimestamp?) {
+    func execute(_ txn: borrowing Store.Snapshot) throws -> (result: QueryResult, sequence: HLCTimestamp?) {
         let plan = Planner(store: store, map: map, predicate: predicate, partitions: partitionFilter).plan()
         var stats = Explanation(plan: plan)
         var rows: [Row] = []

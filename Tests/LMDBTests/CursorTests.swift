@@ -61,7 +61,7 @@ struct CursorTests {
                 try txn.withCursor(on: t) { cursor in
                     var more = try cursor.seek(atLeast: Array("b".utf8))
                     while more {
-                        try cursor.deleteCurrent()
+                        try txn.deleteEntry(at: &cursor)
                         more = try cursor.withCurrent { key, _ in key.byteCount > 0 } && (try cursor.seek(atLeast: Array("b".utf8)))
                     }
                 }

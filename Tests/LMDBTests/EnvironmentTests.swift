@@ -56,11 +56,34 @@ struct EnvironmentTests {
         }
     }
 
-    @Test func writeInReadTransactionIsTypedError() throws {
+    /// Writes are methods of `WriteTransaction` only (a put inside `read` does not
+    /// compile); a write started inside a read of the same environment on the same
+    /// thread would deadlock when the map grows, so it stops the process with a message.
+    @Test func aWriteInsideAReadStopsInsteadOfDeadlocking() async {
+        await #expect(processExitsWith: .failure) {
+            try withTemporaryDirectory { dir in
+                let env = try Environment(path: dir, options: .init(databases: ["a"]))
+                try env.read { _ in try env.write { txn in try txn.put([1], forKey: [1], in: env.database("a")) } }
+            }
+        }
+    }
+
+    @Test func aReadInsideAReadAndAWriteAfterItAreFine() throws {
         try withTemporaryDirectory { dir in
-            let env = try Environment(path: dir, options: .init(databases: names))
+            let env = try Environment(path: dir, options: .init(databases: ["a"]))
+            let nested = try env.read { _ in try env.read { try $0.value(forKey: [1], in: env.database("a")) } }
+            #expect(nested == nil)
+            try env.write { txn in try txn.put([2], forKey: [1], in: env.database("a")) }
+            #expect(try env.read { try $0.value(forKey: [1], in: env.database("a")) } == [2])
+        }
+    }
+
+    @Test func aReadOnlyEnvironmentRefusesWrites() throws {
+        try withTemporaryDirectory { dir in
+            _ = try Environment(path: dir, options: .init(databases: ["a"]))
+            let env = try Environment(path: dir, options: .init(databases: ["a"], readOnly: true))
             let error = #expect(throws: LMDBError.self) {
-                try env.read { txn in try txn.put([1], forKey: [1], in: env.database("a")) }
+                try env.write { txn in try txn.put([1], forKey: [1], in: env.database("a")) }
             }
             #expect(error?.code == .readOnlyTransaction)
         }

@@ -18,11 +18,11 @@ struct MerkleDeltas {
     }
 
     /// Applies the deltas to the stored digests; all-zero partitions are deleted.
-    func write(_ txn: borrowing Transaction, _ db: LMDB.Database) throws {
+    func write(_ txn: borrowing WriteTransaction, _ db: LMDB.Database) throws {
         var value = [UInt8](repeating: 0, count: MerkleBuckets.bucketCount * 8)
         for (id, deltas) in partitions where deltas.contains(where: { $0 != 0 }) {
             let key = Layout.recordPrefix(mapID: UInt32(id >> 16), partition: UInt16(truncatingIfNeeded: id))
-            var buckets = try Self.read(txn, db, key: key)
+            var buckets = try Self.read(txn.reads, db, key: key)
             var allZero = true
             for i in 0..<buckets.count {
                 buckets[i] ^= deltas[i]
@@ -40,7 +40,7 @@ struct MerkleDeltas {
     }
 
     /// The stored bucket digests of the partition at `key` (zeros when absent).
-    static func read(_ txn: borrowing Transaction, _ db: LMDB.Database, key: [UInt8]) throws -> [UInt64] {
+    static func read(_ txn: borrowing ReadTransaction, _ db: LMDB.Database, key: [UInt8]) throws -> [UInt64] {
         guard let raw = try txn.value(forKey: key, in: db) else {
             return [UInt64](repeating: 0, count: MerkleBuckets.bucketCount)
         }

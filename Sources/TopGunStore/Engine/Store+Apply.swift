@@ -23,7 +23,7 @@ extension Store {
     ) throws -> [ApplyOutcome] {
         try commit { batch, txn in
             batch.overridesHorizon = overridingHorizon
-            if let peer { batch.horizon = min(batch.horizon, try Store.readPeer(peer, txn, dbs)?.joinedAtHorizon ?? batch.horizon) }
+            if let peer { batch.horizon = min(batch.horizon, try Store.readPeer(peer, txn.reads, dbs)?.joinedAtHorizon ?? batch.horizon) }
             var outcomes: [ApplyOutcome] = []
             outcomes.reserveCapacity(operations.count)
             for op in operations { outcomes.append(try batch.applyRemote(op, txn)) }
@@ -42,7 +42,7 @@ extension Store {
     }
 
     /// Runs one write transaction with `body`, then publishes its changes.
-    func commit(_ body: (inout Batch, borrowing Transaction) throws -> [ApplyOutcome]) throws -> [ApplyOutcome] {
+    func commit(_ body: (inout Batch, borrowing WriteTransaction) throws -> [ApplyOutcome]) throws -> [ApplyOutcome] {
         let started = ContinuousClock.now
         defer { counters.record(batchDuration: ContinuousClock.now - started) }
         let wantChanges = feed.hasSubscribers
@@ -100,7 +100,7 @@ struct Batch {
     let resolvers: [String: ConflictResolver]
     let indexes: [String: [IndexDefinition]]
 
-    init(store: Store, wantChanges: Bool, _ txn: borrowing Transaction) throws {
+    init(store: Store, wantChanges: Bool, _ txn: borrowing WriteTransaction) throws {
         self.store = store
         self.dbs = store.dbs
         self.wantChanges = wantChanges
@@ -122,7 +122,7 @@ struct Batch {
         let generation = try txn.value(forKey: Layout.Meta.indexNextID, in: store.dbs.meta)
         var indexes = store.indexRegistry.withLock { $0 }
         if generation != store.indexGeneration.withLock({ $0 }) {
-            indexes = try Store.loadIndexes(txn, store.dbs)
+            indexes = try Store.loadIndexes(txn.reads, store.dbs)
             store.indexRegistry.withLock { $0 = indexes }
             store.indexGeneration.withLock { $0 = generation }
         }
@@ -133,14 +133,14 @@ struct Batch {
 
     // MARK: Maps
 
-    mutating func map(_ name: String, kind: CRDTKind, _ txn: borrowing Transaction) throws -> Store.MapInfo? {
+    mutating func map(_ name: String, kind: CRDTKind, _ txn: borrowing WriteTransaction) throws -> Store.MapInfo? {
         if let last = lastMap, last.name == name { return last.info.kind == kind ? last.info : nil }
         guard let info = try lookUpOrCreate(name, kind: kind, txn) else { return nil }
         lastMap = (name, info)
         return info.kind == kind ? info : nil
     }
 
-    mutating func lookUpOrCreate(_ name: String, kind: CRDTKind, _ txn: borrowing Transaction) throws -> Store.MapInfo? {
+    mutating func lookUpOrCreate(_ name: String, kind: CRDTKind, _ txn: borrowing WriteTransaction) throws -> Store.MapInfo? {
         if let info = newMaps[name] ?? store.mapInfo(name) {
             return info.kind == kind ? info : nil
         }
@@ -166,7 +166,7 @@ struct Batch {
 
     // MARK: Steps
 
-    mutating func applyRemote(_ op: ReplicatedOperation, _ txn: borrowing Transaction) throws -> ApplyOutcome {
+    mutating func applyRemote(_ op: ReplicatedOperation, _ txn: borrowing WriteTransaction) throws -> ApplyOutcome {
         do throws(HLCError) {
             try clock.receive(op.timestamp, wall: wall)
         } catch {
@@ -178,7 +178,7 @@ struct Batch {
     /// A fresh local stamp (the wall clock is read once per batch).
     mutating func stamp() -> HLCTimestamp { clock.now(wall: wall) }
 
-    mutating func apply(_ mutation: Mutation, _ txn: borrowing Transaction) throws -> ApplyOutcome {
+    mutating func apply(_ mutation: Mutation, _ txn: borrowing WriteTransaction) throws -> ApplyOutcome {
         switch mutation {
         case .set(let map, let key, let value, let ttl):
             // Nesting before encoding; the bytes are then checked once, with every op.
@@ -225,7 +225,7 @@ struct Batch {
 
     /// Removes the observed OR-Map entries of `key` whose value `matches` (tombstones
     /// their tags); nothing observed is `.unchanged`.
-    mutating func removeEntries(map: String, key: String, _ txn: borrowing Transaction, matching matches: (Value) -> Bool) throws -> ApplyOutcome {
+    mutating func removeEntries(map: String, key: String, _ txn: borrowing WriteTransaction, matching matches: (Value) -> Bool) throws -> ApplyOutcome {
         if let kind = kindOf(map), kind != .orMap { return .rejected(.kindMismatch("map \(map) is \(kind), not an or-map")) }
         guard let current = try readState(map: map, key: key, kind: .orMap, txn), case .orMap(let set) = current else {
             return .unchanged
@@ -239,19 +239,19 @@ struct Batch {
     /// The kind of an existing map (nil when there is none yet).
     func kindOf(_ map: String) -> CRDTKind? { (newMaps[map] ?? store.mapInfo(map))?.kind }
 
-    func readState(map: String, key: String, kind: CRDTKind, _ txn: borrowing Transaction) throws -> StoredState? {
+    func readState(map: String, key: String, kind: CRDTKind, _ txn: borrowing WriteTransaction) throws -> StoredState? {
         guard let info = newMaps[map] ?? store.mapInfo(map), info.kind == kind else { return nil }
         if !deferredRecords.isEmpty {
             var recordKey = Layout.recordPrefix(mapID: info.id, partition: Partitioner.partition(of: key))
             recordKey.append(contentsOf: key.utf8)
             if let record = deferredRecords[recordKey] { return try record.withUnsafeBytes { try StoredState(decoding: $0, kind: kind) } }
         }
-        return try store.readState(mapID: info.id, kind: kind, key: key, txn)
+        return try store.readState(mapID: info.id, kind: kind, key: key, txn.reads)
     }
 
     // MARK: The merge path
 
-    mutating func apply(_ op: ReplicatedOperation, local: Bool, _ txn: borrowing Transaction) throws -> ApplyOutcome {
+    mutating func apply(_ op: ReplicatedOperation, local: Bool, _ txn: borrowing WriteTransaction) throws -> ApplyOutcome {
         // Refused alone, before anything is created: what is stored can be read back.
         if let problem = Self.problem(with: op) { return .rejected(.invalid(problem)) }
         let kind = op.payload.kind
@@ -293,7 +293,7 @@ struct Batch {
     /// LWW: decides from the 16 stored HLC bytes, in place, without decoding values.
     mutating func applyLWW(
         _ op: ReplicatedOperation, local: Bool, info: Store.MapInfo, partition: UInt16, encoded: [UInt8]?, ttl: UInt64?,
-        _ txn: borrowing Transaction
+        _ txn: borrowing WriteTransaction
     ) throws -> ApplyOutcome {
         let incoming = op.timestamp
         // The value digest is needed only when the op is not already beaten on its HLC.
@@ -391,7 +391,7 @@ struct Batch {
 
     /// OR-Map and PN-Counter: merge the delta into the stored payload bytes, write if changed.
     mutating func applyState(
-        _ op: ReplicatedOperation, local: Bool, info: Store.MapInfo, partition: UInt16, _ txn: borrowing Transaction
+        _ op: ReplicatedOperation, local: Bool, info: Store.MapInfo, partition: UInt16, _ txn: borrowing WriteTransaction
     ) throws -> ApplyOutcome {
         deltaBuffer.removeAll(keepingCapacity: true)
         switch op.payload {
@@ -488,7 +488,7 @@ struct Batch {
     /// Appends `[origin 16][map id 4][flags 1][ttl 8?][key length 2][key][payload]`.
     mutating func appendLog(
         sequence: HLCTimestamp, origin: HLCTimestamp, mapID: UInt32, flags: Layout.Flags, ttl: UInt64?, key: String,
-        payload: [UInt8]?, _ txn: borrowing Transaction
+        payload: [UInt8]?, _ txn: borrowing WriteTransaction
     ) throws {
         logBuffer.removeAll(keepingCapacity: true)
         withUnsafeBytes(of: origin.packedTime.bigEndian) { logBuffer.append(contentsOf: $0) }
@@ -507,7 +507,7 @@ struct Batch {
     }
 
     /// Writes the accumulated Merkle bucket digests and the HLC high-water mark.
-    mutating func finish(_ txn: borrowing Transaction) throws {
+    mutating func finish(_ txn: borrowing WriteTransaction) throws {
         for (key, record) in deferredRecords { try txn.put(record, forKey: key, in: dbs.records) }
         try merkle.write(txn, dbs.merkle)
         try txn.put(clock.last.bytes, forKey: Layout.Meta.highWater, in: dbs.meta)

@@ -51,7 +51,7 @@ extension Store {
             let wall = options.wallClock.milliseconds()
             // A peer cannot have applied more than this log holds (a hostile ack could
             // claim anything).
-            let head = try lastSequence(in: txn) ?? .zero
+            let head = try lastSequence(in: txn.reads) ?? .zero
             for (peer, acked) in acknowledgements {
                 try Self.updatePeer(peer, txn, dbs) { state, _ in
                     state.acknowledged = max(state.acknowledged, min(acked, head))
@@ -102,7 +102,7 @@ extension Store {
                             horizon = max(horizon, tombstone.origin)
                         }
                     }
-                    try cursor.deleteCurrent()
+                    try txn.deleteEntry(at: &cursor)
                     report.logEntriesRemoved += 1
                     truncated = key
                     // LMDB leaves a cursor on the following entry after a delete;

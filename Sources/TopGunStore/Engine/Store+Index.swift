@@ -160,7 +160,7 @@ extension Store {
     }
 
     /// Loads the index definitions from `meta` (at open).
-    static func loadIndexes(_ txn: borrowing Transaction, _ dbs: DBs) throws -> [String: [IndexDefinition]] {
+    static func loadIndexes(_ txn: borrowing ReadTransaction, _ dbs: DBs) throws -> [String: [IndexDefinition]] {
         var out: [String: [IndexDefinition]] = [:]
         try txn.forEach(in: dbs.meta, range: .prefix(Array("index:".utf8))) { k, v in
             let name = k.withUnsafeBytes { Array($0.dropFirst(6)) }
@@ -184,7 +184,7 @@ extension Batch {
     /// ones (`old[i]` / `new[i]` belong to `indexes[i]`).
     mutating func maintainIndexes(
         _ indexes: [IndexDefinition], key: String, partition: UInt16, old: [Value?], new: [Value?],
-        _ txn: borrowing Transaction
+        _ txn: borrowing WriteTransaction
     ) throws {
         for (i, index) in indexes.enumerated() {
             let before = old[i].map { Layout.indexKey(index, value: $0, partition: partition, key: key) }

@@ -22,7 +22,7 @@ extension Store {
         _ entries: [LoggedOperation], fromPeer peer: NodeID, cursor: HLCTimestamp, scope: PeerScope = .all, holdingCursor: Bool = false
     ) throws -> [ApplyOutcome] {
         try commit { batch, txn in
-            batch.horizon = min(batch.horizon, try Self.readPeer(peer, txn, dbs)?.joinedAtHorizon ?? batch.horizon)
+            batch.horizon = min(batch.horizon, try Self.readPeer(peer, txn.reads, dbs)?.joinedAtHorizon ?? batch.horizon)
             var outcomes: [ApplyOutcome] = []
             outcomes.reserveCapacity(entries.count)
             var stop: HLCTimestamp?
@@ -108,17 +108,17 @@ extension Store {
         }
     }
 
-    static func readPeer(_ peer: NodeID, _ txn: borrowing Transaction, _ dbs: DBs) throws -> PeerState? {
+    static func readPeer(_ peer: NodeID, _ txn: borrowing ReadTransaction, _ dbs: DBs) throws -> PeerState? {
         let key = withUnsafeBytes(of: peer.rawValue.bigEndian) { Array($0) }
         return try txn.value(forKey: key, in: dbs.peers).flatMap { raw in raw.withUnsafeBytes { PeerState(node: peer, $0) } }
     }
 
     /// Reads, changes and writes back the record of `peer` (a new one when absent).
     static func updatePeer(
-        _ peer: NodeID, _ txn: borrowing Transaction, _ dbs: DBs, _ change: (inout PeerState, _ isNew: Bool) -> Void
+        _ peer: NodeID, _ txn: borrowing WriteTransaction, _ dbs: DBs, _ change: (inout PeerState, _ isNew: Bool) -> Void
     ) throws {
         let key = withUnsafeBytes(of: peer.rawValue.bigEndian) { Array($0) }
-        let stored = try readPeer(peer, txn, dbs)
+        let stored = try readPeer(peer, txn.reads, dbs)
         var state: PeerState
         if let stored {
             state = stored

@@ -6,10 +6,10 @@ extension Store {
     ///
     /// - Throws: `StoreError(.corruptRecord)` when the stored bytes do not decode.
     public func state(map: String, key: String) throws -> StoredState? {
-        try env.read { txn in try state(map: map, key: key, in: txn) }
+        try snapshot { try state(map: map, key: key, in: $0) }
     }
 
-    func readState(mapID: UInt32, kind: CRDTKind, key: String, _ txn: borrowing Transaction) throws -> StoredState? {
+    func readState(mapID: UInt32, kind: CRDTKind, key: String, _ txn: borrowing ReadTransaction) throws -> StoredState? {
         var k = Layout.recordPrefix(mapID: mapID, partition: Partitioner.partition(of: key))
         k.append(contentsOf: key.utf8)
         do {
@@ -26,7 +26,7 @@ extension Store {
     public func scan(
         map: String, partition: UInt16? = nil, _ body: (_ key: String, _ state: StoredState) throws -> Bool
     ) throws {
-        try env.read { txn in try scan(map: map, partition: partition, in: txn, body) }
+        try snapshot { try scan(map: map, partition: partition, in: $0, body) }
     }
 
     /// Number of records (tombstones included) of `map`.
@@ -71,7 +71,7 @@ extension Store {
         }
     }
 
-    func operations(after sequence: HLCTimestamp?, limit: Int, _ txn: borrowing Transaction) throws -> [LoggedOperation] {
+    func operations(after sequence: HLCTimestamp?, limit: Int, _ txn: borrowing ReadTransaction) throws -> [LoggedOperation] {
         var out: [LoggedOperation] = []
         let lower = sequence.map { $0.successor.bytes }
         var names = mapsByID.withLock { $0 }
@@ -208,106 +208,16 @@ extension Store {
 extension Store {
     /// LMDB environment sizes (map size, last transaction id, readers).
     public var environmentInfo: Environment.Info { env.info() }
-}
 
-// MARK: Snapshot access for the query executor (same package).
-
-extension Store {
-    /// Runs `body` in one read snapshot.
-    package func snapshot<R>(_ body: (borrowing Transaction) throws -> R) throws -> R {
-        try env.read(body)
-    }
-
-    /// The record of `key` in `map`, read in `txn`.
-    package func state(map: String, key: String, in txn: borrowing Transaction) throws -> StoredState? {
-        guard let info = mapInfo(map) else { return nil }
-        return try readState(mapID: info.id, kind: info.kind, key: key, txn)
-    }
-
-    /// Visits the records of `map` (one partition, or all) in `txn`.
-    package func scan(
-        map: String, partition: UInt16?, in txn: borrowing Transaction,
-        _ body: (_ key: String, _ state: StoredState) throws -> Bool
-    ) throws {
-        guard let info = mapInfo(map) else { return }
-        try txn.withCursor(on: dbs.records) { cursor in
-            try cursor.scan(range: .prefix(Layout.recordPrefix(mapID: info.id, partition: partition)), reverse: false) { k, v in
-                guard k.count > Layout.recordPrefixBytes,
-                    let key = String(validating: UnsafeRawBufferPointer(rebasing: k[Layout.recordPrefixBytes...]), as: UTF8.self)
-                else { throw StoreError(.corruptRecord, "\(map): record key of \(k.count) bytes is not a key") }
-                // The value digest does not cover the key; its partition does, mostly: a
-                // changed key byte moves it to another partition 270 times in 271.
-                guard Partitioner.partition(of: key) == UInt16(bigEndian: k.loadUnaligned(fromByteOffset: 4, as: UInt16.self)) else {
-                    throw StoreError(.corruptRecord, "\(map)/\(key): the key is not in its partition (damaged key bytes)")
-                }
-                let state: StoredState
-                do { state = try StoredState(decoding: v, kind: info.kind) } catch let error as StoreError { throw error.naming(map: map, key: key) }
-                return try body(key, state)
-            }
-        }
-    }
-
-    /// Visits the (partition, key) entries of `index` whose indexed value lies in
-    /// `range`, a range over `Layout.indexedValue` bytes (nil bounds = open).
-    package func scanIndex(
-        _ index: IndexDefinition, lower: [UInt8]?, upper: [UInt8]?, in txn: borrowing Transaction,
-        _ body: (_ partition: UInt16, _ key: String) throws -> Bool
-    ) throws {
-        let id = withUnsafeBytes(of: index.id.bigEndian) { Array($0) }
-        let range = KeyRange(
-            from: id + (lower ?? []),
-            to: upper.map { id + $0 } ?? KeyRange.prefix(id).upper)
-        try txn.withCursor(on: dbs.index) { cursor in
-            try cursor.scan(range: range, reverse: false) { _, v in
-                guard v.count >= 2 else { throw StoreError(.corruptRecord, "index entry") }
-                let partition = UInt16(bigEndian: v.loadUnaligned(as: UInt16.self))
-                return try body(partition, String(decoding: UnsafeRawBufferPointer(rebasing: v[2...]), as: UTF8.self))
-            }
-        }
-    }
-
-    /// The indexed-value bytes of `value` for `index` (see `scanIndex`).
-    package func indexedValue(_ index: IndexDefinition, _ value: Value) -> [UInt8] {
-        Layout.indexedValue(index, value)
-    }
+    /// Wall-clock milliseconds, for TTL visibility.
+    package var now: UInt64 { options.wallClock.milliseconds() }
 
     /// The newest op-log key as seen by `txn`.
-    package func lastSequence(in txn: borrowing Transaction) throws -> HLCTimestamp? {
+    func lastSequence(in txn: borrowing ReadTransaction) throws -> HLCTimestamp? {
         var last: HLCTimestamp?
         try txn.withCursor(on: dbs.oplog) { cursor in
             if try cursor.last() { last = HLCTimestamp(loadingFrom: cursor.currentKey.baseAddress!) }
         }
         return last
-    }
-
-    /// Wall-clock milliseconds, for TTL visibility.
-    package var now: UInt64 { options.wallClock.milliseconds() }
-}
-
-extension Store {
-    /// Reads the records of `keys` (partition, key), sorted first so the reads sweep the
-    /// map in key order with one cursor; absent keys are skipped.
-    package func fetch(
-        map: String, keys: [(partition: UInt16, key: String)], in txn: borrowing Transaction,
-        _ body: (_ key: String, _ state: StoredState) throws -> Void
-    ) throws {
-        guard let info = mapInfo(map), !keys.isEmpty else { return }
-        let sorted = keys.sorted { $0.partition != $1.partition ? $0.partition < $1.partition : $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }
-        var buffer = Layout.recordPrefix(mapID: info.id, partition: 0)
-        try txn.withCursor(on: dbs.records) { cursor in
-            for (partition, key) in sorted {
-                buffer.removeSubrange(4...)
-                withUnsafeBytes(of: partition.bigEndian) { buffer.append(contentsOf: $0) }
-                buffer.append(contentsOf: key.utf8)
-                let found = try buffer.withUnsafeBytes { target in
-                    try cursor.seek(atLeast: target) && cursor.currentKey.elementsEqual(target)
-                }
-                if found {
-                    let state: StoredState
-                    do { state = try StoredState(decoding: cursor.currentValue, kind: info.kind) } catch let error as StoreError { throw error.naming(map: map, key: key) }
-                    try body(key, state)
-                }
-            }
-        }
     }
 }

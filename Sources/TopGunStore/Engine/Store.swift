@@ -36,7 +36,7 @@ public final class Store: Sendable {
         public var readOnly: Bool
 
         public init(
-            durability: Environment.Durability = .durable, mapSize: Int = 64 << 20, maxMapSize: Int = 1 << 40,
+            durability: Environment.Durability = .durable, mapSize: Int = 1 << 30, maxMapSize: Int = 1 << 40,
             maxClockDriftMillis: UInt64 = 60_000, wallClock: any WallClock = SystemWallClock(), nodeID: NodeID? = nil,
             changeBufferSize: Int = 4_096, maxGroupSize: Int = 10_000, writeMap: Bool = false, readOnly: Bool = false,
             verification: Verification = .metaPages
@@ -126,26 +126,28 @@ public final class Store: Sendable {
             peers: env.database("peers"))
         let dbs = self.dbs
         let readOnly = options.readOnly
-        let (node, highWater, maps, horizon, indexes) = try env.transaction(readOnly: readOnly) { txn -> (NodeID, HLCTimestamp?, [String: MapInfo], HLCTimestamp, [String: [IndexDefinition]]) in
-            if let raw = try txn.value(forKey: Layout.Meta.schema, in: dbs.meta) {
-                let version = raw.count == 4 ? raw.withUnsafeBytes { UInt32(bigEndian: $0.loadUnaligned(as: UInt32.self)) } : 0
-                guard version == Layout.schemaVersion else {
-                    throw StoreError(.unsupportedSchema, "database schema \(version); this library reads \(Layout.schemaVersion)")
+        if !readOnly {
+            try env.write { txn in
+                if let raw = try txn.value(forKey: Layout.Meta.schema, in: dbs.meta) {
+                    try Self.checkSchema(raw)
+                } else {
+                    try txn.put(withUnsafeBytes(of: Layout.schemaVersion.bigEndian) { Array($0) }, forKey: Layout.Meta.schema, in: dbs.meta)
                 }
-            } else if readOnly {
+                if try txn.value(forKey: Layout.Meta.node, in: dbs.meta) == nil {
+                    let node = options.nodeID ?? .random()
+                    try txn.put(withUnsafeBytes(of: node.rawValue.bigEndian) { Array($0) }, forKey: Layout.Meta.node, in: dbs.meta)
+                }
+            }
+        }
+        let (node, highWater, maps, horizon, indexes) = try env.read { txn -> (NodeID, HLCTimestamp?, [String: MapInfo], HLCTimestamp, [String: [IndexDefinition]]) in
+            guard let raw = try txn.value(forKey: Layout.Meta.schema, in: dbs.meta) else {
                 throw StoreError(.notFound, "\(path) holds no TopGun database")
-            } else {
-                try txn.put(withUnsafeBytes(of: Layout.schemaVersion.bigEndian) { Array($0) }, forKey: Layout.Meta.schema, in: dbs.meta)
             }
-            let node: NodeID
-            if let raw = try txn.value(forKey: Layout.Meta.node, in: dbs.meta), raw.count == 8 {
-                node = NodeID(raw.withUnsafeBytes { UInt64(bigEndian: $0.loadUnaligned(as: UInt64.self)) })
-            } else if readOnly {
+            try Self.checkSchema(raw)
+            guard let raw = try txn.value(forKey: Layout.Meta.node, in: dbs.meta), raw.count == 8 else {
                 throw StoreError(.corruptRecord, "\(path): the node id is missing")
-            } else {
-                node = options.nodeID ?? .random()
-                try txn.put(withUnsafeBytes(of: node.rawValue.bigEndian) { Array($0) }, forKey: Layout.Meta.node, in: dbs.meta)
             }
+            let node = NodeID(raw.withUnsafeBytes { UInt64(bigEndian: $0.loadUnaligned(as: UInt64.self)) })
             let highWater = try txn.value(forKey: Layout.Meta.highWater, in: dbs.meta).flatMap { HLCTimestamp(bytes: $0) }
             let horizon = try txn.value(forKey: Layout.Meta.horizon, in: dbs.meta).flatMap { HLCTimestamp(bytes: $0) } ?? .zero
             let maps = try Self.loadMaps(txn, dbs)
@@ -160,6 +162,13 @@ public final class Store: Sendable {
         self.horizon = Mutex(horizon)
         self.indexRegistry = Mutex(indexes)
         self.feed = ChangeFeed(bufferSize: options.changeBufferSize)
+    }
+
+    private static func checkSchema(_ raw: [UInt8]) throws {
+        let version = raw.count == 4 ? raw.withUnsafeBytes { UInt32(bigEndian: $0.loadUnaligned(as: UInt32.self)) } : 0
+        guard version == Layout.schemaVersion else {
+            throw StoreError(.unsupportedSchema, "database schema \(version); this library reads \(Layout.schemaVersion)")
+        }
     }
 
     /// Gives the database at `path` a fresh random node id, for a copied data directory
@@ -209,7 +218,7 @@ public final class Store: Sendable {
     func mapName(_ id: UInt32) -> String? { mapsByID.withLock { $0[id] } }
 
     /// The map table as stored (`maps`: name → id u32 BE, kind u8).
-    static func loadMaps(_ txn: borrowing Transaction, _ dbs: DBs) throws -> [String: MapInfo] {
+    static func loadMaps(_ txn: borrowing ReadTransaction, _ dbs: DBs) throws -> [String: MapInfo] {
         var maps: [String: MapInfo] = [:]
         try txn.forEach(in: dbs.maps) { key, value in
             let name = key.withUnsafeBytes { String(decoding: $0, as: UTF8.self) }

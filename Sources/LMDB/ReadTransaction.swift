@@ -4,24 +4,27 @@ final class TransactionState {
     var firstError: LMDBError?
 }
 
-/// A read or write transaction; it exists only inside `Environment.read` / `write`.
+/// A snapshot of the environment: reads only. It exists only inside `Environment.read`,
+/// or as the read half of a `WriteTransaction` (where it also sees that transaction's
+/// own writes).
+///
+/// Writes are methods of `WriteTransaction` only, so writing through a snapshot does not
+/// compile.
 ///
 /// - Important: Byte views (`RawSpan`) handed to closures point into the memory map
-///   and are valid only inside that closure; copy what must outlive it. After any
-///   failed write operation the transaction is poisoned: later operations throw
-///   `.transactionPoisoned` and the transaction aborts with the first error.
-public struct Transaction: ~Copyable {
+///   and are valid only inside that closure; copy what must outlive it.
+public struct ReadTransaction: ~Copyable {
     let txn: OpaquePointer
     /// The owning environment's handle, to catch handles of another environment.
     let environmentToken: UInt
-    /// True for snapshot readers; writes then throw `.readOnlyTransaction`.
-    public let isReadOnly: Bool
+    /// True when this is the read half of a write: a failed operation then poisons it.
+    let insideWrite: Bool
     let state = TransactionState()
 
-    init(txn: OpaquePointer, environment: Environment, readOnly: Bool) {
+    init(txn: OpaquePointer, environment: Environment, insideWrite: Bool) {
         self.txn = txn
         self.environmentToken = UInt(bitPattern: Int(bitPattern: environment.handle))
-        self.isReadOnly = readOnly
+        self.insideWrite = insideWrite
     }
 
     @inline(__always)
@@ -33,20 +36,10 @@ public struct Transaction: ~Copyable {
     }
 
     @inline(__always)
-    func checkWritable(_ operation: @autoclosure () -> String) throws(LMDBError) {
-        if isReadOnly {
-            throw LMDBError(code: .readOnlyTransaction, message: "\(operation()): transaction is read-only")
-        }
-        if let first = state.firstError {
-            throw LMDBError(code: .transactionPoisoned, message: "\(operation()): transaction failed earlier: \(first)")
-        }
-    }
-
-    @inline(__always)
     func record(_ rc: Int32, _ operation: @autoclosure () -> String) throws(LMDBError) {
         guard rc != 0 else { return }
         let error = LMDBError(rc, operation())
-        if !isReadOnly && state.firstError == nil { state.firstError = error }
+        if insideWrite && state.firstError == nil { state.firstError = error }
         throw error
     }
 
@@ -106,69 +99,6 @@ public struct Transaction: ~Copyable {
             overflowPages: st.ms_overflow_pages,
             pageSize: Int(st.ms_psize)
         )
-    }
-
-    // MARK: Writes
-
-    /// Stores `value` under `key`, replacing any previous value unless `flags` say otherwise.
-    ///
-    /// - Throws: `.keyExists` (with `.noOverwrite`, or `.append` out of order),
-    ///   `.badValueSize` for an empty or oversized key, `.mapFull`,
-    ///   `.readOnlyTransaction`.
-    public func put(_ value: [UInt8], forKey key: [UInt8], in db: Database, flags: PutFlags = []) throws(LMDBError) {
-        try withBytes(key) { (k) throws(LMDBError) in
-            try withBytes(value) { (v) throws(LMDBError) in try put(v, forKey: k, in: db, flags: flags) }
-        }
-    }
-
-    /// Zero-copy put for callers inside this package.
-    package func put(
-        _ value: UnsafeRawBufferPointer, forKey key: UnsafeRawBufferPointer, in db: Database, flags: PutFlags = []
-    ) throws(LMDBError) {
-        validate(db)
-        try checkWritable("put into \(db.name)")
-        var k = MDB_val(mv_size: key.count, mv_data: UnsafeMutableRawPointer(mutating: key.baseAddress))
-        var v = MDB_val(mv_size: value.count, mv_data: UnsafeMutableRawPointer(mutating: value.baseAddress))
-        try record(mdb_put(txn, db.dbi, &k, &v, flags.rawValue), "put into \(db.name)")
-    }
-
-    /// Reserves `count` bytes for `key` and lets `fill` write them in place (`MDB_RESERVE`).
-    package func reserve(
-        _ count: Int, forKey key: UnsafeRawBufferPointer, in db: Database, flags: PutFlags = [],
-        _ fill: (UnsafeMutableRawBufferPointer) -> Void
-    ) throws(LMDBError) {
-        validate(db)
-        try checkWritable("reserve in \(db.name)")
-        var k = MDB_val(mv_size: key.count, mv_data: UnsafeMutableRawPointer(mutating: key.baseAddress))
-        var v = MDB_val(mv_size: count, mv_data: nil)
-        try record(mdb_put(txn, db.dbi, &k, &v, flags.rawValue | UInt32(MDB_RESERVE)), "reserve in \(db.name)")
-        fill(UnsafeMutableRawBufferPointer(start: v.mv_data, count: count))
-    }
-
-    /// Removes `key`.
-    ///
-    /// - Returns: true if the key existed.
-    @discardableResult
-    public func delete(_ key: [UInt8], in db: Database) throws(LMDBError) -> Bool {
-        try withBytes(key) { (k) throws(LMDBError) in try delete(k, in: db) }
-    }
-
-    @discardableResult
-    package func delete(_ key: UnsafeRawBufferPointer, in db: Database) throws(LMDBError) -> Bool {
-        validate(db)
-        try checkWritable("delete from \(db.name)")
-        var k = MDB_val(mv_size: key.count, mv_data: UnsafeMutableRawPointer(mutating: key.baseAddress))
-        let rc = mdb_del(txn, db.dbi, &k, nil)
-        if rc == MDB_NOTFOUND { return false }
-        try record(rc, "delete from \(db.name)")
-        return true
-    }
-
-    /// Removes every entry of `db` (the database itself stays).
-    public func removeAll(in db: Database) throws(LMDBError) {
-        validate(db)
-        try checkWritable("clear \(db.name)")
-        try record(mdb_drop(txn, db.dbi, 0), "clear \(db.name)")
     }
 
     // MARK: Cursors

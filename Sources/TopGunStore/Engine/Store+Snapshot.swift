@@ -1,0 +1,108 @@
+import LMDB
+import TopGunCore
+
+extension Store {
+    /// A consistent read view of the store (one LMDB read transaction), handed to a
+    /// `snapshot` closure and valid only inside it. Readers never block the writer.
+    public struct Snapshot: ~Copyable {
+        let transaction: ReadTransaction
+    }
+
+    /// Runs `body` with one consistent read view of the store: every read through the
+    /// snapshot sees the same committed state, however many commits happen meanwhile.
+    ///
+    /// - Throws: what `body` throws, or `StoreError(.storage)` when no read can begin.
+    public func snapshot<R>(_ body: (borrowing Snapshot) throws -> R) throws -> R {
+        try env.readOwned { (txn: consuming ReadTransaction) in try body(Snapshot(transaction: txn)) }
+    }
+
+    /// The record of `key` in `map`, read in `snapshot`.
+    package func state(map: String, key: String, in snapshot: borrowing Snapshot) throws -> StoredState? {
+        guard let info = mapInfo(map) else { return nil }
+        return try readState(mapID: info.id, kind: info.kind, key: key, snapshot.transaction)
+    }
+
+    /// Visits the records of `map` (one partition, or all) in `snapshot`.
+    package func scan(
+        map: String, partition: UInt16?, in snapshot: borrowing Snapshot,
+        _ body: (_ key: String, _ state: StoredState) throws -> Bool
+    ) throws {
+        guard let info = mapInfo(map) else { return }
+        try snapshot.transaction.withCursor(on: dbs.records) { cursor in
+            try cursor.scan(range: .prefix(Layout.recordPrefix(mapID: info.id, partition: partition)), reverse: false) { k, v in
+                guard k.count > Layout.recordPrefixBytes,
+                    let key = String(validating: UnsafeRawBufferPointer(rebasing: k[Layout.recordPrefixBytes...]), as: UTF8.self)
+                else { throw StoreError(.corruptRecord, "\(map): record key of \(k.count) bytes is not a key") }
+                // The value digest does not cover the key; its partition does, mostly: a
+                // changed key byte moves it to another partition 270 times in 271.
+                guard Partitioner.partition(of: key) == UInt16(bigEndian: k.loadUnaligned(fromByteOffset: 4, as: UInt16.self)) else {
+                    throw StoreError(.corruptRecord, "\(map)/\(key): the key is not in its partition (damaged key bytes)")
+                }
+                let state: StoredState
+                do { state = try StoredState(decoding: v, kind: info.kind) } catch let error as StoreError { throw error.naming(map: map, key: key) }
+                return try body(key, state)
+            }
+        }
+    }
+
+    /// Visits the (partition, key) entries of `index` whose indexed value lies in
+    /// `range`, a range over `Layout.indexedValue` bytes (nil bounds = open).
+    package func scanIndex(
+        _ index: IndexDefinition, lower: [UInt8]?, upper: [UInt8]?, in snapshot: borrowing Snapshot,
+        _ body: (_ partition: UInt16, _ key: String) throws -> Bool
+    ) throws {
+        let id = withUnsafeBytes(of: index.id.bigEndian) { Array($0) }
+        let range = KeyRange(
+            from: id + (lower ?? []),
+            to: upper.map { id + $0 } ?? KeyRange.prefix(id).upper)
+        try snapshot.transaction.withCursor(on: dbs.index) { cursor in
+            try cursor.scan(range: range, reverse: false) { _, v in
+                guard v.count >= 2 else { throw StoreError(.corruptRecord, "index entry") }
+                let partition = UInt16(bigEndian: v.loadUnaligned(as: UInt16.self))
+                return try body(partition, String(decoding: UnsafeRawBufferPointer(rebasing: v[2...]), as: UTF8.self))
+            }
+        }
+    }
+
+    /// The indexed-value bytes of `value` for `index` (see `scanIndex`).
+    package func indexedValue(_ index: IndexDefinition, _ value: Value) -> [UInt8] {
+        Layout.indexedValue(index, value)
+    }
+
+    /// The first indexed-value byte string after every one that starts with `prefix`
+    /// (nil when there is none), the open end of a prefix range for `scanIndex`.
+    package func indexedValueEnd(ofPrefix prefix: [UInt8]) -> [UInt8]? {
+        KeyRange.successor(ofPrefix: prefix)
+    }
+
+    /// The newest op-log key as seen by `snapshot`.
+    package func lastSequence(in snapshot: borrowing Snapshot) throws -> HLCTimestamp? {
+        try lastSequence(in: snapshot.transaction)
+    }
+
+    /// Reads the records of `keys` (partition, key), sorted first so the reads sweep the
+    /// map in key order with one cursor; absent keys are skipped.
+    package func fetch(
+        map: String, keys: [(partition: UInt16, key: String)], in snapshot: borrowing Snapshot,
+        _ body: (_ key: String, _ state: StoredState) throws -> Void
+    ) throws {
+        guard let info = mapInfo(map), !keys.isEmpty else { return }
+        let sorted = keys.sorted { $0.partition != $1.partition ? $0.partition < $1.partition : $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }
+        var buffer = Layout.recordPrefix(mapID: info.id, partition: 0)
+        try snapshot.transaction.withCursor(on: dbs.records) { cursor in
+            for (partition, key) in sorted {
+                buffer.removeSubrange(4...)
+                withUnsafeBytes(of: partition.bigEndian) { buffer.append(contentsOf: $0) }
+                buffer.append(contentsOf: key.utf8)
+                let found = try buffer.withUnsafeBytes { target in
+                    try cursor.seek(atLeast: target) && cursor.currentKey.elementsEqual(target)
+                }
+                if found {
+                    let state: StoredState
+                    do { state = try StoredState(decoding: cursor.currentValue, kind: info.kind) } catch let error as StoreError { throw error.naming(map: map, key: key) }
+                    try body(key, state)
+                }
+            }
+        }
+    }
+}
