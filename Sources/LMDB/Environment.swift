@@ -90,6 +90,8 @@ public final class Environment: @unchecked Sendable {
     private let databases: [String: Database]
     private let resizeLock: UnsafeMutablePointer<pthread_rwlock_t>
     private let mapSizeState: Mutex<Int>
+    /// Set once by `close()`; read under the resize lock, written under it exclusively.
+    private var closed = false
 
     private static let openPaths = Mutex<Set<String>>([])
 
@@ -195,10 +197,26 @@ public final class Environment: @unchecked Sendable {
     }
 
     deinit {
-        mdb_env_close(handle)
+        close()
         pthread_rwlock_destroy(resizeLock)
         resizeLock.deallocate()
+    }
+
+    /// Closes the environment once the transactions in flight have ended. Later
+    /// transactions throw `.closed`; the directory can be opened again at once.
+    /// Closing twice does nothing.
+    public func close() {
+        lockExclusively()
+        defer { unlockAfterTransaction() }
+        guard !closed else { return }
+        closed = true
+        mdb_env_close(handle)
         Self.openPaths.withLock { _ = $0.remove(canonicalPath) }
+    }
+
+    /// Throws `.closed` after `close()`; call with the resize lock held.
+    private func checkOpen(_ operation: @autoclosure () -> String) throws(LMDBError) {
+        if closed { throw LMDBError(code: .closed, message: "\(operation()): the environment is closed") }
     }
 
     /// The handle of a database named in `Options.databases`.
@@ -216,6 +234,9 @@ public final class Environment: @unchecked Sendable {
 
     /// Flushes buffered commits to disk (needed only with `.noSync` / `.noMetaSync`).
     public func sync() throws(LMDBError) {
+        lockForTransaction()
+        defer { unlockAfterTransaction() }
+        try checkOpen("sync")
         try check(mdb_env_sync(handle, 1), "sync")
     }
 
@@ -229,6 +250,7 @@ public final class Environment: @unchecked Sendable {
     public func copy(toDirectory path: String, compact: Bool = true) throws(LMDBError) {
         lockForTransaction()
         defer { unlockAfterTransaction() }
+        try checkOpen("copy")
         try check(mdb_env_copy2(handle, path, compact ? UInt32(MDB_CP_COMPACT) : 0), "copy to \(path)")
     }
 
@@ -242,6 +264,9 @@ public final class Environment: @unchecked Sendable {
 
     /// Environment sizes and reader counts (`mdb_env_info`, `mdb_env_stat`).
     public func info() -> Info {
+        lockForTransaction()
+        defer { unlockAfterTransaction() }
+        if closed { return Info(mapSize: 0, lastPageNumber: 0, lastTransactionID: 0, maxReaders: 0, readers: 0, pageSize: 0) }
         var info = MDB_envinfo()
         mdb_env_info(handle, &info)
         var st = MDB_stat()
@@ -271,6 +296,7 @@ public final class Environment: @unchecked Sendable {
     package func readOwned<R>(_ body: (consuming ReadTransaction) throws -> R) throws -> R {
         lockForTransaction()
         defer { unlockAfterTransaction() }
+        try checkOpen("read")
         let txn = try begin(readOnly: true)
         defer { mdb_txn_abort(txn) }
         let token = UInt(bitPattern: Int(bitPattern: handle))
@@ -319,6 +345,7 @@ public final class Environment: @unchecked Sendable {
     }
 
     private func writeOnce<R>(_ body: (borrowing WriteTransaction) throws -> R) throws -> R {
+        try checkOpen("write")
         let txn = try begin(readOnly: false)
         let transaction = WriteTransaction(txn: txn, environment: self)
         let result: R
@@ -359,6 +386,7 @@ public final class Environment: @unchecked Sendable {
         defer { lockForTransaction() }
         lockExclusively()
         defer { unlockAfterTransaction() }
+        try checkOpen("adopt map size")
         try check(mdb_env_set_mapsize(handle, 0), "adopt map size")
         var info = MDB_envinfo()
         mdb_env_info(handle, &info)
@@ -373,6 +401,7 @@ public final class Environment: @unchecked Sendable {
     private func grow(failing error: LMDBError) throws(LMDBError) {
         lockExclusively()
         defer { unlockAfterTransaction() }
+        try checkOpen("grow map")
         var info = MDB_envinfo()
         mdb_env_info(handle, &info)
         let current = info.me_mapsize

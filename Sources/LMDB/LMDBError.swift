@@ -48,6 +48,8 @@ public struct LMDBError: Error, Sendable, Equatable, CustomStringConvertible {
         public static let readOnlyTransaction = Code(rawValue: -40_002)
         /// The transaction failed earlier and can only be aborted.
         public static let transactionPoisoned = Code(rawValue: -40_003)
+        /// The environment was closed.
+        public static let closed = Code(rawValue: -40_004)
 
         public var description: String {
             String(cString: mdb_strerror(rawValue))

@@ -74,9 +74,9 @@ struct QueryTests {
         let seed = UInt64(ProcessInfo.processInfo.environment["TOPGUN_QUERY_SEED"] ?? "") ?? UInt64.random(in: 0...UInt64.max)
         try await withData(1_500, seed: seed) { db, initial, rng in
             var model = initial
-            try db.store.createIndex(map: "docs", path: "age", kind: .range)
-            try db.store.createIndex(map: "docs", path: "city", kind: .hash)
-            try db.store.createIndex(map: "docs", path: "address.zip", kind: .range)
+            try db.createIndex(map: "docs", path: "age", kind: .range)
+            try db.createIndex(map: "docs", path: "city", kind: .hash)
+            try db.createIndex(map: "docs", path: "address.zip", kind: .range)
             var plans: [String: Int] = [:]
             for round in 0..<1_200 {
                 if round % 100 == 0 {

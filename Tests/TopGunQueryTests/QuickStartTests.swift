@@ -13,6 +13,8 @@ struct QuickStartTests {
     @Test func readmeQuickStart() async throws {
         try await withTemporaryDirectory { dir in
             let db = try Database(path: dir + "/data", options: .init(durability: .durable))
+            try db.createIndex(map: "users", path: "age", kind: .range)   // before the first write
+            db.register(.maximum(), for: "scores")
             let users = db.map("users", of: User.self)
             try await users.set("u1", User(name: "Ann", age: 31))
             try await users.set("session", User(name: "tmp", age: 0), ttl: .seconds(60))
@@ -27,9 +29,9 @@ struct QuickStartTests {
             try await db.counter("likes").increment("post-1")
             try await db.orMap("tags").add("post-1", "swift")
 
-            try db.store.createIndex(map: "users", path: "age", kind: .range)
             let adults = try db.query("users").where("age" >= 18 && Field("name").hasPrefix("A")).orderBy("age").limit(20).run()
             #expect(adults.rows.map(\.key) == ["u1"])
+            #expect(adults.explanation.description.contains("index"))
             #expect(try db.query("users").where("id" == "u1").explain().description
                 == "key lookup of 1 key(s); partitions touched 1 of 271, records examined 1, returned 1")
 

@@ -48,6 +48,46 @@ struct DatabaseTests {
         }
     }
 
+    /// `close()` closes the file: what was queued is committed, later calls throw
+    /// `.closed` (even through handles still held), change streams end, and the
+    /// directory opens again at once.
+    @Test func closeIsRealAndTheDirectoryReopensAtOnce() async throws {
+        try await withTemporaryDirectory { dir in
+            let db = try Database(path: dir)
+            let notes = db.map("notes", of: String.self)
+            let changes = db.changes()
+            try await notes.set("a", "kept")
+            db.close()
+            db.close()
+            let readError = #expect(throws: StoreError.self) { try notes.get("a") }
+            #expect(readError?.code == .closed)
+            let writeError = await #expect(throws: StoreError.self) { try await notes.set("b", "lost") }
+            #expect(writeError?.code == .closed)
+            var seen = 0
+            for await _ in changes { seen += 1 }
+            #expect(seen == 1)
+            let again = try Database(path: dir)
+            #expect(try again.map("notes", of: String.self).get("a") == "kept")
+            #expect(try again.check().isConsistent)
+        }
+    }
+
+    /// An index created before its map has any record is there for the first write.
+    @Test func anIndexCanBeCreatedBeforeTheFirstWrite() async throws {
+        try await withTemporaryDirectory { dir in
+            let db = try Database(path: dir)
+            let index = try db.createIndex(map: "notes", path: "n", kind: .range)
+            #expect(index.isReady)
+            #expect(db.indexes(of: "notes").map(\.path) == ["n"])
+            try await db.map("notes", of: [String: Int].self).set("k", ["n": 3])
+            #expect(try db.check().indexEntriesChecked == 1)
+            let refused = #expect(throws: StoreError.self) { try db.createIndex(map: "notes", path: "n", kind: .hash) }
+            #expect(refused?.code == .kindMismatch)
+            try await db.counter("likes").increment("p")
+            #expect(throws: StoreError.self) { try db.createIndex(map: "likes", path: "n", kind: .range) }
+        }
+    }
+
     @Test func ttlExpiresOnRead() async throws {
         try await withTemporaryDirectory { dir in
             let clock = ManualWallClock(1_000_000)

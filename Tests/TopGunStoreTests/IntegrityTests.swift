@@ -134,7 +134,7 @@ struct IntegrityTests {
     @Test func aTypedWriteRefusedByAResolverThrows() async throws {
         try await withTemporaryDirectory { dir in
             let db = try Database(path: dir, options: .init(durability: .noSync))
-            db.store.register(.maximum(), for: "scores")
+            db.register(.maximum(), for: "scores")
             let scores = db.map("scores", of: Int.self)
             try await scores.set("ann", 10)
             await #expect(throws: StoreError.self) { try await scores.set("ann", 5) }

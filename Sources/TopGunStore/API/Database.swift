@@ -31,10 +31,12 @@ public final class Database: Sendable {
 
     deinit { writer.stop() }
 
-    /// Stops accepting writes once queued ones are committed and ends change streams.
+    /// Closes the database: writes already queued are committed, then the file is
+    /// closed. Later reads and writes throw `StoreError(.closed)`, change streams and
+    /// live queries end, and the directory can be opened again at once.
     public func close() {
         writer.stop()
-        store.feed.finish()
+        store.close()
     }
 
     /// Applies `mutations` atomically through the group committer.

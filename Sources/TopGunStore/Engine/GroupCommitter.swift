@@ -19,6 +19,7 @@ final class GroupCommitter: @unchecked Sendable {
     private let condition = NSCondition()
     private var queue: [Request] = []
     private var stopped = false
+    private var exited = false
     private var thread: Thread?
     private let maxGroupSize: Int
 
@@ -43,11 +44,13 @@ final class GroupCommitter: @unchecked Sendable {
         condition.unlock()
     }
 
-    /// Finishes queued work, then stops the writer thread.
+    /// Finishes queued work, then stops the writer thread and waits until it has
+    /// (unless called on the writer thread itself). Later submissions fail `.closed`.
     func stop() {
         condition.lock()
         stopped = true
-        condition.signal()
+        condition.broadcast()
+        while !exited && Thread.current !== thread { condition.wait() }
         condition.unlock()
     }
 
@@ -56,6 +59,8 @@ final class GroupCommitter: @unchecked Sendable {
             condition.lock()
             while queue.isEmpty && !stopped { condition.wait() }
             if queue.isEmpty && stopped {
+                exited = true
+                condition.broadcast()
                 condition.unlock()
                 return
             }

@@ -48,18 +48,14 @@ extension Store {
         let wantChanges = feed.hasSubscribers
         let (outcomes, changes, newMaps): ([ApplyOutcome], [Change], [String: MapInfo])
         do {
-            (outcomes, changes, newMaps) = try env.write { txn in
+            (outcomes, changes, newMaps) = try write { txn in
                 var batch = try Batch(store: self, wantChanges: wantChanges, txn)
                 let outcomes = try body(&batch, txn)
                 try batch.finish(txn)
                 return (outcomes, batch.changes, batch.newMaps)
             }
         } catch let error as LMDBError {
-            if error.code == .mapFull || error.code == .noSpace || (error.code == .ioError && env.fileSystemIsFull) {
-                // liblmdb reports a short write of a full disk as EIO.
-                throw StoreError(.full, "write aborted, nothing applied: the disk is full", underlying: error)
-            }
-            throw StoreError(.storage, "write aborted, nothing applied: \(error.message)", underlying: error)
+            throw storeError(error, "write aborted, nothing applied")
         }
         if !newMaps.isEmpty {
             mapsByName.withLock { for (name, info) in newMaps { $0[name] = info } }

@@ -18,11 +18,11 @@ extension Store {
     public func check() throws -> CheckReport {
         var report = CheckReport()
         try refreshMaps()
-        let highWater = try env.read { txn in
+        let highWater = try read { txn in
             try txn.value(forKey: Layout.Meta.highWater, in: dbs.meta).flatMap { HLCTimestamp(bytes: $0) }
         } ?? .zero
         let names = mapsByID.withLock { $0 }
-        try env.read { txn in
+        try read { txn in
             // Records.
             try txn.forEach(in: dbs.records) { k, v in
                 report.recordsChecked += 1
@@ -98,7 +98,7 @@ extension Store {
                     continue
                 }
                 var actual = Set<[UInt8]>()
-                try env.read { txn in
+                try read { txn in
                     try txn.forEach(in: dbs.index, range: .prefix(withUnsafeBytes(of: index.id.bigEndian) { Array($0) })) { k, _ in
                         actual.insert(k.withUnsafeBytes { Array($0) })
                         return true

@@ -46,7 +46,7 @@ extension Store {
     public func collectGarbage(
         olderThan cutoff: HLCTimestamp, acknowledgements: [NodeID: HLCTimestamp] = [:], maxSteps: Int = 10_000
     ) throws -> GarbageCollectionReport {
-        try env.write { txn in
+        try write { txn in
             var report = GarbageCollectionReport()
             let wall = options.wallClock.milliseconds()
             // A peer cannot have applied more than this log holds (a hostile ack could
@@ -143,12 +143,12 @@ extension Store {
     /// The newest op-log key removed by GC; a peer whose cursor is older needs
     /// anti-entropy rather than the log.
     public func logTruncatedThrough() throws -> HLCTimestamp? {
-        try env.read { txn in try txn.value(forKey: Layout.Meta.truncated, in: dbs.meta).flatMap { HLCTimestamp(bytes: $0) } }
+        try read { txn in try txn.value(forKey: Layout.Meta.truncated, in: dbs.meta).flatMap { HLCTimestamp(bytes: $0) } }
     }
 
     /// Wall time (ms since the epoch) of the last garbage-collection step, if any.
     public func lastGarbageCollection() throws -> UInt64? {
-        try env.read { txn in
+        try read { txn in
             try txn.value(forKey: Layout.Meta.gcLastRun, in: dbs.meta).flatMap { raw in
                 raw.count == 8 ? raw.withUnsafeBytes { UInt64(bigEndian: $0.loadUnaligned(as: UInt64.self)) } : nil
             }

@@ -79,6 +79,16 @@ extension Store {
         map: String, path: String, kind: IndexDefinition.Kind, chunkSize: Int = 10_000,
         progress: (IndexBuildProgress) -> Void = { _ in }
     ) throws -> IndexDefinition {
+        if mapInfo(map) == nil {
+            // A map with no records yet: create it (as an LWW map) so the index is there
+            // for its first write.
+            _ = try commit { batch, txn in
+                guard try batch.lookUpOrCreate(map, kind: .lww, txn) != nil else {
+                    throw StoreError(.kindMismatch, "only LWW maps can be indexed; \(map) is of another kind")
+                }
+                return []
+            }
+        }
         guard let info = mapInfo(map) else { throw StoreError(.invalidKey, "no map named \(map)") }
         guard info.kind == .lww else { throw StoreError(.kindMismatch, "only LWW maps can be indexed; \(map) is \(info.kind)") }
         if let existing = indexes(of: map).first(where: { $0.path == path }) {
@@ -86,7 +96,7 @@ extension Store {
             if existing.isReady { return existing }
         }
         // 1. Register (building): from now on writes maintain it.
-        var index = try env.write { txn -> IndexDefinition in
+        var index = try write { txn -> IndexDefinition in
             if let raw = try txn.value(forKey: Layout.indexMetaKey(map: map, path: path), in: dbs.meta), raw.count == 6 {
                 return IndexDefinition(
                     map: map, path: path, kind: IndexDefinition.Kind(rawValue: raw[4]) ?? kind,
@@ -108,7 +118,7 @@ extension Store {
         var resume = Layout.recordPrefix(mapID: info.id)
         let end = KeyRange.prefix(Layout.recordPrefix(mapID: info.id)).upper
         while true {
-            let (n, next) = try env.write { txn -> (Int, [UInt8]?) in
+            let (n, next) = try write { txn -> (Int, [UInt8]?) in
                 var n = 0
                 var next: [UInt8]?
                 try txn.withCursor(on: dbs.records) { cursor in
@@ -139,7 +149,7 @@ extension Store {
         // 3. Ready.
         index.isReady = true
         let ready = index
-        try env.write { txn in
+        try write { txn in
             try txn.put(Self.indexMetaValue(ready), forKey: Layout.indexMetaKey(map: map, path: path), in: dbs.meta)
         }
         publish(index)

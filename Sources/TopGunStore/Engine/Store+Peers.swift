@@ -52,7 +52,7 @@ extension Store {
     /// cursor moves to `head` and the stored scope becomes `scope`.
     public func recordRepair(fromPeer peer: NodeID, through head: HLCTimestamp, scope: PeerScope) throws {
         let wall = options.wallClock.milliseconds()
-        try env.write { txn in
+        try write { txn in
             try Self.updatePeer(peer, txn, dbs) { state, _ in
                 state.cursor = max(state.cursor, head)
                 state.lastSeenMillis = wall
@@ -66,7 +66,7 @@ extension Store {
     /// acknowledges or `forgetPeer` declares it gone.
     public func registerPeer(_ peer: NodeID) throws {
         let wall = options.wallClock.milliseconds()
-        try env.write { txn in
+        try write { txn in
             try Self.updatePeer(peer, txn, dbs) { state, _ in state.lastSeenMillis = wall }
         }
     }
@@ -78,7 +78,7 @@ extension Store {
     /// - Returns: false when the peer was not known.
     @discardableResult
     public func forgetPeer(_ peer: NodeID) throws -> Bool {
-        try env.write { txn in
+        try write { txn in
             try txn.delete(withUnsafeBytes(of: peer.rawValue.bigEndian) { Array($0) }, in: dbs.peers)
         }
     }
@@ -91,12 +91,12 @@ extension Store {
 
     /// What this store knows about `peer`.
     public func peer(_ node: NodeID) throws -> PeerState? {
-        try env.read { txn in try Self.readPeer(node, txn, dbs) }
+        try read { txn in try Self.readPeer(node, txn, dbs) }
     }
 
     /// Every replica this store pulls from or that pulls from it.
     public func peers() throws -> [PeerState] {
-        try env.read { txn in
+        try read { txn in
             var out: [PeerState] = []
             try txn.forEach(in: dbs.peers) { k, v in
                 guard k.byteCount == 8 else { return true }
@@ -132,7 +132,7 @@ extension Store {
 
     /// The oldest op-log key still present (nil for an empty log).
     public func firstSequence() throws -> HLCTimestamp? {
-        try env.read { txn in
+        try read { txn in
             var first: HLCTimestamp?
             try txn.withCursor(on: dbs.oplog) { cursor in
                 if try cursor.first() { first = HLCTimestamp(loadingFrom: cursor.currentKey.baseAddress!) }
@@ -143,7 +143,7 @@ extension Store {
 
     /// Re-reads the map table (maps created by another process on the same files).
     public func refreshMaps() throws {
-        publishMaps(try env.read { txn in try Self.loadMaps(txn, dbs) })
+        publishMaps(try read { txn in try Self.loadMaps(txn, dbs) })
     }
 
     // MARK: Anti-entropy
@@ -174,7 +174,7 @@ extension Store {
     /// Bucket digests of every partition of `map` that has any (absent = all zero).
     public func bucketDigests(map: String) throws -> [UInt16: [UInt64]] {
         guard let info = mapInfo(map) else { return [:] }
-        return try env.read { txn in
+        return try read { txn in
             var out: [UInt16: [UInt64]] = [:]
             try txn.forEach(in: dbs.merkle, range: .prefix(Layout.recordPrefix(mapID: info.id))) { k, v in
                 guard k.byteCount == 6, v.byteCount == MerkleBuckets.bucketCount * 8 else {
@@ -216,6 +216,6 @@ extension Store {
 extension Store {
     /// Entries in the op log (`mdb_stat`, no scan).
     public func opLogCount() throws -> Int {
-        try env.read { txn in try txn.statistics(of: dbs.oplog).entries }
+        try read { txn in try txn.statistics(of: dbs.oplog).entries }
     }
 }

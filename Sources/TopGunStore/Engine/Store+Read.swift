@@ -33,7 +33,7 @@ extension Store {
     public func count(map: String, partition: UInt16? = nil) throws -> Int {
         guard let info = mapInfo(map) else { return 0 }
         var n = 0
-        try env.read { txn in
+        try read { txn in
             try txn.forEach(in: dbs.records, range: .prefix(Layout.recordPrefix(mapID: info.id, partition: partition))) { _, _ in
                 n += 1
                 return true
@@ -46,7 +46,7 @@ extension Store {
     /// `limit`, in commit order. Entries removed by garbage collection are simply not
     /// there: a replicator uses `readLog(after:limit:)`, which says so.
     public func operations(after sequence: HLCTimestamp?, limit: Int = .max) throws -> [LoggedOperation] {
-        try env.read { txn in try operations(after: sequence, limit: limit, txn) }
+        try read { txn in try operations(after: sequence, limit: limit, txn) }
     }
 
     /// What a replicator reads after a cursor: the next operations, or the news that
@@ -61,7 +61,7 @@ extension Store {
     /// The operations after `sequence`, or `.truncated` when the log no longer holds
     /// all of them.
     public func readLog(after sequence: HLCTimestamp?, limit: Int) throws -> LogRead {
-        try env.read { txn in
+        try read { txn in
             if let raw = try txn.value(forKey: Layout.Meta.truncated, in: dbs.meta), let truncated = HLCTimestamp(bytes: raw),
                 sequence.map({ $0 < truncated }) ?? true
             {
@@ -95,14 +95,14 @@ extension Store {
 
     /// The newest op-log key, or nil for an empty log.
     public func lastSequence() throws -> HLCTimestamp? {
-        try env.read { txn in try lastSequence(in: txn) }
+        try read { txn in try lastSequence(in: txn) }
     }
 
     /// The newest op-log key ever written, as far as this store knows: the last entry,
     /// or where garbage collection truncated an emptied log (zero when never written).
     /// A Merkle repair read after it covers everything logged up to it.
     public func logHead() throws -> HLCTimestamp {
-        try env.read { txn in
+        try read { txn in
             let last = try lastSequence(in: txn) ?? .zero
             let truncated = try txn.value(forKey: Layout.Meta.truncated, in: dbs.meta).flatMap { HLCTimestamp(bytes: $0) } ?? .zero
             return max(last, truncated)
@@ -159,7 +159,7 @@ extension Store {
     /// The bucket digests of (map, partition), `MerkleBuckets.bucketCount` of them.
     public func merkleBuckets(map: String, partition: UInt16) throws -> [UInt64] {
         guard let info = mapInfo(map) else { return [UInt64](repeating: 0, count: MerkleBuckets.bucketCount) }
-        return try env.read { txn in
+        return try read { txn in
             try MerkleDeltas.read(txn, dbs.merkle, key: Layout.recordPrefix(mapID: info.id, partition: partition))
         }
     }
@@ -174,7 +174,7 @@ extension Store {
     public func verifyMerkle(map: String) throws -> [UInt16] {
         guard let info = mapInfo(map) else { return [] }
         var computed: [UInt16: [UInt64]] = [:]
-        try env.read { txn in
+        try read { txn in
             try txn.forEach(in: dbs.records, range: .prefix(Layout.recordPrefix(mapID: info.id))) { k, v in
                 try k.withUnsafeBytes { k in
                     try v.withUnsafeBytes { v in

@@ -13,7 +13,11 @@ extension Store {
     ///
     /// - Throws: what `body` throws, or `StoreError(.storage)` when no read can begin.
     public func snapshot<R>(_ body: (borrowing Snapshot) throws -> R) throws -> R {
-        try env.readOwned { (txn: consuming ReadTransaction) in try body(Snapshot(transaction: txn)) }
+        do {
+            return try env.readOwned { (txn: consuming ReadTransaction) in try body(Snapshot(transaction: txn)) }
+        } catch let error as LMDBError {
+            throw storeError(error, "read")
+        }
     }
 
     /// The record of `key` in `map`, read in `snapshot`.

@@ -126,32 +126,24 @@ public final class Store: Sendable {
             peers: env.database("peers"))
         let dbs = self.dbs
         let readOnly = options.readOnly
-        if !readOnly {
-            try env.write { txn in
-                if let raw = try txn.value(forKey: Layout.Meta.schema, in: dbs.meta) {
-                    try Self.checkSchema(raw)
-                } else {
-                    try txn.put(withUnsafeBytes(of: Layout.schemaVersion.bigEndian) { Array($0) }, forKey: Layout.Meta.schema, in: dbs.meta)
+        let (node, highWater, maps, horizon, indexes): (NodeID, HLCTimestamp?, [String: MapInfo], HLCTimestamp, [String: [IndexDefinition]])
+        do {
+            if !readOnly { try Self.initialize(env, dbs, nodeID: options.nodeID) }
+            (node, highWater, maps, horizon, indexes) = try env.read { txn in
+                guard let raw = try txn.value(forKey: Layout.Meta.schema, in: dbs.meta) else {
+                    throw StoreError(.notFound, "\(path) holds no TopGun database")
                 }
-                if try txn.value(forKey: Layout.Meta.node, in: dbs.meta) == nil {
-                    let node = options.nodeID ?? .random()
-                    try txn.put(withUnsafeBytes(of: node.rawValue.bigEndian) { Array($0) }, forKey: Layout.Meta.node, in: dbs.meta)
+                try Self.checkSchema(raw)
+                guard let raw = try txn.value(forKey: Layout.Meta.node, in: dbs.meta), raw.count == 8 else {
+                    throw StoreError(.corruptRecord, "\(path): the node id is missing")
                 }
+                let node = NodeID(raw.withUnsafeBytes { UInt64(bigEndian: $0.loadUnaligned(as: UInt64.self)) })
+                let highWater = try txn.value(forKey: Layout.Meta.highWater, in: dbs.meta).flatMap { HLCTimestamp(bytes: $0) }
+                let horizon = try txn.value(forKey: Layout.Meta.horizon, in: dbs.meta).flatMap { HLCTimestamp(bytes: $0) } ?? .zero
+                return (node, highWater, try Self.loadMaps(txn, dbs), horizon, try Self.loadIndexes(txn, dbs))
             }
-        }
-        let (node, highWater, maps, horizon, indexes) = try env.read { txn -> (NodeID, HLCTimestamp?, [String: MapInfo], HLCTimestamp, [String: [IndexDefinition]]) in
-            guard let raw = try txn.value(forKey: Layout.Meta.schema, in: dbs.meta) else {
-                throw StoreError(.notFound, "\(path) holds no TopGun database")
-            }
-            try Self.checkSchema(raw)
-            guard let raw = try txn.value(forKey: Layout.Meta.node, in: dbs.meta), raw.count == 8 else {
-                throw StoreError(.corruptRecord, "\(path): the node id is missing")
-            }
-            let node = NodeID(raw.withUnsafeBytes { UInt64(bigEndian: $0.loadUnaligned(as: UInt64.self)) })
-            let highWater = try txn.value(forKey: Layout.Meta.highWater, in: dbs.meta).flatMap { HLCTimestamp(bytes: $0) }
-            let horizon = try txn.value(forKey: Layout.Meta.horizon, in: dbs.meta).flatMap { HLCTimestamp(bytes: $0) } ?? .zero
-            let maps = try Self.loadMaps(txn, dbs)
-            return (node, highWater, maps, horizon, try Self.loadIndexes(txn, dbs))
+        } catch let error as LMDBError {
+            throw StoreError(.storage, "cannot open \(path)", underlying: error)
         }
         self.nodeID = node
         self.clock = Mutex(
@@ -162,6 +154,21 @@ public final class Store: Sendable {
         self.horizon = Mutex(horizon)
         self.indexRegistry = Mutex(indexes)
         self.feed = ChangeFeed(bufferSize: options.changeBufferSize)
+    }
+
+    /// Writes the schema version and a node id into a new database.
+    private static func initialize(_ env: Environment, _ dbs: DBs, nodeID: NodeID?) throws {
+        try env.write { txn in
+            if let raw = try txn.value(forKey: Layout.Meta.schema, in: dbs.meta) {
+                try checkSchema(raw)
+            } else {
+                try txn.put(withUnsafeBytes(of: Layout.schemaVersion.bigEndian) { Array($0) }, forKey: Layout.Meta.schema, in: dbs.meta)
+            }
+            if try txn.value(forKey: Layout.Meta.node, in: dbs.meta) == nil {
+                let node = nodeID ?? .random()
+                try txn.put(withUnsafeBytes(of: node.rawValue.bigEndian) { Array($0) }, forKey: Layout.Meta.node, in: dbs.meta)
+            }
+        }
     }
 
     private static func checkSchema(_ raw: [UInt8]) throws {
@@ -182,7 +189,7 @@ public final class Store: Sendable {
         var fresh = NodeID.random()
         while fresh == store.nodeID { fresh = .random() }
         let new = fresh
-        try store.env.write { txn in
+        try store.write { txn in
             try txn.put(withUnsafeBytes(of: new.rawValue.bigEndian) { Array($0) }, forKey: Layout.Meta.node, in: store.dbs.meta)
         }
         return (store.nodeID, new)
