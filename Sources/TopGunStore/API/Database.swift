@@ -65,8 +65,12 @@ public final class Database: Sendable {
     }
 
     /// A typed last-writer-wins map; values are stored as their `Codable` form.
-    public func map<V: Codable & Sendable>(_ name: String, of type: V.Type = V.self) -> TypedMap<V> {
-        TypedMap(database: self, name: name)
+    /// `encoder` and `decoder` choose how dates and data are stored (integer
+    /// milliseconds and bytes by default); use the same ones for a map every time.
+    public func map<V: Codable & Sendable>(
+        _ name: String, of type: V.Type = V.self, encoder: ValueEncoder = .init(), decoder: ValueDecoder = .init()
+    ) -> TypedMap<V> {
+        TypedMap(database: self, name: name, encoder: encoder, decoder: decoder)
     }
 
     /// A map of PN-Counters.
@@ -92,13 +96,15 @@ package func milliseconds(_ d: Duration?) -> UInt64? {
 public struct TypedMap<V: Codable & Sendable>: Sendable {
     let database: Database
     public let name: String
+    public let encoder: ValueEncoder
+    public let decoder: ValueDecoder
 
     /// Sets `key` to `value`, optionally expiring after `ttl`.
     ///
     /// - Throws: `StoreError(.rejected)` when the map's resolver or the value limits
     ///   refuse it (`.invalidValue` when it cannot be encoded).
     public func set(_ key: String, _ value: V, ttl: Duration? = nil) async throws {
-        let encoded = try Value(encoding: value)
+        let encoded = try encoder.encode(value)
         try await database.performChecked(.set(map: name, key: key, value: encoded, ttlMillis: milliseconds(ttl)))
     }
 
@@ -107,7 +113,7 @@ public struct TypedMap<V: Codable & Sendable>: Sendable {
         guard case .lww(let record)? = try database.store.state(map: name, key: key),
             let value = record.visibleValue(at: database.now)
         else { return nil }
-        return try value.decode(as: V.self)
+        return try decoder.decode(V.self, from: value)
     }
 
     /// Deletes `key` (writes a tombstone that replicates).
@@ -124,10 +130,11 @@ public struct TypedMap<V: Codable & Sendable>: Sendable {
     /// - Returns: the outcome (`.failed` when `body` threw).
     @discardableResult
     public func update(_ key: String, ttl: Duration? = nil, _ body: @escaping @Sendable (V?) throws -> V?) async throws -> ApplyOutcome {
+        let (encoder, decoder) = (encoder, decoder)
         let outcome = try await database.perform([
             .update(map: name, key: key, ttlMillis: milliseconds(ttl)) { current in
-                let typed = try current.map { try $0.decode(as: V.self) }
-                return try body(typed).map { try Value(encoding: $0) }
+                let typed = try current.map { try decoder.decode(V.self, from: $0) }
+                return try body(typed).map { try encoder.encode($0) }
             }
         ])
         return outcome[0]
@@ -138,7 +145,7 @@ public struct TypedMap<V: Codable & Sendable>: Sendable {
         var out: [(String, V)] = []
         let now = database.now
         try database.store.scan(map: name) { key, state in
-            if case .lww(let r) = state, let v = r.visibleValue(at: now) { out.append((key, try v.decode(as: V.self))) }
+            if case .lww(let r) = state, let v = r.visibleValue(at: now) { out.append((key, try decoder.decode(V.self, from: v))) }
             return true
         }
         return out

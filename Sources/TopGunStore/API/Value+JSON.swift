@@ -65,22 +65,14 @@ extension Value {
         return String(decoding: data, as: UTF8.self)
     }
 
-    /// Encodes a `Codable` value (through its JSON form).
+    /// Encodes a `Codable` value with a default `ValueEncoder` (dates as integer
+    /// milliseconds since 1970, data as bytes).
     public init<T: Encodable>(encoding value: T) throws {
-        let data: Data
-        do { data = try JSONEncoder().encode(value) } catch {
-            throw StoreError(.invalidValue, "cannot encode \(T.self): \(error)")
-        }
-        try self.init(jsonObject: try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed]))
+        self = try ValueEncoder().encode(value)
     }
 
-    /// Decodes a `Codable` value (through its JSON form).
+    /// Decodes a `Codable` value with a default `ValueDecoder`.
     public func decode<T: Decodable>(as type: T.Type) throws -> T {
-        do {
-            let data = try JSONSerialization.data(withJSONObject: jsonObject, options: [.fragmentsAllowed])
-            return try JSONDecoder().decode(T.self, from: data)
-        } catch {
-            throw StoreError(.invalidValue, "cannot decode \(T.self) from \(json): \(error)")
-        }
+        try ValueDecoder().decode(type, from: self)
     }
 }
