@@ -1,3 +1,4 @@
+import Foundation
 import TopGunCore
 import TopGunStore
 
@@ -68,6 +69,17 @@ public struct Query: Sendable {
     /// - Throws: `QueryError` for a malformed cursor; `StoreError` from storage.
     public func run() throws -> QueryResult {
         try store.snapshot { txn in try execute(txn).result }
+    }
+
+    /// Runs the query on a thread of its own, so a long scan does not hold one of the
+    /// few threads of Swift's cooperative pool; the calling task just awaits.
+    ///
+    /// - Throws: as `run()`.
+    public func runInBackground() async throws -> QueryResult {
+        try await withCheckedThrowingContinuation { continuation in
+            let query = self
+            Thread { continuation.resume(with: Result { try query.run() }) }.start()
+        }
     }
 
     /// The chosen plan with the counters of an actual run.
@@ -163,13 +175,13 @@ public struct Query: Sendable {
     static func decodeCursor(_ text: String) throws -> [Value] {
         var bytes: [UInt8] = []
         var chars = Array(text.utf8)
-        guard chars.count % 2 == 0 else { throw QueryError.malformedCursor }
+        guard chars.count % 2 == 0 else { throw QueryError(.malformedCursor, "odd number of hex digits") }
         while !chars.isEmpty {
-            guard let b = UInt8(String(decoding: chars.prefix(2), as: UTF8.self), radix: 16) else { throw QueryError.malformedCursor }
+            guard let b = UInt8(String(decoding: chars.prefix(2), as: UTF8.self), radix: 16) else { throw QueryError(.malformedCursor, "not hex") }
             bytes.append(b)
             chars.removeFirst(2)
         }
-        guard case .array(let position)? = try? Value(messagePack: bytes) else { throw QueryError.malformedCursor }
+        guard case .array(let position)? = try? Value(messagePack: bytes) else { throw QueryError(.malformedCursor, "not a position") }
         return position
     }
 }
@@ -181,10 +193,25 @@ extension Query {
     }
 }
 
-/// Errors of the query layer.
-public enum QueryError: Error, Sendable, Equatable {
-    /// A cursor that this library did not produce.
-    case malformedCursor
+/// An error of the query layer; storage errors arrive as `StoreError`.
+public struct QueryError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// What went wrong. New codes can be added without breaking `switch`.
+    public struct Code: RawRepresentable, Hashable, Sendable {
+        public var rawValue: String
+        public init(rawValue: String) { self.rawValue = rawValue }
+        /// A page cursor that this library did not produce.
+        public static let malformedCursor = Code(rawValue: "malformed cursor")
+    }
+
+    public var code: Code
+    public var message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { "\(code.rawValue): \(message)" }
 }
 
 /// One result: a record's key and its visible value.

@@ -137,12 +137,10 @@ struct DatabaseTests {
                 try await group.waitForAll()
             }
             #expect(try counts.get("n") == 200)
-            struct Refuse: Error {}
-            let outcome = try await counts.update("n") { _ in throw Refuse() }
-            guard case .failed = outcome else {
-                Issue.record("expected failure, got \(outcome)")
-                return
-            }
+            struct Refuse: Error, Equatable {}
+            let error = await #expect(throws: StoreError.self) { try await counts.update("n") { _ in throw Refuse() } }
+            #expect(error?.code == .rejected)
+            #expect((error?.underlying as? UpdateFailure)?.error is Refuse)
             #expect(try counts.get("n") == 200)
         }
     }

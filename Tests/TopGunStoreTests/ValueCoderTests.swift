@@ -93,7 +93,7 @@ struct ValueCoderTests {
             try await iso.set("e", event)
             #expect(try iso.get("e") == event)
             #expect(try db.store.state(map: "iso", key: "e").flatMap { state -> Value? in
-                if case .lww(let r) = state { return r.value[path: "at"] } else { return nil }
+                if case .lww(let r) = state { return r.value?[path: "at"] } else { return nil }
             } == "1970-01-01T00:16:40.000Z")
         }
     }

@@ -59,7 +59,7 @@ public final class Database: Sendable {
         let outcome = try await perform([mutation])[0]
         switch outcome {
         case .rejected(let why): throw StoreError(.rejected, "\(why)", underlying: why)
-        case .failed(let why): throw StoreError(.rejected, "update failed: \(why)")
+        case .failed(let why): throw StoreError(.rejected, "update failed: \(why)", underlying: why)
         case .applied, .unchanged: return outcome
         }
     }
@@ -127,17 +127,17 @@ public struct TypedMap<V: Codable & Sendable>: Sendable {
     /// - Important: `body` runs on the writer thread while it holds the write lock:
     ///   keep it short, never block or await in it, and keep it free of side effects —
     ///   it runs again if the transaction is retried (map growth, a failed group).
-    /// - Returns: the outcome (`.failed` when `body` threw).
+    /// - Returns: `.applied` or `.unchanged`.
+    /// - Throws: `StoreError(.rejected)` when `body` threw (its error is the
+    ///   `UpdateFailure` underneath) or a resolver refused the new value.
     @discardableResult
     public func update(_ key: String, ttl: Duration? = nil, _ body: @escaping @Sendable (V?) throws -> V?) async throws -> ApplyOutcome {
         let (encoder, decoder) = (encoder, decoder)
-        let outcome = try await database.perform([
+        return try await database.performChecked(
             .update(map: name, key: key, ttlMillis: milliseconds(ttl)) { current in
                 let typed = try current.map { try decoder.decode(V.self, from: $0) }
                 return try body(typed).map { try encoder.encode($0) }
-            }
-        ])
-        return outcome[0]
+            })
     }
 
     /// Every live entry, in key order within partition order.

@@ -47,7 +47,7 @@ public struct ValueEncoder: Sendable {
         } catch let error as StoreError {
             throw error
         } catch {
-            throw StoreError(.invalidValue, "cannot encode \(T.self): \(error)", underlying: error as? any Error & Sendable)
+            throw StoreError(.invalidValue, "cannot encode \(T.self): \(error)", underlying: error)
         }
         guard let result = slot.resolve() else {
             throw StoreError(.invalidValue, "\(T.self) encoded no value")

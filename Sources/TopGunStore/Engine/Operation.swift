@@ -72,7 +72,7 @@ public enum ApplyOutcome: Sendable, Equatable {
     /// Refused; nothing changed.
     case rejected(OperationRejection)
     /// An `update` closure threw; nothing changed.
-    case failed(String)
+    case failed(UpdateFailure)
 
     public var isApplied: Bool { if case .applied = self { true } else { false } }
 
@@ -84,6 +84,23 @@ public enum ApplyOutcome: Sendable, Equatable {
         default: false
         }
     }
+}
+
+/// The error an `update` closure threw, carried back to the writer.
+public struct UpdateFailure: Error, Sendable, Equatable, CustomStringConvertible {
+    /// The thrown error's description.
+    public var message: String
+    /// The thrown error itself.
+    public var error: any Error
+
+    public init(_ error: any Error) {
+        message = "\(error)"
+        self.error = error
+    }
+
+    public var description: String { message }
+
+    public static func == (a: UpdateFailure, b: UpdateFailure) -> Bool { a.message == b.message }
 }
 
 /// A committed operation read back from the op log.

@@ -166,7 +166,7 @@ struct Batch {
         do throws(HLCError) {
             try clock.receive(op.timestamp, wall: wall)
         } catch {
-            return .rejected(.clockDrift(error.description))
+            return .rejected(.clockDrift(error))
         }
         return try apply(op, local: false, txn)
     }
@@ -213,7 +213,7 @@ struct Batch {
                 current = record.visibleValue(at: store.options.wallClock.milliseconds())
             }
             let next: Value?
-            do { next = try body(current) } catch { return .failed("\(error)") }
+            do { next = try body(current) } catch { return .failed(UpdateFailure(error)) }
             if next == nil && current == nil { return .unchanged }
             return try apply(.init(map: map, key: key, timestamp: stamp(), payload: .lww(encodedValue: next?.encoded, ttlMillis: ttl)), local: true, txn)
         }

@@ -145,12 +145,8 @@ extension Store {
             case .counter:
                 return ReplicatedOperation(map: map, key: key, timestamp: origin, payload: .counter(try StatePayload.decodeCounter(payload)))
             }
-        } catch let error as StoreError {
-            throw error
-        } catch let error as ValueCodingError {
-            throw StoreError(.corruptRecord, "op-log payload: \(error)", underlying: error)
         } catch {
-            throw StoreError(.corruptRecord, "op-log payload: \(error)")
+            throw StoreError(.corruptRecord, "op-log payload: \(error)", underlying: error)
         }
     }
 

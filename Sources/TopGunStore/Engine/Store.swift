@@ -115,7 +115,7 @@ public final class Store: Sendable {
                 options: .init(
                     databases: Layout.databases, mapSize: options.readOnly ? 0 : options.mapSize, maxMapSize: options.maxMapSize,
                     durability: options.durability, writeMap: options.writeMap && !options.readOnly, readOnly: options.readOnly))
-        } catch let error as LMDBError where error.code == .notFound {
+        } catch where error.code == .notFound {
             throw StoreError(.notFound, "\(path) is not a TopGun database (a named database is missing)", underlying: error)
         } catch {
             throw StoreError(.storage, "cannot open \(path)", underlying: error)

@@ -52,7 +52,7 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
 /// Why one operation of a batch was not applied; the rest of the batch still is.
 public enum OperationRejection: Error, Sendable, Equatable, CustomStringConvertible {
     /// The op's HLC is too far ahead of the local clock.
-    case clockDrift(String)
+    case clockDrift(HLCError)
     /// The map's conflict resolver refused it.
     case resolver(String)
     /// Older than the garbage-collection horizon: its key's tombstone may be gone.
@@ -66,7 +66,7 @@ public enum OperationRejection: Error, Sendable, Equatable, CustomStringConverti
 
     public var description: String {
         switch self {
-        case .clockDrift(let m): "clock drift: \(m)"
+        case .clockDrift(let e): "clock drift: \(e)"
         case .resolver(let m): "rejected by resolver: \(m)"
         case .beyondHorizon(let t): "older than the GC horizon \(t)"
         case .kindMismatch(let m): "kind mismatch: \(m)"
