@@ -35,10 +35,19 @@ struct QuickStartTests {
             #expect(try db.query("users").where("id" == "u1").explain().description
                 == "key lookup of 1 key(s); partitions touched 1 of 271, records examined 1, returned 1")
 
+            let typed = try users.query().where("age" >= 18).orderBy("age").run()
+            #expect(typed.rows.map(\.value) == [User(name: "Ann", age: 32)])
+            let typedLive = try users.query().where("age" >= 18).live()
+            #expect(typedLive.initial.map(\.key) == ["u1"])
+
             let live = try db.query("users").where("age" >= 18).live()
             #expect(live.initial.map(\.key) == ["u1"])
             try await users.delete("u1")
             for await delta in live {
+                #expect(delta == .leave(key: "u1"))
+                break
+            }
+            for await delta in typedLive.deltas {
                 #expect(delta == .leave(key: "u1"))
                 break
             }

@@ -94,7 +94,7 @@ package func milliseconds(_ d: Duration?) -> UInt64? {
 
 /// A typed LWW map of a `Database`.
 public struct TypedMap<V: Codable & Sendable>: Sendable {
-    let database: Database
+    package let database: Database
     public let name: String
     public let encoder: ValueEncoder
     public let decoder: ValueDecoder
