@@ -24,7 +24,7 @@ struct ByteReader {
     mutating func be<T: FixedWidthInteger>(_: T.Type) throws(ReplicationError) -> T {
         try need(MemoryLayout<T>.size)
         defer { offset += MemoryLayout<T>.size }
-        return T(bigEndian: bytes.loadUnaligned(fromByteOffset: offset, as: T.self))
+        return bytes.loadBigEndian(fromByteOffset: offset, as: T.self)
     }
 
     mutating func slice(_ n: Int) throws(ReplicationError) -> UnsafeRawBufferPointer {
@@ -45,14 +45,9 @@ struct ByteReader {
     }
 }
 
-/// Big-endian appends.
 extension Array where Element == UInt8 {
-    mutating func appendBE<T: FixedWidthInteger>(_ v: T) {
-        Swift.withUnsafeBytes(of: v.bigEndian) { append(contentsOf: $0) }
-    }
-
     mutating func appendStamp(_ t: HLCTimestamp) {
-        appendBE(t.packedTime)
-        appendBE(t.node.rawValue)
+        appendBigEndian(t.packedTime)
+        appendBigEndian(t.node.rawValue)
     }
 }

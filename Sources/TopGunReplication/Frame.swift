@@ -87,9 +87,9 @@ struct Hello: Equatable {
 
     var frame: Frame {
         var b: [UInt8] = []
-        b.appendBE(version)
-        b.appendBE(node.rawValue)
-        b.appendBE(UInt16(token.count))
+        b.appendBigEndian(version)
+        b.appendBigEndian(node.rawValue)
+        b.appendBigEndian(UInt16(token.count))
         b.append(contentsOf: token)
         return Frame(.hello, b)
     }
@@ -137,13 +137,13 @@ public struct Subscription: Sendable, Equatable {
         var b: [UInt8] = []
         b.append(cursor == nil ? 0 : 1)
         if let cursor { b.appendStamp(cursor) }
-        b.appendBE(UInt16(maps.count))
+        b.appendBigEndian(UInt16(maps.count))
         for m in maps {
-            b.appendBE(UInt16(m.utf8.count))
+            b.appendBigEndian(UInt16(m.utf8.count))
             b.append(contentsOf: m.utf8)
         }
-        b.appendBE(UInt16(partitions.count))
-        for p in partitions { b.appendBE(p) }
+        b.appendBigEndian(UInt16(partitions.count))
+        for p in partitions { b.appendBigEndian(p) }
         return Frame(.subscribe, b)
     }
 
@@ -175,14 +175,14 @@ struct Digests: Equatable {
 
     var frame: Frame {
         var b: [UInt8] = []
-        b.appendBE(UInt16(maps.count))
+        b.appendBigEndian(UInt16(maps.count))
         for (map, partitions) in maps.sorted(by: { $0.key < $1.key }) {
-            b.appendBE(UInt16(map.utf8.count))
+            b.appendBigEndian(UInt16(map.utf8.count))
             b.append(contentsOf: map.utf8)
-            b.appendBE(UInt16(partitions.count))
+            b.appendBigEndian(UInt16(partitions.count))
             for (p, buckets) in partitions.sorted(by: { $0.key < $1.key }) {
-                b.appendBE(p)
-                for d in buckets { b.appendBE(d) }
+                b.appendBigEndian(p)
+                for d in buckets { b.appendBigEndian(d) }
             }
         }
         return Frame(.digests, b)
@@ -255,8 +255,8 @@ extension Frame {
 
     static func welcome(_ node: NodeID) -> Frame {
         var b: [UInt8] = []
-        b.appendBE(Frame.protocolVersion)
-        b.appendBE(node.rawValue)
+        b.appendBigEndian(Frame.protocolVersion)
+        b.appendBigEndian(node.rawValue)
         return Frame(.welcome, b)
     }
 
@@ -270,7 +270,7 @@ extension Frame {
             throw ReplicationError(.protocolViolation, "expected WELCOME")
         }
         return body.withUnsafeBytes {
-            (UInt16(bigEndian: $0.loadUnaligned(as: UInt16.self)), NodeID(UInt64(bigEndian: $0.loadUnaligned(fromByteOffset: 2, as: UInt64.self))))
+            ($0.loadBigEndian(as: UInt16.self), NodeID($0.loadBigEndian(fromByteOffset: 2, as: UInt64.self)))
         }
     }
 }
@@ -279,9 +279,9 @@ extension Frame {
     /// A frame whose body is a map list (see `mapList()`).
     static func mapList(_ kind: Kind, _ maps: [String]) -> Frame {
         var body: [UInt8] = []
-        body.appendBE(UInt16(maps.count))
+        body.appendBigEndian(UInt16(maps.count))
         for m in maps {
-            body.appendBE(UInt16(m.utf8.count))
+            body.appendBigEndian(UInt16(m.utf8.count))
             body.append(contentsOf: m.utf8)
         }
         return Frame(kind, body)

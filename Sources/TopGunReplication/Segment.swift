@@ -37,14 +37,14 @@ public struct Segment: Sendable, Equatable {
         let payload = LZ4.compress(raw)
         var out: [UInt8] = Self.magic
         out.append(Self.version)
-        out.appendBE(origin.rawValue)
+        out.appendBigEndian(origin.rawValue)
         out.appendStamp(firstSequence)
         out.appendStamp(lastSequence)
-        out.appendBE(UInt32(entries.count))
-        out.appendBE(UInt32(raw.count))
-        out.appendBE(UInt32(payload.count))
+        out.appendBigEndian(UInt32(entries.count))
+        out.appendBigEndian(UInt32(raw.count))
+        out.appendBigEndian(UInt32(payload.count))
         out.append(contentsOf: payload)
-        out.appendBE(CRC32C.checksum(out))
+        out.appendBigEndian(CRC32C.checksum(out))
         return out
     }
 
@@ -73,7 +73,7 @@ public struct Segment: Sendable, Equatable {
             throw ReplicationError(.lengthMismatch, "payload length \(payloadLength) does not match the segment size")
         }
         guard rawLength <= Self.maxRawBytes else { throw ReplicationError(.lengthMismatch, "raw length \(rawLength) beyond limit") }
-        let stored = UInt32(bigEndian: bytes.loadUnaligned(fromByteOffset: bytes.count - 4, as: UInt32.self))
+        let stored = bytes.loadBigEndian(fromByteOffset: bytes.count - 4, as: UInt32.self)
         guard CRC32C.checksum(UnsafeRawBufferPointer(rebasing: bytes[0..<(bytes.count - 4)])) == stored else {
             throw ReplicationError(.checksumMismatch, "segment CRC-32C does not match")
         }
@@ -138,12 +138,12 @@ enum WireOperation {
         }
         if ttl != nil { flags |= hasTTL }
         out.append(flags)
-        if let ttl { out.appendBE(ttl) }
-        out.appendBE(UInt16(op.map.utf8.count))
+        if let ttl { out.appendBigEndian(ttl) }
+        out.appendBigEndian(UInt16(op.map.utf8.count))
         out.append(contentsOf: op.map.utf8)
-        out.appendBE(UInt16(op.key.utf8.count))
+        out.appendBigEndian(UInt16(op.key.utf8.count))
         out.append(contentsOf: op.key.utf8)
-        out.appendBE(UInt32(payload.count))
+        out.appendBigEndian(UInt32(payload.count))
         out.append(contentsOf: payload)
     }
 

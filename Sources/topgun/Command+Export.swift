@@ -29,7 +29,7 @@ struct Export: AsyncParsableCommand {
                 guard let last = entries.last else { break }
                 let bytes = Segment(origin: store.nodeID, entries: entries).encoded()
                 var frame: [UInt8] = []
-                withUnsafeBytes(of: UInt32(bytes.count).bigEndian) { frame.append(contentsOf: $0) }
+                frame.appendBigEndian(UInt32(bytes.count))
                 try out.write(contentsOf: Data(frame + bytes))
                 ops += entries.count
                 segments += 1

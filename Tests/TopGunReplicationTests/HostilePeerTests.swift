@@ -49,7 +49,7 @@ struct HostilePeerTests {
 
     func framed(_ frame: Frame) -> [UInt8] {
         var out: [UInt8] = []
-        out.appendBE(UInt32(1 + frame.body.count))
+        out.appendBigEndian(UInt32(1 + frame.body.count))
         out.append(frame.kind.rawValue)
         out += frame.body
         return out
@@ -99,7 +99,7 @@ struct HostilePeerTests {
             while node.listeningPort == nil { try await Task.sleep(for: .milliseconds(5)) }
             // Announces a 16 MiB frame, then streams bytes: refused at the header, never buffered.
             var flood: [UInt8] = []
-            flood.appendBE(UInt32(16 << 20))
+            flood.appendBigEndian(UInt32(16 << 20))
             flood += [UInt8](repeating: 0x41, count: 1 << 20)
             let session = try await rawSession(port: node.listeningPort!, send: [flood])
             #expect(session.closed)

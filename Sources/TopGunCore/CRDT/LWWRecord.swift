@@ -39,10 +39,9 @@ public struct LWWRecord: Hashable, Sendable {
 
     /// True when `self` wins over `other` in the merge order.
     public func wins(over other: LWWRecord) -> Bool {
-        if timestamp != other.timestamp { return timestamp > other.timestamp }
-        let (a, b) = (valueDigest, other.valueDigest)
-        if a != b { return a > b }
-        return (ttlMillis ?? 0) > (other.ttlMillis ?? 0)
+        LWWOrder.wins(
+            timestamp: timestamp, digest: valueDigest, ttl: ttlMillis,
+            over: other.timestamp, digest: other.valueDigest, ttl: other.ttlMillis)
     }
 
     /// Merges `incoming` into `self`.
@@ -61,5 +60,21 @@ public struct LWWRecord: Hashable, Sendable {
         guard let b else { return a }
         a.merge(b)
         return a
+    }
+}
+
+/// The last-writer-wins order: the one rule for LWW values and OR-Map entries alike.
+/// The newer HLC wins; on equal HLCs the larger value digest (0 for a tombstone); then
+/// the longer TTL. Digests are computed only when the HLCs tie.
+public enum LWWOrder {
+    @inlinable
+    public static func wins(
+        timestamp a: HLCTimestamp, digest da: @autoclosure () -> UInt64, ttl ta: UInt64?,
+        over b: HLCTimestamp, digest db: @autoclosure () -> UInt64, ttl tb: UInt64?
+    ) -> Bool {
+        if a != b { return a > b }
+        let (x, y) = (da(), db())
+        if x != y { return x > y }
+        return (ta ?? 0) > (tb ?? 0)
     }
 }

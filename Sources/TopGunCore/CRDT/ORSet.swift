@@ -21,11 +21,11 @@ public struct ORSet: Hashable, Sendable {
             self.ttlMillis = ttlMillis
         }
 
-        func wins(over other: Entry) -> Bool {
-            if timestamp != other.timestamp { return timestamp > other.timestamp }
-            let (a, b) = (value.digest, other.value.digest)
-            if a != b { return a > b }
-            return (ttlMillis ?? 0) > (other.ttlMillis ?? 0)
+        /// True when `self` wins over `other` for the same tag (`LWWOrder`).
+        public func wins(over other: Entry) -> Bool {
+            LWWOrder.wins(
+                timestamp: timestamp, digest: value.digest, ttl: ttlMillis,
+                over: other.timestamp, digest: other.value.digest, ttl: other.ttlMillis)
         }
     }
 

@@ -35,13 +35,13 @@ public struct HLCTimestamp: Hashable, Comparable, Sendable, CustomStringConverti
     /// Writes the 16-byte binary form at `destination`.
     @inlinable public func store(to destination: UnsafeMutableRawPointer) {
         destination.storeBytes(of: packedTime.bigEndian, as: UInt64.self)
-        destination.storeBytes(of: node.rawValue.bigEndian, toByteOffset: 8, as: UInt64.self)
+        destination.storeBigEndian(node.rawValue, toByteOffset: 8)
     }
 
     /// Reads the binary form from the first 16 bytes at `source` (no alignment needed).
     @inlinable public init(loadingFrom source: UnsafeRawPointer) {
-        let time = UInt64(bigEndian: source.loadUnaligned(as: UInt64.self))
-        let node = UInt64(bigEndian: source.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+        let time = source.loadBigEndian(as: UInt64.self)
+        let node = source.loadBigEndian(fromByteOffset: 8, as: UInt64.self)
         self.millis = time >> 16
         self.counter = UInt16(truncatingIfNeeded: time)
         self.node = NodeID(node)

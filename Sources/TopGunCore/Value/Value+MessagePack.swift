@@ -116,7 +116,7 @@ extension Value {
 
     @inline(__always)
     static func appendBigEndian<T: FixedWidthInteger>(_ v: T, into out: inout [UInt8]) {
-        withUnsafeBytes(of: v.bigEndian) { out.append(contentsOf: $0) }
+        out.appendBigEndian(v)
     }
 
     /// Decodes exactly one value that must fill `bytes`.
@@ -170,7 +170,7 @@ public struct MessagePackReader {
     mutating func bigEndian<T: FixedWidthInteger>(_: T.Type) throws(ValueCodingError) -> T {
         try need(MemoryLayout<T>.size)
         defer { offset += MemoryLayout<T>.size }
-        return T(bigEndian: buffer.loadUnaligned(fromByteOffset: offset, as: T.self))
+        return buffer.loadBigEndian(fromByteOffset: offset, as: T.self)
     }
 
     mutating func slice(_ n: Int) throws(ValueCodingError) -> UnsafeRawBufferPointer {

@@ -87,11 +87,11 @@ public enum OrderedKey {
         case .bool(let b): out.append(b ? 1 : 0)
         case .int(let i):
             appendSortable(Double(i), &out)
-            appendBE(UInt64(bitPattern: i) ^ (1 << 63), &out)
+            out.appendBigEndian(UInt64(bitPattern: i) ^ (1 << 63))
         case .double(let d):
             appendSortable(d, &out)
             let clamped: Int64 = d.isNaN ? .min : (d >= 0x1p63 ? .max : (d < -0x1p63 ? .min : Int64(d.rounded(.down))))
-            appendBE(UInt64(bitPattern: clamped) ^ (1 << 63), &out)
+            out.appendBigEndian(UInt64(bitPattern: clamped) ^ (1 << 63))
         case .string(let s): appendEscaped(s.utf8, &out)
         case .bytes(let b): appendEscaped(b, &out)
         case .array, .map: value.encode(into: &out)
@@ -118,7 +118,7 @@ public enum OrderedKey {
     static func appendSortable(_ d: Double, _ out: inout [UInt8]) {
         let d = d == 0 ? 0 : d  // -0.0 sorts with 0.0
         let bits = d.bitPattern
-        appendBE(d.sign == .minus ? ~bits : bits | (1 << 63), &out)
+        out.appendBigEndian(d.sign == .minus ? ~bits : bits | (1 << 63))
     }
 
     static func appendEscaped(_ bytes: some Sequence<UInt8>, _ out: inout [UInt8]) {
@@ -128,9 +128,5 @@ public enum OrderedKey {
         }
         out.append(0)
         out.append(0)
-    }
-
-    static func appendBE(_ v: UInt64, _ out: inout [UInt8]) {
-        withUnsafeBytes(of: v.bigEndian) { out.append(contentsOf: $0) }
     }
 }

@@ -52,17 +52,43 @@ enum Layout {
         var kind: CRDTKind? { CRDTKind(rawValue: rawValue & Self.kindMask) }
     }
 
-    /// Writes `mapID | partition` big-endian at `p`.
-    @inline(__always)
-    static func storePrefix(mapID: UInt32, partition: UInt16, to p: UnsafeMutableRawPointer) {
-        p.storeBytes(of: mapID.bigEndian, as: UInt32.self)
-        p.storeBytes(of: partition.bigEndian, toByteOffset: 4, as: UInt16.self)
+    /// The key prefix of a map's records (and Merkle digests): `map id | partition`,
+    /// or only the map id.
+    static func recordPrefix(mapID: UInt32, partition: UInt16? = nil) -> [UInt8] {
+        var out = [UInt8](bigEndian: mapID)
+        if let partition { out.appendBigEndian(partition) }
+        return out
     }
 
-    static func recordPrefix(mapID: UInt32, partition: UInt16? = nil) -> [UInt8] {
-        var out = withUnsafeBytes(of: mapID.bigEndian) { Array($0) }
-        if let partition { withUnsafeBytes(of: partition.bigEndian) { out.append(contentsOf: $0) } }
+    /// Replaces `out` with the record key of `key`: `map id | partition | key bytes`.
+    @inline(__always)
+    static func setRecordKey(_ out: inout [UInt8], mapID: UInt32, partition: UInt16, key: String) {
+        out.removeAll(keepingCapacity: true)
+        out.appendBigEndian(mapID)
+        out.appendBigEndian(partition)
+        out.append(contentsOf: key.utf8)
+    }
+
+    /// The record key of `key` in map `mapID`.
+    static func recordKey(mapID: UInt32, key: String) -> [UInt8] {
+        var out: [UInt8] = []
+        setRecordKey(&out, mapID: mapID, partition: Partitioner.partition(of: key), key: key)
         return out
+    }
+
+    /// The Merkle key hash of a record key (over its user-key bytes).
+    @inline(__always)
+    static func keyHash(ofRecordKey recordKey: UnsafeRawBufferPointer) -> UInt64 {
+        MerkleBuckets.keyHash(UnsafeRawBufferPointer(rebasing: recordKey[recordPrefixBytes...]))
+    }
+
+    /// A record's Merkle entry, the one rule: an LWW record by key, HLC and value
+    /// digest; an OR-Map or counter by key and state digest only: its canonical payload
+    /// describes the state fully, while its header stamp depends on which ops (or
+    /// repairs) arrived, so equal states would otherwise digest differently.
+    @inline(__always)
+    static func merkleEntry(kind: CRDTKind, keyHash: UInt64, timestamp: HLCTimestamp, digest: UInt64) -> UInt64 {
+        MerkleBuckets.entryHash(keyHash: keyHash, timestamp: kind == .lww ? timestamp : .zero, valueDigest: digest)
     }
 
 }
@@ -97,10 +123,10 @@ struct RecordHeader {
         timestamp = HLCTimestamp(loadingFrom: base)
         flags = Layout.Flags(rawValue: bytes[16])
         guard flags.kind != nil else { return nil }
-        digest = UInt64(bigEndian: base.loadUnaligned(fromByteOffset: 17, as: UInt64.self))
+        digest = base.loadBigEndian(fromByteOffset: 17, as: UInt64.self)
         if flags.contains(.hasTTL) {
             guard bytes.count >= Layout.headerBytes + Layout.ttlBytes else { return nil }
-            ttl = UInt64(bigEndian: base.loadUnaligned(fromByteOffset: 25, as: UInt64.self))
+            ttl = base.loadBigEndian(fromByteOffset: 25, as: UInt64.self)
             payloadOffset = Layout.headerBytes + Layout.ttlBytes
         } else {
             ttl = nil
@@ -125,9 +151,9 @@ struct RecordHeader {
     ) -> Int {
         timestamp.store(to: p)
         p.storeBytes(of: flags.rawValue, toByteOffset: 16, as: UInt8.self)
-        p.storeBytes(of: digest.bigEndian, toByteOffset: 17, as: UInt64.self)
+        p.storeBigEndian(digest, toByteOffset: 17)
         if let ttl {
-            p.storeBytes(of: ttl.bigEndian, toByteOffset: 25, as: UInt64.self)
+            p.storeBigEndian(ttl, toByteOffset: 25)
             return Layout.headerBytes + Layout.ttlBytes
         }
         return Layout.headerBytes

@@ -33,7 +33,7 @@ struct MerkleDeltas {
                 continue
             }
             value.withUnsafeMutableBytes { out in
-                for (i, b) in buckets.enumerated() { out.storeBytes(of: b.bigEndian, toByteOffset: i * 8, as: UInt64.self) }
+                for (i, b) in buckets.enumerated() { out.storeBigEndian(b, toByteOffset: i * 8) }
             }
             try txn.put(value, forKey: key, in: db)
         }
@@ -48,7 +48,7 @@ struct MerkleDeltas {
             throw StoreError(.corruptRecord, "Merkle digests of \(raw.count) bytes")
         }
         return raw.withUnsafeBytes { b in
-            (0..<MerkleBuckets.bucketCount).map { UInt64(bigEndian: b.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self)) }
+            (0..<MerkleBuckets.bucketCount).map { b.loadBigEndian(fromByteOffset: $0 * 8, as: UInt64.self) }
         }
     }
 }

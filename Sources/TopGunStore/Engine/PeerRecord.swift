@@ -63,7 +63,7 @@ public struct PeerState: Sendable, Equatable {
         guard raw.count >= 24, let base = raw.baseAddress else { return nil }
         self.node = node
         cursor = HLCTimestamp(loadingFrom: base)
-        lastSeenMillis = UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self))
+        lastSeenMillis = raw.loadBigEndian(fromByteOffset: 16, as: UInt64.self)
         acknowledged = .zero
         refusedBeyondHorizon = 0
         joinedAtHorizon = Self.endOfTime
@@ -71,7 +71,7 @@ public struct PeerState: Sendable, Equatable {
         guard raw.count >= Self.fixedBytes else { return }
         joinedAtHorizon = HLCTimestamp(loadingFrom: base + 44)
         acknowledged = HLCTimestamp(loadingFrom: base + 24)
-        refusedBeyondHorizon = Int(UInt32(bigEndian: raw.loadUnaligned(fromByteOffset: 40, as: UInt32.self)))
+        refusedBeyondHorizon = Int(raw.loadBigEndian(fromByteOffset: 40, as: UInt32.self))
         scope = PeerScope(decoding: UnsafeRawBufferPointer(rebasing: raw[Self.fixedBytes...]))
     }
 }
@@ -127,7 +127,7 @@ public struct PeerScope: Sendable, Equatable {
         func u16() -> UInt16? {
             guard offset + 2 <= raw.count else { return nil }
             defer { offset += 2 }
-            return UInt16(bigEndian: raw.loadUnaligned(fromByteOffset: offset, as: UInt16.self))
+            return raw.loadBigEndian(fromByteOffset: offset, as: UInt16.self)
         }
         guard let mapCount = u16() else { return nil }
         var maps: [String] = []
@@ -148,13 +148,5 @@ public struct PeerScope: Sendable, Equatable {
         }
         self.maps = maps
         self.partitions = partitions
-    }
-}
-
-extension Array where Element == UInt8 {
-    /// Appends `value` big-endian.
-    @inline(__always)
-    mutating func appendBigEndian<T: FixedWidthInteger>(_ value: T) {
-        Swift.withUnsafeBytes(of: value.bigEndian) { append(contentsOf: $0) }
     }
 }

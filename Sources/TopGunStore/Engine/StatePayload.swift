@@ -16,17 +16,17 @@ enum StatePayload {
 
     static func encode(_ counter: PNCounter, into out: inout [UInt8]) {
         let nodes = Set(counter.positive.keys).union(counter.negative.keys).sorted()
-        appendBE(UInt16(nodes.count), &out)
+        out.appendBigEndian(UInt16(nodes.count))
         for node in nodes {
-            appendBE(node.rawValue, &out)
-            appendBE(counter.positive[node] ?? 0, &out)
-            appendBE(counter.negative[node] ?? 0, &out)
+            out.appendBigEndian(node.rawValue)
+            out.appendBigEndian(counter.positive[node] ?? 0)
+            out.appendBigEndian(counter.negative[node] ?? 0)
         }
     }
 
     static func counterEntries(_ raw: UnsafeRawBufferPointer) throws(StoreError) -> Int {
         guard raw.count >= 2 else { throw corrupt("counter payload of \(raw.count) bytes") }
-        let n = Int(UInt16(bigEndian: raw.loadUnaligned(as: UInt16.self)))
+        let n = Int(raw.loadBigEndian(as: UInt16.self))
         guard raw.count == 2 + n * 24 else { throw corrupt("counter payload length") }
         return n
     }
@@ -52,7 +52,7 @@ enum StatePayload {
         let a = try stored.map { (s) throws(StoreError) in try counterEntries(s) } ?? 0
         let b = try counterEntries(delta)
         out.removeAll(keepingCapacity: true)
-        appendBE(UInt16(0), &out)
+        out.appendBigEndian(UInt16(0))
         var i = 0
         var j = 0
         var count = 0
@@ -71,9 +71,9 @@ enum StatePayload {
                 let (pa, ma): (UInt64, UInt64) = (loadBE(stored!, 2 + i * 24 + 8), loadBE(stored!, 2 + i * 24 + 16))
                 let (pb, mb): (UInt64, UInt64) = (loadBE(delta, 2 + j * 24 + 8), loadBE(delta, 2 + j * 24 + 16))
                 if pb > pa || mb > ma { changed = true }
-                appendBE(na, &out)
-                appendBE(max(pa, pb), &out)
-                appendBE(max(ma, mb), &out)
+                out.appendBigEndian(na)
+                out.appendBigEndian(max(pa, pb))
+                out.appendBigEndian(max(ma, mb))
                 i += 1
                 j += 1
             }
@@ -86,8 +86,8 @@ enum StatePayload {
     // MARK: OR-Map
 
     static func encode(_ set: ORSet, into out: inout [UInt8]) {
-        appendBE(UInt32(set.entries.count), &out)
-        appendBE(UInt32(set.tombstones.count), &out)
+        out.appendBigEndian(UInt32(set.entries.count))
+        out.appendBigEndian(UInt32(set.tombstones.count))
         for (tag, entry) in set.entries.sorted(by: { $0.key < $1.key }) {
             appendEntry(tag: tag, entry: entry, into: &out)
         }
@@ -97,12 +97,12 @@ enum StatePayload {
     static func appendEntry(tag: HLCTimestamp, entry: ORSet.Entry, into out: inout [UInt8]) {
         appendStamp(tag, &out)
         appendStamp(entry.timestamp, &out)
-        appendBE(entry.ttlMillis ?? 0, &out)
+        out.appendBigEndian(entry.ttlMillis ?? 0)
         let lengthAt = out.count
-        appendBE(UInt32(0), &out)
+        out.appendBigEndian(UInt32(0))
         entry.value.encode(into: &out)
         let length = UInt32(out.count - lengthAt - 4)
-        out.withUnsafeMutableBytes { $0.storeBytes(of: length.bigEndian, toByteOffset: lengthAt, as: UInt32.self) }
+        out.withUnsafeMutableBytes { $0.storeBigEndian(length, toByteOffset: lengthAt) }
     }
 
     /// Offsets of the entries and of the tombstone list in an OR-Map payload.
@@ -114,14 +114,14 @@ enum StatePayload {
 
     static func layout(_ raw: UnsafeRawBufferPointer, into layout: inout ORLayout) throws(StoreError) {
         guard raw.count >= 8 else { throw corrupt("OR-Map payload of \(raw.count) bytes") }
-        let entries = Int(UInt32(bigEndian: raw.loadUnaligned(as: UInt32.self)))
-        let tombstones = Int(UInt32(bigEndian: raw.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
+        let entries = Int(raw.loadBigEndian(as: UInt32.self))
+        let tombstones = Int(raw.loadBigEndian(fromByteOffset: 4, as: UInt32.self))
         guard entries <= raw.count / 44, tombstones <= raw.count / 16 else { throw corrupt("OR-Map counts") }
         layout.entryOffsets.removeAll(keepingCapacity: true)
         var offset = 8
         for _ in 0..<entries {
             guard offset + 44 <= raw.count else { throw corrupt("OR-Map entry truncated") }
-            let length = Int(UInt32(bigEndian: raw.loadUnaligned(fromByteOffset: offset + 40, as: UInt32.self)))
+            let length = Int(raw.loadBigEndian(fromByteOffset: offset + 40, as: UInt32.self))
             guard offset + 44 + length <= raw.count else { throw corrupt("OR-Map value truncated") }
             layout.entryOffsets.append(offset)
             offset += 44 + length
@@ -136,7 +136,7 @@ enum StatePayload {
         try layout(raw, into: &l)
         var entries: [HLCTimestamp: ORSet.Entry] = [:]
         for offset in l.entryOffsets {
-            let length = Int(UInt32(bigEndian: raw.loadUnaligned(fromByteOffset: offset + 40, as: UInt32.self)))
+            let length = Int(raw.loadBigEndian(fromByteOffset: offset + 40, as: UInt32.self))
             let value: Value
             do throws(ValueCodingError) {
                 value = try Value(messagePack: UnsafeRawBufferPointer(rebasing: raw[(offset + 44)..<(offset + 44 + length)]))
@@ -178,8 +178,8 @@ enum StatePayload {
             !delta.tombstones.contains($0.key) && !storedTombstone($0.key)
         }
         out.removeAll(keepingCapacity: true)
-        appendBE(UInt32(0), &out)
-        appendBE(UInt32(0), &out)
+        out.appendBigEndian(UInt32(0))
+        out.appendBigEndian(UInt32(0))
         var changed = false
         var count = 0
         var j = 0
@@ -191,7 +191,7 @@ enum StatePayload {
                 count += 1
                 j += 1
             }
-            let length = Int(UInt32(bigEndian: stored!.loadUnaligned(fromByteOffset: offset + 40, as: UInt32.self)))
+            let length = Int(stored!.loadBigEndian(fromByteOffset: offset + 40, as: UInt32.self))
             if delta.tombstones.contains(tag) {
                 changed = true
                 continue
@@ -201,7 +201,7 @@ enum StatePayload {
                 j += 1
                 let current = try decodeEntry(stored!, offset, length)
                 if incoming.timestamp != current.timestamp || incoming.value != current.value || incoming.ttlMillis != current.ttlMillis,
-                    wins(incoming, over: current)
+                    incoming.wins(over: current)
                 {
                     appendEntry(tag: tag, entry: incoming, into: &out)
                     changed = true
@@ -236,7 +236,7 @@ enum StatePayload {
         let totalTombstones = UInt32(scratch.tombstoneCount + newTombstones.count)
         out.withUnsafeMutableBytes {
             $0.storeBytes(of: UInt32(count).bigEndian, as: UInt32.self)
-            $0.storeBytes(of: totalTombstones.bigEndian, toByteOffset: 4, as: UInt32.self)
+            $0.storeBigEndian(totalTombstones, toByteOffset: 4)
         }
         return changed
     }
@@ -251,30 +251,17 @@ enum StatePayload {
         }
     }
 
-    /// The same order as `ORSet.Entry`'s merge: timestamp, value digest, TTL.
-    static func wins(_ a: ORSet.Entry, over b: ORSet.Entry) -> Bool {
-        if a.timestamp != b.timestamp { return a.timestamp > b.timestamp }
-        let (x, y) = (a.value.digest, b.value.digest)
-        if x != y { return x > y }
-        return (a.ttlMillis ?? 0) > (b.ttlMillis ?? 0)
-    }
-
     // MARK: Bytes
 
     @inline(__always)
-    static func appendBE<T: FixedWidthInteger>(_ v: T, _ out: inout [UInt8]) {
-        withUnsafeBytes(of: v.bigEndian) { out.append(contentsOf: $0) }
-    }
-
-    @inline(__always)
     static func appendStamp(_ t: HLCTimestamp, _ out: inout [UInt8]) {
-        appendBE(t.packedTime, &out)
-        appendBE(t.node.rawValue, &out)
+        out.appendBigEndian(t.packedTime)
+        out.appendBigEndian(t.node.rawValue)
     }
 
     @inline(__always)
     static func loadBE<T: FixedWidthInteger>(_ raw: UnsafeRawBufferPointer, _ offset: Int) -> T {
-        T(bigEndian: raw.loadUnaligned(fromByteOffset: offset, as: T.self))
+        raw.loadBigEndian(fromByteOffset: offset, as: T.self)
     }
 
     @inline(__always)

@@ -142,7 +142,7 @@ struct Batch {
         }
         // Created by another process since this one loaded the map list?
         if let raw = try txn.value(forKey: Array(name.utf8), in: dbs.maps), raw.count == 5, let k = CRDTKind(rawValue: raw[4]) {
-            let info = Store.MapInfo(id: raw.withUnsafeBytes { UInt32(bigEndian: $0.loadUnaligned(as: UInt32.self)) }, kind: k)
+            let info = Store.MapInfo(id: raw.withUnsafeBytes { $0.loadBigEndian(as: UInt32.self) }, kind: k)
             newMaps[name] = info
             return info.kind == kind ? info : nil
         }
@@ -150,9 +150,9 @@ struct Batch {
             throw StoreError(.invalidKey, "map names are 1 to \(Layout.maxKeyBytes) UTF-8 bytes")
         }
         let next = try txn.value(forKey: Layout.Meta.nextMapID, in: dbs.meta)
-            .map { $0.withUnsafeBytes { UInt32(bigEndian: $0.loadUnaligned(as: UInt32.self)) } } ?? 1
-        try txn.put(withUnsafeBytes(of: (next + 1).bigEndian) { Array($0) }, forKey: Layout.Meta.nextMapID, in: dbs.meta)
-        var value = withUnsafeBytes(of: next.bigEndian) { Array($0) }
+            .map { $0.withUnsafeBytes { $0.loadBigEndian(as: UInt32.self) } } ?? 1
+        try txn.put([UInt8](bigEndian: (next + 1)), forKey: Layout.Meta.nextMapID, in: dbs.meta)
+        var value = [UInt8](bigEndian: next)
         value.append(kind.rawValue)
         try txn.put(value, forKey: Array(name.utf8), in: dbs.maps)
         let info = Store.MapInfo(id: next, kind: kind)
@@ -238,9 +238,7 @@ struct Batch {
     func readState(map: String, key: String, kind: CRDTKind, _ txn: borrowing WriteTransaction) throws -> StoredState? {
         guard let info = newMaps[map] ?? store.mapInfo(map), info.kind == kind else { return nil }
         if !deferredRecords.isEmpty {
-            var recordKey = Layout.recordPrefix(mapID: info.id, partition: Partitioner.partition(of: key))
-            recordKey.append(contentsOf: key.utf8)
-            if let record = deferredRecords[recordKey] { return try record.withUnsafeBytes { try StoredState(decoding: $0, kind: kind) } }
+            if let record = deferredRecords[Layout.recordKey(mapID: info.id, key: key)] { return try record.withUnsafeBytes { try StoredState(decoding: $0, kind: kind) } }
         }
         return try store.readState(mapID: info.id, kind: kind, key: key, txn.reads)
     }
@@ -255,10 +253,7 @@ struct Batch {
             return .rejected(.kindMismatch("map \(op.map) is not \(kind)"))
         }
         let partition = Partitioner.partition(of: op.key)
-        keyBuffer.removeAll(keepingCapacity: true)
-        withUnsafeBytes(of: info.id.bigEndian) { keyBuffer.append(contentsOf: $0) }
-        withUnsafeBytes(of: partition.bigEndian) { keyBuffer.append(contentsOf: $0) }
-        keyBuffer.append(contentsOf: op.key.utf8)
+        Layout.setRecordKey(&keyBuffer, mapID: info.id, partition: partition, key: op.key)
 
         switch op.payload {
         case .lww(let encoded, let ttl):
@@ -303,12 +298,9 @@ struct Batch {
         let existing: Existing? = try keyBuffer.withUnsafeBytes { key in
             try txn.withValue(forKey: key, in: dbs.records) { (raw) throws -> Existing? in
                 guard let header = RecordHeader(raw) else { return nil }
-                var wins = incoming > header.timestamp
-                if incoming == header.timestamp {
-                    digest = encoded.map { Digest64.hash($0) } ?? 0
-                    digested = true
-                    wins = digest != header.digest ? digest > header.digest : (ttl ?? 0) > (header.ttl ?? 0)
-                }
+                let wins = LWWOrder.wins(
+                    timestamp: incoming, digest: { digest = encoded.map { Digest64.hash($0) } ?? 0; digested = true; return digest }(), ttl: ttl,
+                    over: header.timestamp, digest: header.digest, ttl: header.ttl)
                 var old: StoredState?
                 if wins && needOld { old = try? StoredState(decoding: raw, kind: .lww) }
                 var oldFields: [Value?] = []
@@ -355,10 +347,10 @@ struct Batch {
             }
         }
         // Merkle bucket, accumulated for the batch.
-        let keyHash = keyBuffer.withUnsafeBytes { MerkleBuckets.keyHash(UnsafeRawBufferPointer(rebasing: $0[Layout.recordPrefixBytes...])) }
-        var delta = MerkleBuckets.entryHash(keyHash: keyHash, timestamp: incoming, valueDigest: finalDigest)
+        let keyHash = keyBuffer.withUnsafeBytes { Layout.keyHash(ofRecordKey: $0) }
+        var delta = Layout.merkleEntry(kind: .lww, keyHash: keyHash, timestamp: incoming, digest: finalDigest)
         if let existing {
-            delta ^= MerkleBuckets.entryHash(keyHash: keyHash, timestamp: existing.timestamp, valueDigest: existing.digest)
+            delta ^= Layout.merkleEntry(kind: .lww, keyHash: keyHash, timestamp: existing.timestamp, digest: existing.digest)
         }
         merkle.record(mapID: info.id, partition: partition, keyHash: keyHash, entryDelta: delta)
 
@@ -446,13 +438,10 @@ struct Batch {
                 }
             }
         }
-        let keyHash = keyBuffer.withUnsafeBytes { MerkleBuckets.keyHash(UnsafeRawBufferPointer(rebasing: $0[Layout.recordPrefixBytes...])) }
-        // OR-Map and counter states are fully described by their canonical payload; the
-        // header stamp depends on which ops (or repairs) arrived, so it stays out of the
-        // Merkle entry, or equal states could digest differently.
-        var delta = MerkleBuckets.entryHash(keyHash: keyHash, timestamp: .zero, valueDigest: digest)
+        let keyHash = keyBuffer.withUnsafeBytes { Layout.keyHash(ofRecordKey: $0) }
+        var delta = Layout.merkleEntry(kind: info.kind, keyHash: keyHash, timestamp: timestamp, digest: digest)
         if let found {
-            delta ^= MerkleBuckets.entryHash(keyHash: keyHash, timestamp: .zero, valueDigest: found.header.digest)
+            delta ^= Layout.merkleEntry(kind: info.kind, keyHash: keyHash, timestamp: found.header.timestamp, digest: found.header.digest)
         }
         merkle.record(mapID: info.id, partition: partition, keyHash: keyHash, entryDelta: delta)
 
@@ -487,12 +476,12 @@ struct Batch {
         payload: [UInt8]?, _ txn: borrowing WriteTransaction
     ) throws {
         logBuffer.removeAll(keepingCapacity: true)
-        withUnsafeBytes(of: origin.packedTime.bigEndian) { logBuffer.append(contentsOf: $0) }
-        withUnsafeBytes(of: origin.node.rawValue.bigEndian) { logBuffer.append(contentsOf: $0) }
-        withUnsafeBytes(of: mapID.bigEndian) { logBuffer.append(contentsOf: $0) }
+        logBuffer.appendBigEndian(origin.packedTime)
+        logBuffer.appendBigEndian(origin.node.rawValue)
+        logBuffer.appendBigEndian(mapID)
         logBuffer.append(flags.rawValue)
-        if let ttl { withUnsafeBytes(of: ttl.bigEndian) { logBuffer.append(contentsOf: $0) } }
-        withUnsafeBytes(of: UInt16(key.utf8.count).bigEndian) { logBuffer.append(contentsOf: $0) }
+        if let ttl { logBuffer.appendBigEndian(ttl) }
+        logBuffer.appendBigEndian(UInt16(key.utf8.count))
         logBuffer.append(contentsOf: key.utf8)
         if let payload { logBuffer.append(contentsOf: payload) }
         var seqKey = (UInt64(0), UInt64(0))

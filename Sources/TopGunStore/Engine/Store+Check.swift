@@ -32,8 +32,8 @@ extension Store {
                             report.problems.append("record key of \(k.count) bytes")
                             return
                         }
-                        let mapID = UInt32(bigEndian: k.loadUnaligned(as: UInt32.self))
-                        let partition = UInt16(bigEndian: k.loadUnaligned(fromByteOffset: 4, as: UInt16.self))
+                        let mapID = k.loadBigEndian(as: UInt32.self)
+                        let partition = k.loadBigEndian(fromByteOffset: 4, as: UInt16.self)
                         let key = String(decoding: UnsafeRawBufferPointer(rebasing: k[Layout.recordPrefixBytes...]), as: UTF8.self)
                         guard let name = names[mapID], let info = mapInfo(name) else {
                             report.problems.append("record \(key) of unknown map id \(mapID)")
@@ -99,7 +99,7 @@ extension Store {
                 }
                 var actual = Set<[UInt8]>()
                 try read { txn in
-                    try txn.forEach(in: dbs.index, range: .prefix(withUnsafeBytes(of: index.id.bigEndian) { Array($0) })) { k, _ in
+                    try txn.forEach(in: dbs.index, range: .prefix([UInt8](bigEndian: index.id))) { k, _ in
                         actual.insert(k.withUnsafeBytes { Array($0) })
                         return true
                     }

@@ -62,7 +62,7 @@ extension Store {
             var slowest: PeerState?
             try txn.forEach(in: dbs.peers) { k, v in
                 guard k.byteCount == 8 else { return true }
-                let node = k.withUnsafeBytes { NodeID(UInt64(bigEndian: $0.loadUnaligned(as: UInt64.self))) }
+                let node = k.withUnsafeBytes { NodeID($0.loadBigEndian(as: UInt64.self)) }
                 let state = v.withUnsafeBytes { PeerState(node: node, $0) } ?? PeerState(node: node)
                 if slowest == nil || state.acknowledged < slowest!.acknowledged { slowest = state }
                 return true
@@ -92,8 +92,8 @@ extension Store {
                             guard let current, current.flags.contains(.tombstone), current.timestamp == tombstone.origin else {
                                 return false
                             }
-                            let keyHash = MerkleBuckets.keyHash(UnsafeRawBufferPointer(rebasing: k[Layout.recordPrefixBytes...]))
-                            let entry = MerkleBuckets.entryHash(keyHash: keyHash, timestamp: current.timestamp, valueDigest: current.digest)
+                            let keyHash = Layout.keyHash(ofRecordKey: k)
+                            let entry = Layout.merkleEntry(kind: .lww, keyHash: keyHash, timestamp: current.timestamp, digest: current.digest)
                             merkle.record(mapID: tombstone.mapID, partition: tombstone.partition, keyHash: keyHash, entryDelta: entry)
                             return try txn.delete(k, in: dbs.records)
                         }
@@ -112,7 +112,7 @@ extension Store {
             }
             try merkle.write(txn, dbs.merkle)
             try txn.put(horizon.bytes, forKey: Layout.Meta.horizon, in: dbs.meta)
-            try txn.put(withUnsafeBytes(of: wall.bigEndian) { Array($0) }, forKey: Layout.Meta.gcLastRun, in: dbs.meta)
+            try txn.put([UInt8](bigEndian: wall), forKey: Layout.Meta.gcLastRun, in: dbs.meta)
             if let truncated { try txn.put(truncated.bytes, forKey: Layout.Meta.truncated, in: dbs.meta) }
             self.horizon.withLock { $0 = max($0, horizon) }
             return report
@@ -127,10 +127,10 @@ extension Store {
         guard v.count >= 16 + 4 + 1 + 2, let base = v.baseAddress else { throw StoreError(.corruptRecord, "op-log entry during GC") }
         let flags = Layout.Flags(rawValue: v[20])
         guard flags.kind == .lww, flags.contains(.tombstone) else { return nil }
-        let mapID = UInt32(bigEndian: base.loadUnaligned(fromByteOffset: 16, as: UInt32.self))
+        let mapID = base.loadBigEndian(fromByteOffset: 16, as: UInt32.self)
         let offset = flags.contains(.hasTTL) ? 29 : 21
         guard v.count >= offset + 2 else { throw StoreError(.corruptRecord, "op-log entry during GC") }
-        let count = Int(UInt16(bigEndian: base.loadUnaligned(fromByteOffset: offset, as: UInt16.self)))
+        let count = Int(base.loadBigEndian(fromByteOffset: offset, as: UInt16.self))
         guard v.count >= offset + 2 + count,
             let name = String(validating: UnsafeRawBufferPointer(rebasing: v[(offset + 2)..<(offset + 2 + count)]), as: UTF8.self)
         else { throw StoreError(.corruptRecord, "op-log entry key during GC") }
@@ -150,7 +150,7 @@ extension Store {
     public func lastGarbageCollection() throws -> UInt64? {
         try read { txn in
             try txn.value(forKey: Layout.Meta.gcLastRun, in: dbs.meta).flatMap { raw in
-                raw.count == 8 ? raw.withUnsafeBytes { UInt64(bigEndian: $0.loadUnaligned(as: UInt64.self)) } : nil
+                raw.count == 8 ? raw.withUnsafeBytes { $0.loadBigEndian(as: UInt64.self) } : nil
             }
         }
     }

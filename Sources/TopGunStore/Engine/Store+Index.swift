@@ -37,23 +37,23 @@ extension Layout {
 
     /// `index id | indexed value | partition | key` for a record whose field holds `value`.
     static func indexKey(_ index: IndexDefinition, value: Value, partition: UInt16, key: String) -> [UInt8] {
-        var out = withUnsafeBytes(of: index.id.bigEndian) { Array($0) }
+        var out = [UInt8](bigEndian: index.id)
         out.append(contentsOf: indexedValue(index, value))
-        withUnsafeBytes(of: partition.bigEndian) { out.append(contentsOf: $0) }
+        out.appendBigEndian(partition)
         out.append(contentsOf: key.utf8)
         return out
     }
 
     static func indexedValue(_ index: IndexDefinition, _ value: Value) -> [UInt8] {
         switch index.kind {
-        case .hash: return withUnsafeBytes(of: value.digest.bigEndian) { Array($0) }
+        case .hash: return [UInt8](bigEndian: value.digest)
         case .range: return Array(OrderedKey.encode(value).prefix(maxIndexedValueBytes))
         }
     }
 
     /// The index entry's value: the record's partition and key.
     static func indexEntryValue(partition: UInt16, key: String) -> [UInt8] {
-        var out = withUnsafeBytes(of: partition.bigEndian) { Array($0) }
+        var out = [UInt8](bigEndian: partition)
         out.append(contentsOf: key.utf8)
         return out
     }
@@ -100,12 +100,12 @@ extension Store {
             if let raw = try txn.value(forKey: Layout.indexMetaKey(map: map, path: path), in: dbs.meta), raw.count == 6 {
                 return IndexDefinition(
                     map: map, path: path, kind: IndexDefinition.Kind(rawValue: raw[4]) ?? kind,
-                    id: raw.withUnsafeBytes { UInt32(bigEndian: $0.loadUnaligned(as: UInt32.self)) }, isReady: raw[5] == 1)
+                    id: raw.withUnsafeBytes { $0.loadBigEndian(as: UInt32.self) }, isReady: raw[5] == 1)
             }
             let nextKey = Layout.Meta.indexNextID
             let id = try txn.value(forKey: nextKey, in: dbs.meta)
-                .map { $0.withUnsafeBytes { UInt32(bigEndian: $0.loadUnaligned(as: UInt32.self)) } } ?? 1
-            try txn.put(withUnsafeBytes(of: (id + 1).bigEndian) { Array($0) }, forKey: nextKey, in: dbs.meta)
+                .map { $0.withUnsafeBytes { $0.loadBigEndian(as: UInt32.self) } } ?? 1
+            try txn.put([UInt8](bigEndian: (id + 1)), forKey: nextKey, in: dbs.meta)
             let def = IndexDefinition(map: map, path: path, kind: kind, id: id, isReady: false)
             try txn.put(Self.indexMetaValue(def), forKey: Layout.indexMetaKey(map: map, path: path), in: dbs.meta)
             return def
@@ -131,7 +131,7 @@ extension Store {
                         guard case .lww(let record) = try StoredState(decoding: v, kind: .lww), let value = record.value,
                             let field = value[path: path]
                         else { return true }
-                        let partition = UInt16(bigEndian: k.loadUnaligned(fromByteOffset: 4, as: UInt16.self))
+                        let partition = k.loadBigEndian(fromByteOffset: 4, as: UInt16.self)
                         let key = String(decoding: UnsafeRawBufferPointer(rebasing: k[Layout.recordPrefixBytes...]), as: UTF8.self)
                         try txn.put(
                             Layout.indexEntryValue(partition: partition, key: key),
@@ -157,7 +157,7 @@ extension Store {
     }
 
     static func indexMetaValue(_ def: IndexDefinition) -> [UInt8] {
-        withUnsafeBytes(of: def.id.bigEndian) { Array($0) } + [def.kind.rawValue, def.isReady ? 1 : 0]
+        [UInt8](bigEndian: def.id) + [def.kind.rawValue, def.isReady ? 1 : 0]
     }
 
     private func publish(_ index: IndexDefinition) {
@@ -181,7 +181,7 @@ extension Store {
                 out[map, default: []].append(
                     IndexDefinition(
                         map: map, path: path, kind: IndexDefinition.Kind(rawValue: raw[4]) ?? .range,
-                        id: UInt32(bigEndian: raw.loadUnaligned(as: UInt32.self)), isReady: raw[5] == 1))
+                        id: raw.loadBigEndian(as: UInt32.self), isReady: raw[5] == 1))
             }
             return true
         }

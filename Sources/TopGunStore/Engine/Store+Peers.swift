@@ -79,7 +79,7 @@ extension Store {
     @discardableResult
     public func forgetPeer(_ peer: NodeID) throws -> Bool {
         try write { txn in
-            try txn.delete(withUnsafeBytes(of: peer.rawValue.bigEndian) { Array($0) }, in: dbs.peers)
+            try txn.delete([UInt8](bigEndian: peer.rawValue), in: dbs.peers)
         }
     }
 
@@ -100,7 +100,7 @@ extension Store {
             var out: [PeerState] = []
             try txn.forEach(in: dbs.peers) { k, v in
                 guard k.byteCount == 8 else { return true }
-                let node = k.withUnsafeBytes { NodeID(UInt64(bigEndian: $0.loadUnaligned(as: UInt64.self))) }
+                let node = k.withUnsafeBytes { NodeID($0.loadBigEndian(as: UInt64.self)) }
                 if let state = v.withUnsafeBytes({ PeerState(node: node, $0) }) { out.append(state) }
                 return true
             }
@@ -109,7 +109,7 @@ extension Store {
     }
 
     static func readPeer(_ peer: NodeID, _ txn: borrowing ReadTransaction, _ dbs: DBs) throws -> PeerState? {
-        let key = withUnsafeBytes(of: peer.rawValue.bigEndian) { Array($0) }
+        let key = [UInt8](bigEndian: peer.rawValue)
         return try txn.value(forKey: key, in: dbs.peers).flatMap { raw in raw.withUnsafeBytes { PeerState(node: peer, $0) } }
     }
 
@@ -117,7 +117,7 @@ extension Store {
     static func updatePeer(
         _ peer: NodeID, _ txn: borrowing WriteTransaction, _ dbs: DBs, _ change: (inout PeerState, _ isNew: Bool) -> Void
     ) throws {
-        let key = withUnsafeBytes(of: peer.rawValue.bigEndian) { Array($0) }
+        let key = [UInt8](bigEndian: peer.rawValue)
         let stored = try readPeer(peer, txn.reads, dbs)
         var state: PeerState
         if let stored {
@@ -180,9 +180,9 @@ extension Store {
                 guard k.byteCount == 6, v.byteCount == MerkleBuckets.bucketCount * 8 else {
                     throw StoreError(.corruptRecord, "Merkle digests")
                 }
-                let partition = k.withUnsafeBytes { UInt16(bigEndian: $0.loadUnaligned(fromByteOffset: 4, as: UInt16.self)) }
+                let partition = k.withUnsafeBytes { $0.loadBigEndian(fromByteOffset: 4, as: UInt16.self) }
                 out[partition] = v.withUnsafeBytes { raw in
-                    (0..<MerkleBuckets.bucketCount).map { UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self)) }
+                    (0..<MerkleBuckets.bucketCount).map { raw.loadBigEndian(fromByteOffset: $0 * 8, as: UInt64.self) }
                 }
                 return true
             }

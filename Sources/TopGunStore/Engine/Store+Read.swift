@@ -10,8 +10,7 @@ extension Store {
     }
 
     func readState(mapID: UInt32, kind: CRDTKind, key: String, _ txn: borrowing ReadTransaction) throws -> StoredState? {
-        var k = Layout.recordPrefix(mapID: mapID, partition: Partitioner.partition(of: key))
-        k.append(contentsOf: key.utf8)
+        let k = Layout.recordKey(mapID: mapID, key: key)
         do {
             return try k.withUnsafeBytes { kb in
                 try txn.withValue(forKey: kb, in: dbs.records) { raw in try StoredState(decoding: raw, kind: kind) }
@@ -80,7 +79,7 @@ extension Store {
                 guard out.count < limit else { return false }
                 guard k.count == 16 else { throw StoreError(.corruptRecord, "op-log key of \(k.count) bytes") }
                 let seq = HLCTimestamp(loadingFrom: k.baseAddress!)
-                if v.count >= 20, names[UInt32(bigEndian: v.loadUnaligned(fromByteOffset: 16, as: UInt32.self))] == nil {
+                if v.count >= 20, names[v.loadBigEndian(fromByteOffset: 16, as: UInt32.self)] == nil {
                     // A map created by another process since this one loaded the table.
                     let maps = try Self.loadMaps(txn, dbs)
                     publishMaps(maps)
@@ -113,16 +112,16 @@ extension Store {
         func corrupt(_ why: String) -> StoreError { StoreError(.corruptRecord, "op-log entry: \(why)") }
         guard v.count >= 16 + 4 + 1 + 2, let base = v.baseAddress else { throw corrupt("too short") }
         let origin = HLCTimestamp(loadingFrom: base)
-        let mapID = UInt32(bigEndian: base.loadUnaligned(fromByteOffset: 16, as: UInt32.self))
+        let mapID = base.loadBigEndian(fromByteOffset: 16, as: UInt32.self)
         let flags = Layout.Flags(rawValue: v[20])
         var offset = 21
         var ttl: UInt64?
         if flags.contains(.hasTTL) {
             guard v.count >= offset + 8 + 2 else { throw corrupt("too short for its TTL") }
-            ttl = UInt64(bigEndian: base.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
+            ttl = base.loadBigEndian(fromByteOffset: offset, as: UInt64.self)
             offset += 8
         }
-        let keyCount = Int(UInt16(bigEndian: base.loadUnaligned(fromByteOffset: offset, as: UInt16.self)))
+        let keyCount = Int(base.loadBigEndian(fromByteOffset: offset, as: UInt16.self))
         offset += 2
         guard v.count >= offset + keyCount, let kind = flags.kind else { throw corrupt("bad key length or kind") }
         guard let key = String(validating: UnsafeRawBufferPointer(rebasing: v[offset..<offset + keyCount]), as: UTF8.self)
@@ -177,11 +176,9 @@ extension Store {
                         // A damaged record is reported by `check` itself; the Merkle entry
                         // is computed from what the header claims.
                         guard k.count >= Layout.recordPrefixBytes, let header = RecordHeader(v) else { return }
-                        let partition = UInt16(bigEndian: k.loadUnaligned(fromByteOffset: 4, as: UInt16.self))
-                        let keyHash = MerkleBuckets.keyHash(UnsafeRawBufferPointer(rebasing: k[Layout.recordPrefixBytes...]))
-                        let digest = header.digest
-                        let stamp = header.flags.kind == .lww ? header.timestamp : .zero
-                        let entry = MerkleBuckets.entryHash(keyHash: keyHash, timestamp: stamp, valueDigest: digest)
+                        let partition = k.loadBigEndian(fromByteOffset: 4, as: UInt16.self)
+                        let keyHash = Layout.keyHash(ofRecordKey: k)
+                        let entry = Layout.merkleEntry(kind: info.kind, keyHash: keyHash, timestamp: header.timestamp, digest: header.digest)
                         computed[partition, default: .init(repeating: 0, count: MerkleBuckets.bucketCount)][Int(MerkleBuckets.bucket(ofKeyHash: keyHash))] ^= entry
                     }
                 }

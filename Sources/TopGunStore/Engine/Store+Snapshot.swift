@@ -39,7 +39,7 @@ extension Store {
                 else { throw StoreError(.corruptRecord, "\(map): record key of \(k.count) bytes is not a key") }
                 // The value digest does not cover the key; its partition does, mostly: a
                 // changed key byte moves it to another partition 270 times in 271.
-                guard Partitioner.partition(of: key) == UInt16(bigEndian: k.loadUnaligned(fromByteOffset: 4, as: UInt16.self)) else {
+                guard Partitioner.partition(of: key) == k.loadBigEndian(fromByteOffset: 4, as: UInt16.self) else {
                     throw StoreError(.corruptRecord, "\(map)/\(key): the key is not in its partition (damaged key bytes)")
                 }
                 let state: StoredState
@@ -55,14 +55,14 @@ extension Store {
         _ index: IndexDefinition, lower: [UInt8]?, upper: [UInt8]?, in snapshot: borrowing Snapshot,
         _ body: (_ partition: UInt16, _ key: String) throws -> Bool
     ) throws {
-        let id = withUnsafeBytes(of: index.id.bigEndian) { Array($0) }
+        let id = [UInt8](bigEndian: index.id)
         let range = KeyRange(
             from: id + (lower ?? []),
             to: upper.map { id + $0 } ?? KeyRange.prefix(id).upper)
         try snapshot.transaction.withCursor(on: dbs.index) { cursor in
             try cursor.scan(range: range, reverse: false) { _, v in
                 guard v.count >= 2 else { throw StoreError(.corruptRecord, "index entry") }
-                let partition = UInt16(bigEndian: v.loadUnaligned(as: UInt16.self))
+                let partition = v.loadBigEndian(as: UInt16.self)
                 return try body(partition, String(decoding: UnsafeRawBufferPointer(rebasing: v[2...]), as: UTF8.self))
             }
         }
@@ -92,12 +92,10 @@ extension Store {
     ) throws {
         guard let info = mapInfo(map), !keys.isEmpty else { return }
         let sorted = keys.sorted { $0.partition != $1.partition ? $0.partition < $1.partition : $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }
-        var buffer = Layout.recordPrefix(mapID: info.id, partition: 0)
+        var buffer: [UInt8] = []
         try snapshot.transaction.withCursor(on: dbs.records) { cursor in
             for (partition, key) in sorted {
-                buffer.removeSubrange(4...)
-                withUnsafeBytes(of: partition.bigEndian) { buffer.append(contentsOf: $0) }
-                buffer.append(contentsOf: key.utf8)
+                Layout.setRecordKey(&buffer, mapID: info.id, partition: partition, key: key)
                 let found = try buffer.withUnsafeBytes { target in
                     try cursor.seek(atLeast: target) && cursor.currentKey.elementsEqual(target)
                 }

@@ -137,7 +137,7 @@ public final class Store: Sendable {
                 guard let raw = try txn.value(forKey: Layout.Meta.node, in: dbs.meta), raw.count == 8 else {
                     throw StoreError(.corruptRecord, "\(path): the node id is missing")
                 }
-                let node = NodeID(raw.withUnsafeBytes { UInt64(bigEndian: $0.loadUnaligned(as: UInt64.self)) })
+                let node = NodeID(raw.withUnsafeBytes { $0.loadBigEndian(as: UInt64.self) })
                 let highWater = try txn.value(forKey: Layout.Meta.highWater, in: dbs.meta).flatMap { HLCTimestamp(bytes: $0) }
                 let horizon = try txn.value(forKey: Layout.Meta.horizon, in: dbs.meta).flatMap { HLCTimestamp(bytes: $0) } ?? .zero
                 return (node, highWater, try Self.loadMaps(txn, dbs), horizon, try Self.loadIndexes(txn, dbs))
@@ -162,17 +162,17 @@ public final class Store: Sendable {
             if let raw = try txn.value(forKey: Layout.Meta.schema, in: dbs.meta) {
                 try checkSchema(raw)
             } else {
-                try txn.put(withUnsafeBytes(of: Layout.schemaVersion.bigEndian) { Array($0) }, forKey: Layout.Meta.schema, in: dbs.meta)
+                try txn.put([UInt8](bigEndian: Layout.schemaVersion), forKey: Layout.Meta.schema, in: dbs.meta)
             }
             if try txn.value(forKey: Layout.Meta.node, in: dbs.meta) == nil {
                 let node = nodeID ?? .random()
-                try txn.put(withUnsafeBytes(of: node.rawValue.bigEndian) { Array($0) }, forKey: Layout.Meta.node, in: dbs.meta)
+                try txn.put([UInt8](bigEndian: node.rawValue), forKey: Layout.Meta.node, in: dbs.meta)
             }
         }
     }
 
     private static func checkSchema(_ raw: [UInt8]) throws {
-        let version = raw.count == 4 ? raw.withUnsafeBytes { UInt32(bigEndian: $0.loadUnaligned(as: UInt32.self)) } : 0
+        let version = raw.count == 4 ? raw.withUnsafeBytes { $0.loadBigEndian(as: UInt32.self) } : 0
         guard version == Layout.schemaVersion else {
             throw StoreError(.unsupportedSchema, "database schema \(version); this library reads \(Layout.schemaVersion)")
         }
@@ -190,7 +190,7 @@ public final class Store: Sendable {
         while fresh == store.nodeID { fresh = .random() }
         let new = fresh
         try store.write { txn in
-            try txn.put(withUnsafeBytes(of: new.rawValue.bigEndian) { Array($0) }, forKey: Layout.Meta.node, in: store.dbs.meta)
+            try txn.put([UInt8](bigEndian: new.rawValue), forKey: Layout.Meta.node, in: store.dbs.meta)
         }
         return (store.nodeID, new)
     }
@@ -231,7 +231,7 @@ public final class Store: Sendable {
             let name = key.withUnsafeBytes { String(decoding: $0, as: UTF8.self) }
             value.withUnsafeBytes { v in
                 if v.count == 5, let kind = CRDTKind(rawValue: v[4]) {
-                    maps[name] = MapInfo(id: UInt32(bigEndian: v.loadUnaligned(as: UInt32.self)), kind: kind)
+                    maps[name] = MapInfo(id: v.loadBigEndian(as: UInt32.self), kind: kind)
                 }
             }
             return true
