@@ -250,29 +250,6 @@ extension Frame {
         guard body.count == 16 else { throw ReplicationError(.malformed, "expected a 16-byte HLC") }
         return body.withUnsafeBytes { HLCTimestamp(loadingFrom: $0.baseAddress!) }
     }
-
-    static func error(_ message: String) -> Frame { Frame(.error, Array(message.utf8)) }
-
-    static func welcome(_ node: NodeID) -> Frame {
-        var b: [UInt8] = []
-        b.appendBigEndian(Frame.protocolVersion)
-        b.appendBigEndian(node.rawValue)
-        return Frame(.welcome, b)
-    }
-
-    func welcome() throws(ReplicationError) -> (version: UInt16, node: NodeID) {
-        guard kind == .welcome, body.count == 10 else {
-            if kind == .error {
-                let message = String(decoding: body, as: UTF8.self)
-                let code: ReplicationError.Code = message.hasPrefix(ReplicationError.Code.duplicateNodeID.rawValue) ? .duplicateNodeID : .unauthorized
-                throw ReplicationError(code, message)
-            }
-            throw ReplicationError(.protocolViolation, "expected WELCOME")
-        }
-        return body.withUnsafeBytes {
-            ($0.loadBigEndian(as: UInt16.self), NodeID($0.loadBigEndian(fromByteOffset: 2, as: UInt64.self)))
-        }
-    }
 }
 
 extension Frame {

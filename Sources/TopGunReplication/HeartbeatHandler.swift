@@ -32,7 +32,7 @@ final class HeartbeatHandler: ChannelDuplexHandler, Sendable {
         }
         switch idle {
         case .write:
-            context.writeAndFlush(wrapOutboundOut(Frame(.heartbeat)), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(Message.heartbeat.frame), promise: nil)
         case .read:
             onTimeout()
             context.fireErrorCaught(ReplicationError(.timeout, "nothing received for \(idleTimeout)"))

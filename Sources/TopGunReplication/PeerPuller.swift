@@ -38,10 +38,10 @@ extension ReplicaNode {
             // backfill by digests (they cover maps this node has never seen, too).
             let covered = try store.peer(peer)?.scope
             let widened = subscription.cursor != nil && !(covered?.covers(scope) ?? false)
-            try await outbound.write(subscription.frame)
+            try await outbound.write(Message.subscribe(subscription).frame)
             logger.info("pulling", metadata: ["peer": "\(peer)", "address": "\(address)", "cursor": "\(subscription.cursor.map { "\($0)" } ?? "start")", "backfill": "\(widened)"])
             let maps = subscription.maps
-            if widened { try await outbound.write(self.digests(for: maps).frame) }
+            if widened { try await outbound.write(Message.digests(self.digests(for: maps)).frame) }
             let held = Flag()
             try await withThrowingTaskGroup(of: Void.self) { tasks in
                 // Once an entry was refused, the session goes on without moving the
@@ -56,7 +56,7 @@ extension ReplicaNode {
                     tasks.addTask {
                         while true {
                             try await Task.sleep(for: interval)
-                            try await outbound.write(self.digests(for: maps).frame)
+                            try await outbound.write(Message.digests(self.digests(for: maps)).frame)
                         }
                     }
                 }
@@ -79,9 +79,18 @@ extension ReplicaNode {
             if !welcomed.isSet { raw.close(promise: nil) }
         }
         defer { deadline.cancel() }
-        try await outbound.write(Hello(version: Frame.protocolVersion, node: store.nodeID, token: configuration.token).frame)
+        try await outbound.write(Message.hello(Hello(version: Frame.protocolVersion, node: store.nodeID, token: configuration.token)).frame)
         guard let first = try await frames.next() else { throw ReplicationError(.protocolViolation, "closed during handshake") }
-        let (version, peer) = try first.welcome()
+        let message = try Message(first)
+        let (version, peer): (UInt16, NodeID)
+        switch message {
+        case .welcome(let v, let n): (version, peer) = (v, n)
+        case .error(let text):
+            let code: ReplicationError.Code = text.hasPrefix(ReplicationError.Code.duplicateNodeID.rawValue) ? .duplicateNodeID : .unauthorized
+            throw ReplicationError(code, text)
+        case .hello, .subscribe, .segment, .ack, .digests, .needDigests, .repair, .resume, .heartbeat:
+            throw ReplicationError(.protocolViolation, "expected WELCOME, got \(message.name)")
+        }
         welcomed.set()
         guard version == Frame.protocolVersion else { throw ReplicationError(.unsupportedVersion, "peer speaks \(version)") }
         guard peer != store.nodeID else {
@@ -95,26 +104,29 @@ extension ReplicaNode {
         _ frame: Frame, from peer: NodeID, scope: PeerScope, held: Flag, _ outbound: NIOAsyncChannelOutboundWriter<Frame>
     ) async throws {
         stats.withLock { $0.bytesReceived += frame.body.count + 5 }
-        switch frame.kind {
-        case .segment, .repair:
-            let segment: Segment
-            do {
-                segment = try Segment(decoding: frame.body)
-                guard segment.origin == peer else {
-                    throw ReplicationError(.wrongOrigin, "segment claims origin \(segment.origin), peer is \(peer)")
-                }
-            } catch {
-                stats.withLock { $0.segmentsRejected += 1 }
-                logger.warning("rejected segment", metadata: ["peer": "\(peer)", "error": "\(error)"])
-                throw error
+        let message: Message
+        do {
+            message = try Message(frame)
+            if case .segment(let segment) = message, segment.origin != peer {
+                throw ReplicationError(.wrongOrigin, "segment claims origin \(segment.origin), peer is \(peer)")
             }
+            if case .repair(let segment) = message, segment.origin != peer {
+                throw ReplicationError(.wrongOrigin, "segment claims origin \(segment.origin), peer is \(peer)")
+            }
+        } catch {
+            stats.withLock { $0.segmentsRejected += 1 }
+            logger.warning("rejected segment", metadata: ["peer": "\(peer)", "error": "\(error)"])
+            throw error
+        }
+        switch message {
+        case .segment(let segment), .repair(let segment):
             let outcomes: [ApplyOutcome]
-            if frame.kind == .segment {
+            if case .segment = message {
                 outcomes = try store.apply(
                     segment.entries, fromPeer: peer, cursor: segment.lastSequence, scope: scope, holdingCursor: held.isSet)
                 // The stored cursor, which stops before a refused entry.
                 let cursor = try store.peerCursor(peer) ?? .zero
-                try await outbound.write(Acknowledgement(cursor: cursor, head: try headForAcknowledgement()).frame)
+                try await outbound.write(Message.ack(Acknowledgement(cursor: cursor, head: try headForAcknowledgement())).frame)
             } else {
                 outcomes = try store.apply(segment.entries.map(\.operation), repairFrom: peer)
             }
@@ -140,18 +152,17 @@ extension ReplicaNode {
                 logger.info("operations refused for now; cursor held", metadata: ["peer": "\(peer)", "count": "\(outcomes.filter(\.holdsCursor).count)"])
                 held.set()
             }
-        case .needDigests:
-            try await outbound.write(try digests(for: try frame.mapList()).frame)
-        case .resume:
-            if !held.isSet { try store.recordRepair(fromPeer: peer, through: try frame.stamp(), scope: scope) }
-        case .error:
-            let message = String(decoding: frame.body, as: UTF8.self)
-            if message.contains(ReplicationError.Code.duplicateNodeID.rawValue) {
-                throw ReplicationError(.duplicateNodeID, "peer error: \(message)")
+        case .needDigests(let maps):
+            try await outbound.write(Message.digests(try digests(for: maps)).frame)
+        case .resume(let head):
+            if !held.isSet { try store.recordRepair(fromPeer: peer, through: head, scope: scope) }
+        case .error(let text):
+            if text.contains(ReplicationError.Code.duplicateNodeID.rawValue) {
+                throw ReplicationError(.duplicateNodeID, "peer error: \(text)")
             }
-            throw ReplicationError(.protocolViolation, "peer error: \(message)")
-        default:
-            throw ReplicationError(.protocolViolation, "unexpected frame \(frame.kind.rawValue) from a server")
+            throw ReplicationError(.protocolViolation, "peer error: \(text)")
+        case .hello, .welcome, .subscribe, .ack, .digests, .heartbeat:
+            throw message.unexpected(from: "a server")
         }
     }
 

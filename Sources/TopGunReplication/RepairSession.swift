@@ -29,12 +29,12 @@ extension ReplicaNode {
         return try await channel.executeThenClose { inbound, outbound in
             var frames = inbound.makeAsyncIterator()
             let peer = try await handshake(channel.channel, address, outbound, &frames)
-            try await outbound.write(try digests(for: []).frame)
+            try await outbound.write(Message.digests(try digests(for: [])).frame)
             var report = RepairReport(peer: peer, received: 0, applied: 0, refused: 0, head: .zero)
             while let frame = try await frames.next() {
-                switch frame.kind {
-                case .repair:
-                    let segment = try Segment(decoding: frame.body)
+                let message = try Message(frame)
+                switch message {
+                case .repair(let segment):
                     guard segment.origin == peer else {
                         throw ReplicationError(.wrongOrigin, "segment claims origin \(segment.origin), peer is \(peer)")
                     }
@@ -42,17 +42,17 @@ extension ReplicaNode {
                     report.received += outcomes.count
                     report.applied += outcomes.filter(\.isApplied).count
                     report.refused += outcomes.filter(\.holdsCursor).count
-                case .resume:
-                    report.head = try frame.stamp()
+                case .resume(let head):
+                    report.head = head
                     // A refused record must be offered again: the cursor moves only when
                     // the repair is complete.
                     if report.refused == 0 { try store.recordRepair(fromPeer: peer, through: report.head, scope: .all) }
                     logger.info("repaired", metadata: ["peer": "\(peer)", "received": "\(report.received)", "applied": "\(report.applied)"])
                     return report
-                case .error:
-                    throw ReplicationError(.protocolViolation, "peer error: \(String(decoding: frame.body, as: UTF8.self))")
-                default:
-                    throw ReplicationError(.protocolViolation, "unexpected frame \(frame.kind.rawValue) during a repair")
+                case .error(let text):
+                    throw ReplicationError(.protocolViolation, "peer error: \(text)")
+                case .hello, .welcome, .subscribe, .segment, .ack, .digests, .needDigests, .heartbeat:
+                    throw message.unexpected(from: "a server during a repair")
                 }
             }
             throw ReplicationError(.protocolViolation, "the peer closed the connection before the repair completed")

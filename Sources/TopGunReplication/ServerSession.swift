@@ -31,7 +31,7 @@ struct ServerSession {
         defer {
             if let peer = state.values.withLock({ $0.peer }) { _ = node.liveSessions.withLock { $0.remove(peer) } }
         }
-        let (outbox, out) = AsyncStream.makeStream(of: Frame.self)
+        let (outbox, out) = AsyncStream.makeStream(of: Message.self)
         let (subscribed, subscribe) = AsyncStream.makeStream(of: Subscription.self)
         // Slow or silent peers: no handshake within the deadline closes the connection.
         let raw = channel.channel
@@ -42,10 +42,11 @@ struct ServerSession {
         try await channel.executeThenClose { inbound, outbound in
             try await withThrowingTaskGroup(of: Void.self) { tasks in
                 tasks.addTask {
-                    for await frame in outbox {
+                    for await message in outbox {
+                        let frame = message.frame
                         try await outbound.write(frame)
                         node.stats.withLock { $0.bytesSent += frame.body.count + 5 }
-                        if frame.kind == .error { return }
+                        if case .error = message { return }
                     }
                 }
                 tasks.addTask {
@@ -72,7 +73,9 @@ struct ServerSession {
     /// Checks a HELLO: version, token, and an id that is neither this node's nor one
     /// with a live session already (two nodes sharing an id never exchange writes).
     func admit(_ frame: Frame, _ state: State) throws -> NodeID {
-        let hello = try Hello(frame)
+        guard case .hello(let hello) = try Message(frame) else {
+            throw ReplicationError(.protocolViolation, "expected HELLO")
+        }
         guard hello.version == Frame.protocolVersion else {
             throw ReplicationError(.unsupportedVersion, "protocol \(hello.version); this node speaks \(Frame.protocolVersion)")
         }
@@ -98,7 +101,7 @@ struct ServerSession {
 
     /// Handles one inbound frame; false ends the session.
     func handle(
-        _ frame: Frame, _ state: State, _ out: AsyncStream<Frame>.Continuation,
+        _ frame: Frame, _ state: State, _ out: AsyncStream<Message>.Continuation,
         _ subscribe: AsyncStream<Subscription>.Continuation
     ) async throws -> Bool {
         let peer = state.values.withLock { $0.peer }
@@ -107,7 +110,7 @@ struct ServerSession {
             do {
                 let peer = try admit(frame, state)
                 node.logger.info("peer connected", metadata: ["peer": "\(peer)"])
-                out.yield(.welcome(node.store.nodeID))
+                out.yield(.welcome(version: Frame.protocolVersion, node: node.store.nodeID))
                 return true
             } catch {
                 node.stats.withLock { $0.handshakesRefused += 1 }
@@ -116,15 +119,14 @@ struct ServerSession {
                 return false
             }
         }
-        switch frame.kind {
-        case .subscribe:
-            let subscription = try Subscription(frame)
+        let message = try Message(frame)
+        switch message {
+        case .subscribe(let subscription):
             // From now on garbage collection waits for this subscriber, across restarts.
             try node.store.registerPeer(peer)
             state.values.withLock { $0.subscription = subscription }
             subscribe.yield(subscription)
-        case .ack:
-            let ack = try Acknowledgement(frame)
+        case .ack(let ack):
             state.values.withLock { $0.acked += 1 }
             node.acknowledged.withLock { $0[peer] = max($0[peer] ?? .zero, ack.cursor) }
             // A partial subscriber's cursor passes entries it filtered out, tombstones
@@ -132,29 +134,28 @@ struct ServerSession {
             if let subscription = state.values.withLock({ $0.subscription }), subscription.maps.isEmpty, subscription.partitions.isEmpty {
                 node.acknowledgements.withLock { $0.record(peer, acked: ack.cursor, peerHead: ack.head) }
             }
-        case .digests:
-            let digests = try Digests(frame)
+        case .digests(let digests):
             let subscription = state.values.withLock { $0.subscription } ?? Subscription()
             // The head is read before the records: everything logged up to it is in
             // the repair, so the stream may go on after it.
             let head = try node.store.logHead()
             try repair(digests, subscription, out)
-            out.yield(.stamp(.resume, head))
+            out.yield(.resume(head))
             state.values.withLock {
                 if $0.repairPending {
                     $0.resumeFrom = head
                     $0.repairPending = false
                 }
             }
-        default:
-            throw ReplicationError(.protocolViolation, "unexpected frame \(frame.kind.rawValue) from a subscriber")
+        case .hello, .welcome, .segment, .needDigests, .error, .repair, .resume, .heartbeat:
+            throw message.unexpected(from: "a subscriber")
         }
         return true
     }
 
     /// Sends the records of every bucket whose digest differs from the peer's, in the
     /// subscribed maps (all maps either side has when it subscribed to everything).
-    func repair(_ digests: Digests, _ subscription: Subscription, _ out: AsyncStream<Frame>.Continuation) throws {
+    func repair(_ digests: Digests, _ subscription: Subscription, _ out: AsyncStream<Message>.Continuation) throws {
         // Maps another process created since this one loaded the table are covered too.
         try node.store.refreshMaps()
         let ops = try node.store.repairOperations(theirs: digests.maps, maps: subscription.maps, partitions: subscription.partitions)
@@ -164,7 +165,7 @@ struct ServerSession {
                 sequence += 1
                 return LoggedOperation(sequence: HLCTimestamp(millis: sequence, counter: 0, node: node.store.nodeID), operation: op)
             }
-            out.yield(Frame(.repair, Segment(origin: node.store.nodeID, entries: chunk).encoded()))
+            out.yield(.repair(Segment(origin: node.store.nodeID, entries: chunk)))
         }
         node.stats.withLock { $0.repairsSent += ops.count }
     }
@@ -173,7 +174,7 @@ struct ServerSession {
     /// garbage collection removed entries the stream has not sent yet — at subscribe
     /// time or while the connection stalled — it asks for digests and continues after
     /// the repair instead of skipping them.
-    func stream(_ subscription: Subscription, _ state: State, _ out: AsyncStream<Frame>.Continuation) async throws {
+    func stream(_ subscription: Subscription, _ state: State, _ out: AsyncStream<Message>.Continuation) async throws {
         var cursor = subscription.cursor
         let peer = state.values.withLock { $0.peer }!
         let config = node.configuration
@@ -194,7 +195,7 @@ struct ServerSession {
                     "log truncated past the subscriber's cursor; repairing by digests",
                     metadata: ["peer": "\(peer)", "cursor": "\(cursor.map { "\($0)" } ?? "start")", "truncated": "\(through)"])
                 state.values.withLock { $0.repairPending = true }
-                out.yield(Frame.mapList(.needDigests, subscription.maps))
+                out.yield(.needDigests(maps: subscription.maps))
                 continue
             case .operations(let read):
                 entries = read
@@ -211,13 +212,12 @@ struct ServerSession {
             let wanted = entries.filter { subscription.accepts($0.operation) }
             guard !wanted.isEmpty else { continue }
             let segment = Segment(origin: node.store.nodeID, entries: wanted)
-            let bytes = segment.encoded()
             state.values.withLock { $0.sent += 1 }
             node.stats.withLock {
                 $0.segmentsSent += 1
                 $0.rawBytesSent += wanted.reduce(0) { $0 + $1.operation.rawSize }
             }
-            out.yield(Frame(.segment, bytes))
+            out.yield(.segment(segment))
         }
     }
 }

@@ -3,41 +3,12 @@ import Testing
 import TopGunTestSupport
 
 /// Runs the built `topgun` binary as a subprocess.
-struct CLI {
-    static var binary: String? {
-        [
-            URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("topgun").path,
-            repositoryRoot + "/.build/debug/topgun",
-        ].first { FileManager.default.isExecutableFile(atPath: $0) }
-    }
-
-    struct Result {
-        var status: Int32
-        var out: String
-        var err: String
-    }
+enum CLI {
+    static var binary: String? { topgunBinary }
 
     @discardableResult
-    static func run(_ args: [String], through tool: [String] = [], redirectingTo output: String? = nil) throws -> Result {
-        let binary = try #require(binary, "build the topgun executable first (swift build)")
-        let p = Process()
-        let out = Pipe()
-        let err = Pipe()
-        if tool.isEmpty {
-            p.executableURL = URL(fileURLWithPath: binary)
-            p.arguments = args
-        } else {
-            p.executableURL = URL(fileURLWithPath: tool[0])
-            let command = ([binary] + args).map { "'\($0)'" }.joined(separator: " ") + (output.map { " > \($0)" } ?? "")
-            p.arguments = Array(tool.dropFirst()) + [command] + (output == nil ? ["/dev/null"] : [])
-        }
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return Result(status: p.terminationStatus, out: String(decoding: o, as: UTF8.self), err: String(decoding: e, as: UTF8.self))
+    static func run(_ args: [String], through tool: [String] = [], redirectingTo output: String? = nil) throws -> ProcessResult {
+        try runTopGun(args, through: tool, redirectingTo: output)
     }
 }
 

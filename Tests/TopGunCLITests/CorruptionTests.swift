@@ -83,23 +83,8 @@ struct CorruptionTests {
         }
     }
 
-    struct Run {
-        var status: Int32
-        var signalled: Bool
-        var out: String
-    }
-
-    static func run(_ binary: String, _ args: [String]) throws -> Run {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: binary)
-        p.arguments = args
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = FileHandle(forWritingAtPath: "/dev/null")
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return Run(status: p.terminationStatus, signalled: p.terminationReason == .uncaughtSignal, out: String(decoding: data, as: UTF8.self))
+    static func run(_ binary: String, _ args: [String]) throws -> ProcessResult {
+        try runTopGun(args)
     }
 
     @Test func corruptedCopiesNeverCrashAndNeverLie() throws {

@@ -79,7 +79,7 @@ struct FuzzTests {
             _ = try? Hello(frame)
             _ = try? Subscription(Frame(.subscribe, frame.body))
             _ = try? Digests(Frame(.digests, frame.body))
-            _ = try? frame.welcome()
+            _ = try? Message(frame)
             _ = try? frame.mapList()
             _ = try? frame.stamp()
         }

@@ -156,7 +156,7 @@ struct ImpostorServerTests {
                         try await connection.executeThenClose { input, output in
                             var frames = input.makeAsyncIterator()
                             _ = try await frames.next()  // HELLO (and maybe SUBSCRIBE)
-                            for frame in [Frame.welcome(NodeID(50)), Frame(.segment, Segment(origin: NodeID(51), entries: sampleEntries(5)).encoded())] {
+                            for frame in [Message.welcome(version: Frame.protocolVersion, node: NodeID(50)).frame, Frame(.segment, Segment(origin: NodeID(51), entries: sampleEntries(5)).encoded())] {
                                 var b = ByteBuffer()
                                 b.writeInteger(UInt32(1 + frame.body.count))
                                 b.writeInteger(frame.kind.rawValue)

@@ -7,17 +7,9 @@ import TopGunTestSupport
 /// Real `topgun serve` processes behind a proxy that cuts or freezes their link.
 @Suite(.timeLimit(.minutes(2)))
 struct LinkFaultProcessTests {
-    typealias Serve = MultiProcessTests.ServeProcess
-
     static func cli(_ binary: String, _ args: [String]) throws {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: binary)
-        p.arguments = args
-        p.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
-        p.standardError = FileHandle(forWritingAtPath: "/dev/null")
-        try p.run()
-        p.waitUntilExit()
-        #expect(p.terminationStatus == 0, "topgun \(args.joined(separator: " "))")
+        let result = try runTopGun(args)
+        #expect(result.status == 0, "topgun \(args.joined(separator: " ")): \(result.err)")
     }
 
     /// A shared-secret file in `root`, for `--token-file`.
@@ -35,14 +27,14 @@ struct LinkFaultProcessTests {
     /// A link frozen without FIN or RST is dropped by the idle timeout and dialled
     /// again, so the write made while it was frozen arrives.
     @Test func aFrozenLinkIsDroppedAndDialledAgain() async throws {
-        let binary = try #require(MultiProcessTests.binary, "build the topgun executable first (swift build)")
+        let binary = try #require(topgunBinary, "build the topgun executable first (swift build)")
         try await withTemporaryDirectory { root in
             let token = try Self.tokenFile(in: root)
-            let ports = MultiProcessTests.freePorts(2)
+            let ports = reservePorts(2)
             let options = ["--anti-entropy", "0", "--idle-timeout", "1"]
-            let a = try Serve(binary: binary, data: root + "/a", listen: ports[0], peers: [], token: token, extra: options)
+            let a = try ServeProcess(data: root + "/a", listen: ports[0], peers: [], token: token, extra: options)
             let proxy = try await LinkProxy(to: ports[0])
-            let b = try Serve(binary: binary, data: root + "/b", listen: ports[1], peers: [proxy.port], token: token, extra: options)
+            let b = try ServeProcess(data: root + "/b", listen: ports[1], peers: [proxy.port], token: token, extra: options)
             defer {
                 a.stop()
                 b.stop()
@@ -60,15 +52,15 @@ struct LinkFaultProcessTests {
     /// B pulls from A through a link that is cut; A writes during the cut; B runs
     /// retention GC several times before the link heals. The write must still arrive.
     @Test func aWriteMadeDuringACutSurvivesGarbageCollectionOnTheOtherSide() async throws {
-        let binary = try #require(MultiProcessTests.binary, "build the topgun executable first (swift build)")
+        let binary = try #require(topgunBinary, "build the topgun executable first (swift build)")
         try await withTemporaryDirectory { root in
             let token = try Self.tokenFile(in: root)
-            let ports = MultiProcessTests.freePorts(2)
+            let ports = reservePorts(2)
             let options = ["--anti-entropy", "0", "--idle-timeout", "1", "--retention", "1"]
             let bDir = root + "/b"
             let proxy = try await LinkProxy(to: ports[0])
-            let b = try Serve(binary: binary, data: bDir, listen: ports[1], peers: [proxy.port], token: token, extra: options)
-            let a = try Serve(binary: binary, data: root + "/a", listen: ports[0], peers: [ports[1]], token: token, extra: options)
+            let b = try ServeProcess(data: bDir, listen: ports[1], peers: [proxy.port], token: token, extra: options)
+            let a = try ServeProcess(data: root + "/a", listen: ports[0], peers: [ports[1]], token: token, extra: options)
             defer {
                 a.stop()
                 b.stop()
@@ -104,7 +96,7 @@ extension LinkFaultProcessTests {
     /// A replica whose file is damaged is rebuilt from a healthy peer; the damaged
     /// directory is kept aside; the new replica holds everything and passes check.
     @Test func aDamagedReplicaIsRebuiltFromAPeer() throws {
-        let binary = try #require(MultiProcessTests.binary, "build the topgun executable first (swift build)")
+        let binary = try #require(topgunBinary, "build the topgun executable first (swift build)")
         try withTemporaryDirectory { root in
             let token = try Self.tokenFile(in: root)
             for i in 0..<50 { try Self.cli(binary, ["put", "--data", root + "/a", "users", "u\(i)", "\(i)"]) }
@@ -113,19 +105,11 @@ extension LinkFaultProcessTests {
             var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: root + "/b/data.mdb")))
             for i in 3 * 4096..<4 * 4096 { bytes[i] = UInt8(truncatingIfNeeded: i &* 31) }
             try Data(bytes).write(to: URL(fileURLWithPath: root + "/b/data.mdb"))
-            let port = MultiProcessTests.freePorts(1)[0]
-            let a = try Serve(binary: binary, data: root + "/a", listen: port, peers: [], token: token, extra: ["--anti-entropy", "0"])
+            let port = reservePorts(1)[0]
+            let a = try ServeProcess(data: root + "/a", listen: port, peers: [], token: token, extra: ["--anti-entropy", "0"])
             defer { a.stop() }
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: binary)
-            p.arguments = ["repair", "--data", root + "/b", "--from", "127.0.0.1:\(port)", "--token-file", token]
-            let out = Pipe()
-            p.standardOutput = out
-            p.standardError = FileHandle(forWritingAtPath: "/dev/null")
-            try p.run()
-            let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            p.waitUntilExit()
-            #expect(p.terminationStatus == 0 && text.contains("50 records received"), "\(text)")
+            let repaired = try runTopGun(["repair", "--data", root + "/b", "--from", "127.0.0.1:\(port)", "--token-file", token])
+            #expect(repaired.status == 0 && repaired.out.contains("50 records received"), "\(repaired.out) \(repaired.err)")
             let rebuilt = try Store(path: root + "/b", options: .init(readOnly: true, verification: .full))
             #expect(try rebuilt.count(map: "users") == 50)
             #expect(try rebuilt.check().isConsistent)
@@ -155,10 +139,10 @@ extension LinkFaultProcessTests {
     /// loop cuts links, freezes them (no FIN, no RST), and lets GC run meanwhile. After
     /// the faults stop, all three hold the same records and every acknowledged write.
     @Test func aChainConvergesThroughCutsAndFreezesWithGarbageCollection() async throws {
-        let binary = try #require(MultiProcessTests.binary, "build the topgun executable first (swift build)")
+        let binary = try #require(topgunBinary, "build the topgun executable first (swift build)")
         try await withTemporaryDirectory { root in
             let token = try Self.tokenFile(in: root)
-            let ports = MultiProcessTests.freePorts(3)
+            let ports = reservePorts(3)
             let dirs = ["a", "b", "c"].map { root + "/" + $0 }
             // proxies[i][j]: node j pulls from node i through it.
             let toA = try await LinkProxy(to: ports[0])
@@ -168,9 +152,9 @@ extension LinkFaultProcessTests {
             let proxies = [toA, toB1, toB2, toC]
             let options = ["--anti-entropy", "0", "--idle-timeout", "1", "--retention", "1"]
             let nodes = [
-                try Serve(binary: binary, data: dirs[0], listen: ports[0], peers: [toB1.port], token: token, extra: options),
-                try Serve(binary: binary, data: dirs[1], listen: ports[1], peers: [toA.port, toC.port], token: token, extra: options),
-                try Serve(binary: binary, data: dirs[2], listen: ports[2], peers: [toB2.port], token: token, extra: options),
+                try ServeProcess(data: dirs[0], listen: ports[0], peers: [toB1.port], token: token, extra: options),
+                try ServeProcess(data: dirs[1], listen: ports[1], peers: [toA.port, toC.port], token: token, extra: options),
+                try ServeProcess(data: dirs[2], listen: ports[2], peers: [toB2.port], token: token, extra: options),
             ]
             defer { for n in nodes { n.stop() } }
             var rng = SplitMix64(seed: 0xFA_017)

@@ -8,86 +8,27 @@ import TopGunTestSupport
 /// separate `topgun` processes to all three, a node killed with SIGKILL and restarted,
 /// a link cut and restored. At the end all three hold equal records and Merkle roots.
 struct MultiProcessTests {
-    static var binary: String? {
-        [
-            URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("topgun").path,
-            repositoryRoot + "/.build/debug/topgun",
-        ].first { FileManager.default.isExecutableFile(atPath: $0) }
-    }
-
-    final class ServeProcess {
-        let process = Process()
-        var port = 0
-
-        init(binary: String, data: String, listen: Int, peers: [Int], token: String, extra: [String] = ["--anti-entropy", "2"]) throws {
-            process.executableURL = URL(fileURLWithPath: binary)
-            process.arguments =
-                ["serve", "--data", data, "--listen", "127.0.0.1:\(listen)", "--token-file", token] + extra
-                + peers.flatMap { ["--peer", "127.0.0.1:\($0)"] }
-            let out = Pipe()
-            process.standardOutput = out
-            process.standardError = FileHandle(forWritingAtPath: "/dev/null")
-            try process.run()
-            // The node prints its port once listening.
-            var text = ""
-            while !text.contains("\n") {
-                let chunk = out.fileHandleForReading.availableData
-                if chunk.isEmpty { break }
-                text += String(decoding: chunk, as: UTF8.self)
-            }
-            port = Int(text.split(separator: " ").last?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") ?? 0
-        }
-
-        func kill9() {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-        }
-
-        func stop() {
-            process.terminate()
-            process.waitUntilExit()
-        }
-    }
-
-    static func freePorts(_ n: Int) -> [Int] {
-        (0..<n).map { _ in
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            defer { close(fd) }
-            var addr = sockaddr_in()
-            addr.sin_family = sa_family_t(AF_INET)
-            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-            addr.sin_port = 0
-            _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-            var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-            _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-            return Int(UInt16(bigEndian: addr.sin_port))
-        }
-    }
-
     /// Writes `count` keys (some shared across nodes, so they conflict) with the CLI.
     static func write(_ binary: String, data: String, prefix: String, count: Int, shared: Bool) throws {
         for i in 0..<count {
             let key = shared && i % 3 == 0 ? "shared-\(i)" : "\(prefix)-\(i)"
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: binary)
-            p.arguments = ["put", "--data", data, "users", key, #"{"from":"\#(prefix)","i":\#(i)}"#]
-            try p.run()
-            p.waitUntilExit()
+            let result = try runTopGun(["put", "--data", data, "users", key, #"{"from":"\#(prefix)","i":\#(i)}"#])
+            #expect(result.status == 0, "\(result.err)")
         }
     }
 
     @Test func threeNodesConvergeThroughKillsAndPartitions() async throws {
-        let binary = try #require(Self.binary, "build the topgun executable first (swift build)")
+        let binary = try #require(topgunBinary, "build the topgun executable first (swift build)")
         try await withTemporaryDirectory { root in
             let token = root + "/token"
             try "s3cret\n".write(toFile: token, atomically: true, encoding: .utf8)
-            let ports = Self.freePorts(3)
+            let ports = reservePorts(3)
             let dirs = (0..<3).map { root + "/n\($0)" }
             // Node 2 reaches node 0 through a proxy the test can cut.
-            let node0 = try ServeProcess(binary: binary, data: dirs[0], listen: ports[0], peers: [ports[1], ports[2]], token: token)
+            let node0 = try ServeProcess(data: dirs[0], listen: ports[0], peers: [ports[1], ports[2]], token: token)
             let proxy = try await LinkProxy(to: ports[0])
-            let node1 = try ServeProcess(binary: binary, data: dirs[1], listen: ports[1], peers: [ports[0], ports[2]], token: token)
-            var node2 = try ServeProcess(binary: binary, data: dirs[2], listen: ports[2], peers: [proxy.port, ports[1]], token: token)
+            let node1 = try ServeProcess(data: dirs[1], listen: ports[1], peers: [ports[0], ports[2]], token: token)
+            var node2 = try ServeProcess(data: dirs[2], listen: ports[2], peers: [proxy.port, ports[1]], token: token)
             defer {
                 for n in [node0, node1, node2] { n.stop() }
             }
@@ -103,7 +44,7 @@ struct MultiProcessTests {
             // Kill node 2 mid-stream, keep writing elsewhere, restart it.
             node2.kill9()
             try Self.write(binary, data: dirs[0], prefix: "while-down", count: 6, shared: false)
-            node2 = try ServeProcess(binary: binary, data: dirs[2], listen: ports[2], peers: [proxy.port, ports[1]], token: token)
+            node2 = try ServeProcess(data: dirs[2], listen: ports[2], peers: [proxy.port, ports[1]], token: token)
             // Cut the 2 → 0 link, write on both ends, restore it.
             proxy.sever()
             try Self.write(binary, data: dirs[0], prefix: "cut-a", count: 5, shared: false)
@@ -145,26 +86,15 @@ extension MultiProcessTests {
     /// An index created by `topgun index` while `topgun serve` holds the same files open
     /// is maintained by the server's writes from then on.
     @Test func indexCreatedByAnotherProcessIsMaintainedByTheServer() async throws {
-        let binary = try #require(Self.binary)
+        _ = try #require(topgunBinary, "build the topgun executable first (swift build)")
         try await withTemporaryDirectory { root in
             let token = root + "/token"
             try "s3cret\n".write(toFile: token, atomically: true, encoding: .utf8)
-            let ports = Self.freePorts(2)
-            func cli(_ args: [String]) throws -> String {
-                let p = Process()
-                p.executableURL = URL(fileURLWithPath: binary)
-                p.arguments = args
-                let out = Pipe()
-                p.standardOutput = out
-                p.standardError = FileHandle(forWritingAtPath: "/dev/null")
-                try p.run()
-                let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-                p.waitUntilExit()
-                return text
-            }
+            let ports = reservePorts(2)
+            func cli(_ args: [String]) throws -> String { try runTopGun(args).out }
             _ = try cli(["put", "--data", root + "/a", "users", "old", #"{"age":40}"#])
-            let b = try ServeProcess(binary: binary, data: root + "/b", listen: ports[1], peers: [], token: token)
-            let a = try ServeProcess(binary: binary, data: root + "/a", listen: ports[0], peers: [ports[1]], token: token)
+            let b = try ServeProcess(data: root + "/b", listen: ports[1], peers: [], token: token)
+            let a = try ServeProcess(data: root + "/a", listen: ports[0], peers: [ports[1]], token: token)
             defer {
                 a.stop()
                 b.stop()

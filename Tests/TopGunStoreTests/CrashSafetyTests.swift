@@ -10,17 +10,9 @@ import TopGunTestSupport
 struct CrashSafetyTests {
     static let keysPerBatch = 20
 
-    static var topgunBinary: String? {
-        let candidates = [
-            URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("topgun").path,
-            repositoryRoot + "/.build/debug/topgun",
-        ]
-        return candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
-    }
-
     @Test func killNineDuringBatchedWritesLeavesOnlyWholeBatches() throws {
         let kills = Int(ProcessInfo.processInfo.environment["TOPGUN_CRASH_KILLS"] ?? "") ?? 50
-        let binary = try #require(Self.topgunBinary, "build the topgun executable first (swift build)")
+        let binary = try #require(topgunBinary, "build the topgun executable first (swift build)")
         let seed = UInt64(ProcessInfo.processInfo.environment["TOPGUN_CRASH_SEED"] ?? "") ?? UInt64.random(in: 0...UInt64.max)
         var rng = SplitMix64(seed: seed)
         try withTemporaryDirectory { dir in

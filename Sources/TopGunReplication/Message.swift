@@ -1,0 +1,98 @@
+import TopGunCore
+
+/// Every message of the replication protocol: one decoder (`init(_:)`) and one
+/// encoder (`frame`). Sessions switch over it exhaustively, so a new message has to be
+/// handled (or explicitly refused) everywhere one can arrive.
+enum Message: Sendable {
+    /// Client → server: protocol version, node id, token.
+    case hello(Hello)
+    /// Server → client: protocol version, node id.
+    case welcome(version: UInt16, node: NodeID)
+    /// Client → server: cursor and map/partition filter.
+    case subscribe(Subscription)
+    /// Server → client: a segment of the server's op log (advances the cursor).
+    case segment(Segment)
+    /// Client → server: how far the server's log was applied, and the client's head.
+    case ack(Acknowledgement)
+    /// Client → server: Merkle bucket digests (asks for a repair).
+    case digests(Digests)
+    /// Server → client: the cursor is behind the truncated log; send digests of these
+    /// maps (all when empty).
+    case needDigests(maps: [String])
+    /// Either way: an error message, then the connection closes.
+    case error(String)
+    /// Server → client: state operations repairing differing buckets (no cursor).
+    case repair(Segment)
+    /// Server → client: the repair is complete; it covers the server's log through here.
+    case resume(HLCTimestamp)
+    /// Either way, when nothing else was sent for a while: the link is alive.
+    case heartbeat
+
+    /// Decodes a frame.
+    ///
+    /// - Throws: `ReplicationError(.malformed)` for a body that does not parse or a
+    ///   segment whose checksum fails; `.protocolViolation` for an unknown type.
+    init(_ frame: Frame) throws(ReplicationError) {
+        switch frame.kind {
+        case .hello: self = .hello(try Hello(frame))
+        case .welcome: self = try Self.welcome(frame.body)
+        case .subscribe: self = .subscribe(try Subscription(frame))
+        case .segment: self = .segment(try Segment(decoding: frame.body))
+        case .ack: self = .ack(try Acknowledgement(frame))
+        case .digests: self = .digests(try Digests(frame))
+        case .needDigests: self = .needDigests(maps: try frame.mapList())
+        case .error: self = .error(String(decoding: frame.body, as: UTF8.self))
+        case .repair: self = .repair(try Segment(decoding: frame.body))
+        case .resume: self = .resume(try frame.stamp())
+        case .heartbeat: self = .heartbeat
+        default: throw ReplicationError(.protocolViolation, "unknown message type \(frame.kind.rawValue)")
+        }
+    }
+
+    /// The frame carrying this message.
+    var frame: Frame {
+        switch self {
+        case .hello(let hello): hello.frame
+        case .welcome(let version, let node):
+            Frame(.welcome, [UInt8](bigEndian: version) + [UInt8](bigEndian: node.rawValue))
+        case .subscribe(let subscription): subscription.frame
+        case .segment(let segment): Frame(.segment, segment.encoded())
+        case .ack(let ack): ack.frame
+        case .digests(let digests): digests.frame
+        case .needDigests(let maps): Frame.mapList(.needDigests, maps)
+        case .error(let message): Frame(.error, Array(message.utf8))
+        case .repair(let segment): Frame(.repair, segment.encoded())
+        case .resume(let head): Frame.stamp(.resume, head)
+        case .heartbeat: Frame(.heartbeat)
+        }
+    }
+
+    /// The message's name, for errors and logs.
+    var name: String {
+        switch self {
+        case .hello: "HELLO"
+        case .welcome: "WELCOME"
+        case .subscribe: "SUBSCRIBE"
+        case .segment: "SEGMENT"
+        case .ack: "ACK"
+        case .digests: "DIGESTS"
+        case .needDigests: "NEED-DIGESTS"
+        case .error: "ERROR"
+        case .repair: "REPAIR"
+        case .resume: "RESUME"
+        case .heartbeat: "HEARTBEAT"
+        }
+    }
+
+    private static func welcome(_ body: [UInt8]) throws(ReplicationError) -> Message {
+        guard body.count == 10 else { throw ReplicationError(.malformed, "WELCOME of \(body.count) bytes") }
+        return body.withUnsafeBytes {
+            .welcome(version: $0.loadBigEndian(as: UInt16.self), node: NodeID($0.loadBigEndian(fromByteOffset: 2, as: UInt64.self)))
+        }
+    }
+
+    /// A protocol violation: `self` is not expected from a peer in `role`.
+    func unexpected(from role: String) -> ReplicationError {
+        ReplicationError(.protocolViolation, "unexpected \(name) from \(role)")
+    }
+}
