@@ -304,9 +304,8 @@ struct Batch {
                 var old: StoredState?
                 if wins && needOld { old = try? StoredState(decoding: raw, kind: .lww) }
                 var oldFields: [Value?] = []
-                if wins && !mapIndexes.isEmpty && !header.flags.contains(.tombstone) {
-                    let payload = UnsafeRawBufferPointer(rebasing: raw[header.payloadOffset...])
-                    oldFields = try mapIndexes.map { try Value.field(atPath: $0.path, in: payload) }
+                if wins && !mapIndexes.isEmpty {
+                    oldFields = try mapIndexes.map { try $0.field(ofRecord: raw) }
                 }
                 return (wins, header.timestamp, header.digest, old, oldFields)
             }
@@ -360,7 +359,7 @@ struct Batch {
 
         if !mapIndexes.isEmpty {
             let newFields: [Value?] = try finalEncoded.map { bytes in
-                try bytes.withUnsafeBytes { b in try mapIndexes.map { try Value.field(atPath: $0.path, in: b) } }
+                try bytes.withUnsafeBytes { b in try mapIndexes.map { try $0.field(ofValue: b) } }
             } ?? mapIndexes.map { _ in nil }
             let oldFields = existing?.oldFields ?? []
             try maintainIndexes(

@@ -87,11 +87,19 @@ extension Store {
             for index in list {
                 var expected = Set<[UInt8]>()
                 do {
-                    try scan(map: map) { key, state in
-                        if case .lww(let r) = state, let field = r.value?[path: index.path] {
-                            expected.insert(Layout.indexKey(index, value: field, partition: Partitioner.partition(of: key), key: key))
+                    guard let info = mapInfo(map) else { continue }
+                    try read { txn in
+                        try txn.forEach(in: dbs.records, range: .prefix(Layout.recordPrefix(mapID: info.id))) { k, v in
+                            try k.withUnsafeBytes { k in
+                                try v.withUnsafeBytes { v in
+                                    guard k.count > Layout.recordPrefixBytes, let field = try index.field(ofRecord: v) else { return }
+                                    let key = String(decoding: UnsafeRawBufferPointer(rebasing: k[Layout.recordPrefixBytes...]), as: UTF8.self)
+                                    let partition = k.loadBigEndian(fromByteOffset: 4, as: UInt16.self)
+                                    expected.insert(Layout.indexKey(index, value: field, partition: partition, key: key))
+                                }
+                            }
+                            return true
                         }
-                        return true
                     }
                 } catch {
                     report.problems.append("index \(map).\(index.path) not verified: \(error)")

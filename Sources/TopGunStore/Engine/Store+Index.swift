@@ -20,6 +20,22 @@ public struct IndexDefinition: Sendable, Hashable, Codable {
     public var isReady: Bool
 }
 
+extension IndexDefinition {
+    /// The value this index holds for a record: the field at `path` of an LWW record's
+    /// value, read from the stored bytes; nil for a tombstone, a record of another kind
+    /// or a value without the field. The one rule for the write path, the backfill and
+    /// `check`.
+    func field(ofRecord raw: UnsafeRawBufferPointer) throws -> Value? {
+        guard let header = RecordHeader(raw), header.flags.kind == .lww, !header.flags.contains(.tombstone) else { return nil }
+        return try field(ofValue: UnsafeRawBufferPointer(rebasing: raw[header.payloadOffset...]))
+    }
+
+    /// The field at `path` of a value's canonical bytes (nil when absent).
+    func field(ofValue bytes: UnsafeRawBufferPointer) throws -> Value? {
+        try Value.field(atPath: path, in: bytes)
+    }
+}
+
 /// Progress of an index build.
 public struct IndexBuildProgress: Sendable {
     public var recordsIndexed: Int
@@ -128,9 +144,7 @@ extension Store {
                             return false
                         }
                         n += 1
-                        guard case .lww(let record) = try StoredState(decoding: v, kind: .lww), let value = record.value,
-                            let field = value[path: path]
-                        else { return true }
+                        guard let field = try index.field(ofRecord: v) else { return true }
                         let partition = k.loadBigEndian(fromByteOffset: 4, as: UInt16.self)
                         let key = String(decoding: UnsafeRawBufferPointer(rebasing: k[Layout.recordPrefixBytes...]), as: UTF8.self)
                         try txn.put(
