@@ -13,9 +13,11 @@ extension ReplicaNode {
             do {
                 try await session(with: peer) { backoff = .milliseconds(100) }
             } catch let error as ReplicationError where error.code == .duplicateNodeID {
+                stats.withLock { $0.linksDown += 1 }
                 logger.error("peer refused: duplicate node id", metadata: ["peer": "\(peer)", "error": "\(error)"])
             } catch {
                 if Task.isCancelled { return }
+                stats.withLock { $0.linksDown += 1 }
                 logger.info("peer link down", metadata: ["peer": "\(peer)", "error": "\(error)", "retry_in": "\(backoff)"])
             }
             try? await Task.sleep(for: backoff)

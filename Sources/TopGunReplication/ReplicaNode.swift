@@ -127,6 +127,9 @@ public final class ReplicaNode: Sendable {
         public var idleTimeouts = 0
         /// Operations refused one by one as invalid (a value too deep or too large…).
         public var opsRefusedInvalid = 0
+        /// Links to peers this node pulls from that ended in an error (refused, cut,
+        /// timed out, failed TLS); each is dialled again after a backoff.
+        public var linksDown = 0
         public init() {}
     }
 
@@ -146,6 +149,7 @@ public final class ReplicaNode: Sendable {
     /// node ids may be missing from `peers` and garbage collection waits.
     let contacted = Mutex<Set<PeerAddress>>([])
     let boundPort = Mutex<Int?>(nil)
+    let readiness = Readiness()
     let serverTLS: NIOSSLContext?
     let clientTLS: NIOSSLContext?
 
@@ -179,11 +183,30 @@ public final class ReplicaNode: Sendable {
     /// The port the server is bound to (useful with port 0), once listening.
     public var listeningPort: Int? { boundPort.withLock { $0 } }
 
+    /// Waits until `run()` is listening and returns the port (useful with port 0).
+    ///
+    /// - Throws: `ReplicationError(.protocolViolation)` when the node has no listen
+    ///   address; the bind error when binding failed; `CancellationError` when `run()`
+    ///   ended first.
+    public func listening() async throws -> Int {
+        guard configuration.listen != nil else {
+            throw ReplicationError(.protocolViolation, "this node has no listen address")
+        }
+        return try await readiness.wait()
+    }
+
     /// Runs the server and the pullers until the task is cancelled.
     public func run() async throws {
+        defer { readiness.resolve(.failure(CancellationError())) }
         try await withThrowingDiscardingTaskGroup { tasks in
             if let listen = configuration.listen {
-                let server = try await bind(listen)
+                let server: NIOAsyncChannel<NIOAsyncChannel<Frame, Frame>, Never>
+                do {
+                    server = try await bind(listen)
+                } catch {
+                    readiness.resolve(.failure(error))
+                    throw error
+                }
                 tasks.addTask { try await self.serve(server) }
             }
             for peer in configuration.peers {
@@ -279,7 +302,9 @@ public final class ReplicaNode: Sendable {
             .bind(host: address.host, port: address.port) { channel in
                 channel.eventLoop.makeCompletedFuture { try self.pipeline(channel, server: true) }
             }
-        boundPort.withLock { $0 = server.channel.localAddress?.port }
+        let port = server.channel.localAddress?.port ?? address.port
+        boundPort.withLock { $0 = port }
+        readiness.resolve(.success(port))
         logger.info("listening", metadata: ["address": "\(address.host):\(server.channel.localAddress?.port ?? 0)"])
         return server
     }
@@ -322,4 +347,32 @@ func constantTimeEquals(_ a: [UInt8], _ b: [UInt8]) -> Bool {
         diff |= (i < a.count ? a[i] : 0) ^ (i < b.count ? b[i] : 0)
     }
     return diff == 0
+}
+
+/// A result set once (the listener's port, or why there is none) and the tasks
+/// waiting for it.
+final class Readiness: Sendable {
+    private let state = Mutex<(result: Result<Int, any Error>?, waiting: [CheckedContinuation<Int, any Error>])>((nil, []))
+
+    /// Sets the result unless one is set already, and wakes every waiter.
+    func resolve(_ result: Result<Int, any Error>) {
+        let waiting = state.withLock { state -> [CheckedContinuation<Int, any Error>] in
+            guard state.result == nil else { return [] }
+            state.result = result
+            defer { state.waiting = [] }
+            return state.waiting
+        }
+        for waiter in waiting { waiter.resume(with: result) }
+    }
+
+    func wait() async throws -> Int {
+        try await withCheckedThrowingContinuation { continuation in
+            let ready = state.withLock { state -> Result<Int, any Error>? in
+                if let result = state.result { return result }
+                state.waiting.append(continuation)
+                return nil
+            }
+            if let ready { continuation.resume(with: ready) }
+        }
+    }
 }

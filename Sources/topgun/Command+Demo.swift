@@ -38,8 +38,9 @@ struct Demo: AsyncParsableCommand {
         logger.logLevel = .warning
         let servers = try dbs.map { try ReplicaNode(store: $0.store, configuration: .init(listen: .init(host: "127.0.0.1", port: 0), token: token, antiEntropyInterval: nil), logger: logger) }
         var tasks = servers.map { node in Task { try await node.run() } }
-        for s in servers { while s.listeningPort == nil { try await Task.sleep(for: .milliseconds(5)) } }
-        print("   listening on ports \(servers.map { String($0.listeningPort!) }.joined(separator: ", "))")
+        var ports: [Int] = []
+        for s in servers { ports.append(try await s.listening()) }
+        print("   listening on ports \(ports.map(String.init).joined(separator: ", "))")
         for (i, db) in dbs.enumerated() {
             let peers = servers.enumerated().filter { $0.offset != i }.map { ReplicaNode.PeerAddress(host: "127.0.0.1", port: $0.element.listeningPort!) }
             let puller = try ReplicaNode(store: db.store, configuration: .init(listen: nil, peers: peers, token: token, antiEntropyInterval: nil), logger: logger)

@@ -126,8 +126,7 @@ struct NodeService: Service {
                 }
                 tasks.addTask {
                     // Announce the bound port once listening (scripts and tests read it).
-                    while node.listeningPort == nil && node.configuration.listen != nil { try await Task.sleep(for: .milliseconds(10)) }
-                    if let port = node.listeningPort {
+                    if node.configuration.listen != nil, let port = try? await node.listening() {
                         FileHandle.standardOutput.write(Data("listening on port \(port)\n".utf8))
                     }
                     while true { try await Task.sleep(for: .seconds(3_600)) }

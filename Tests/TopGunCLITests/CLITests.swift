@@ -97,9 +97,9 @@ struct CLITests {
 }
 
 struct ServeMetricsTests {
-    @Test func serveExposesPrometheusMetricsAndStopsOnSIGTERM() throws {
+    @Test func serveExposesPrometheusMetricsAndStopsOnSIGTERM() async throws {
         let binary = try #require(CLI.binary)
-        try withTemporaryDirectory { dir in
+        try await withTemporaryDirectory { dir in
             try "token\n".write(toFile: dir + "/token", atomically: true, encoding: .utf8)
             let p = Process()
             p.executableURL = URL(fileURLWithPath: binary)
@@ -116,15 +116,19 @@ struct ServeMetricsTests {
             }
             let metricsLine = try #require(text.split(separator: "\n").first { $0.hasPrefix("metrics on port") })
             let port = try #require(Int(metricsLine.split(separator: " ").last!))
-            Thread.sleep(forTimeInterval: 1.2)
-            let curl = Process()
-            curl.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
-            curl.arguments = ["-s", "http://127.0.0.1:\(port)/metrics"]
-            let body = Pipe()
-            curl.standardOutput = body
-            try curl.run()
-            let metrics = String(decoding: body.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            curl.waitUntilExit()
+            // The gauges are sampled every second: wait for a sample with the counters.
+            var metrics = ""
+            _ = try await eventually {
+                let curl = Process()
+                curl.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+                curl.arguments = ["-s", "http://127.0.0.1:\(port)/metrics"]
+                let body = Pipe()
+                curl.standardOutput = body
+                try curl.run()
+                metrics = String(decoding: body.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+                curl.waitUntilExit()
+                return metrics.contains("topgun_oplog_entries") && metrics.contains("topgun_batch_duration_seconds_bucket")
+            }
             #expect(metrics.contains("topgun_merge_ops_total") && metrics.contains("topgun_batch_duration_seconds_bucket"))
             #expect(metrics.contains("topgun_oplog_entries"))
             p.terminate()

@@ -79,7 +79,7 @@ struct HostilePeerTests {
             let node = try ReplicaNode(
                 store: store, configuration: .init(listen: .init(host: "127.0.0.1", port: 0), token: Array("secret".utf8), handshakeTimeout: .milliseconds(300)))
             let task = Task { try await node.run() }
-            while node.listeningPort == nil { try await Task.sleep(for: .milliseconds(5)) }
+            _ = try await node.listening()
             let started = ContinuousClock.now
             let session = try await rawSession(port: node.listeningPort!, send: [[0, 0]], timeout: .seconds(5))  // half a length prefix, then silence
             let elapsed = ContinuousClock.now - started
@@ -96,7 +96,7 @@ struct HostilePeerTests {
             let node = try ReplicaNode(
                 store: store, configuration: .init(listen: .init(host: "127.0.0.1", port: 0), token: Array("secret".utf8), maxFrameBytes: 1 << 16))
             let task = Task { try await node.run() }
-            while node.listeningPort == nil { try await Task.sleep(for: .milliseconds(5)) }
+            _ = try await node.listening()
             // Announces a 16 MiB frame, then streams bytes: refused at the header, never buffered.
             var flood: [UInt8] = []
             flood.appendBigEndian(UInt32(16 << 20))

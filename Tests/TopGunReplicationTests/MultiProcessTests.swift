@@ -49,15 +49,13 @@ struct MultiProcessTests {
             proxy.sever()
             try Self.write(binary, data: dirs[0], prefix: "cut-a", count: 5, shared: false)
             try Self.write(binary, data: dirs[2], prefix: "cut-b", count: 5, shared: false)
-            try await Task.sleep(for: .milliseconds(300))
             proxy.restore()
 
             // Converged: read each data directory (LMDB allows readers next to the servers).
-            var converged = false
             var last: [[String: StoredState]] = []
-            for _ in 0..<300 {
+            let converged = try await eventually(within: .seconds(40)) {
                 last = try dirs.map { dir in
-                    let store = try Store(path: dir)
+                    let store = try Store(path: dir, options: .init(readOnly: true))
                     var out: [String: StoredState] = [:]
                     try store.scan(map: "users") { k, s in
                         out[k] = s
@@ -65,11 +63,7 @@ struct MultiProcessTests {
                     }
                     return out
                 }
-                if last[0].count == 12 * 3 - 8 + 6 + 10, last[0] == last[1], last[1] == last[2] {
-                    converged = true
-                    break
-                }
-                try await Task.sleep(for: .milliseconds(100))
+                return last[0].count == 12 * 3 - 8 + 6 + 10 && last[0] == last[1] && last[1] == last[2]
             }
             #expect(converged, "record counts \(last.map(\.count))")
             let roots = try dirs.map { dir in
@@ -102,10 +96,9 @@ extension MultiProcessTests {
             _ = try cli(["index", "--data", root + "/a", "users", "age"])
             _ = try cli(["put", "--data", root + "/b", "users", "new", #"{"age":41}"#])
             var found = ""
-            for _ in 0..<100 {
+            _ = try await eventually {
                 found = try cli(["query", "--data", root + "/a", "users", #"{"op":"gte","path":"age","value":41}"#])
-                if found.contains("new") { break }
-                try await Task.sleep(for: .milliseconds(50))
+                return found.contains("new")
             }
             #expect(found.contains("new"), "the replicated write reached the index")
             let check = try cli(["check", "--data", root + "/a"])

@@ -26,7 +26,7 @@ final class RunningNode: Sendable {
                 retention: retention, gcInterval: .milliseconds(100), heartbeatInterval: idleTimeout / 4, idleTimeout: idleTimeout))
         let node = self.node
         task = Task { try await node.run() }
-        while listen && node.listeningPort == nil { try await Task.sleep(for: .milliseconds(5)) }
+        if listen { _ = try await node.listening() }
     }
 
     var port: Int { node.listeningPort! }
@@ -37,14 +37,6 @@ final class RunningNode: Sendable {
     }
 }
 
-/// Polls `condition` until it holds or 15 s pass.
-func eventually(_ condition: () throws -> Bool) async throws -> Bool {
-    for _ in 0..<1_500 {
-        if try condition() { return true }
-        try await Task.sleep(for: .milliseconds(10))
-    }
-    return try condition()
-}
 
 func records(_ store: Store, _ map: String) throws -> [String: StoredState] {
     var out: [String: StoredState] = [:]
@@ -93,9 +85,8 @@ struct ReplicationTests {
             let server = try await RunningNode(a, token: "right")
             let intruder = try openStore(root + "/b", node: 2)
             let thief = try await RunningNode(intruder, listen: false, peers: [server.port], token: "wrong")
-            let refused = try await eventually { server.node.statistics.handshakesRefused > 0 }
-            #expect(refused)
-            try await Task.sleep(for: .milliseconds(200))
+            // Refused, dialled again after its backoff, refused again: and nothing came.
+            #expect(try await eventually { server.node.statistics.handshakesRefused >= 2 })
             #expect(try records(intruder, "m").isEmpty)
             #expect(server.node.statistics.segmentsSent == 0)
             await thief.stop()
@@ -234,7 +225,8 @@ struct ReplicationTests {
             #expect(ok)
             let c = try openStore(root + "/c", node: 3)
             let plain = try await RunningNode(c, listen: false, peers: [server.port])
-            try await Task.sleep(for: .milliseconds(300))
+            // The plain link failed, was dialled again and failed again: nothing came.
+            #expect(try await eventually { plain.node.statistics.linksDown >= 2 })
             #expect(try records(c, "m").isEmpty)
             for n in [plain, puller, server] { await n.stop() }
         }
