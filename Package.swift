@@ -57,7 +57,7 @@ let package = Package(
             ]),
         .target(
             name: "TopGunTestSupport",
-            dependencies: ["TopGunCore", propertyBased],
+            dependencies: ["TopGunCore", "TopGunStore", propertyBased],
             path: "Tests/TopGunTestSupport"
         ),
         .testTarget(name: "LMDBTests", dependencies: ["LMDB", "TopGunTestSupport"]),

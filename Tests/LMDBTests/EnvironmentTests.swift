@@ -3,6 +3,7 @@ import LMDB
 import Testing
 import TopGunTestSupport
 
+@Suite(.timeLimit(.minutes(2)))
 struct EnvironmentTests {
     let names = ["a", "b"]
 

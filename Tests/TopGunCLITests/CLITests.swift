@@ -96,6 +96,7 @@ struct CLITests {
     }
 }
 
+@Suite(.timeLimit(.minutes(2)))
 struct ServeMetricsTests {
     @Test func serveExposesPrometheusMetricsAndStopsOnSIGTERM() async throws {
         let binary = try #require(CLI.binary)

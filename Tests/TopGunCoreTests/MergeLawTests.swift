@@ -4,6 +4,7 @@ import TopGunCore
 
 /// Merge must be commutative, associative and idempotent for every CRDT, on
 /// generated states that include ties, tombstones and TTLs.
+@Suite(.timeLimit(.minutes(2)))
 struct MergeLawTests {
     static func laws<T: Equatable>(_ a: T, _ b: T, _ c: T, merge: (T, T) -> T) {
         #expect(merge(a, b) == merge(b, a), "commutative")

@@ -2,6 +2,7 @@ import PropertyBased
 import Testing
 import TopGunCore
 
+@Suite(.timeLimit(.minutes(2)))
 struct ValueCodecTests {
     @Test func roundTripsGeneratedValues() async throws {
         await propertyCheck(count: 1_000, input: Gen.document) { value in

@@ -4,6 +4,7 @@ import TopGunQuery
 import TopGunStore
 import TopGunTestSupport
 
+@Suite(.timeLimit(.minutes(2)))
 struct LiveQueryTests {
     @Test func deltasMatchRecomputedResultsAfterEveryBatch() async throws {
         try await withTemporaryDirectory { dir in

@@ -53,6 +53,7 @@ func randomPredicate(_ rng: inout SplitMix64, keys: Int, depth: Int = 2) -> Quer
     }
 }
 
+@Suite(.timeLimit(.minutes(2)))
 struct QueryTests {
     func withData(_ count: Int, seed: UInt64, _ body: (Database, [String: Value], inout SplitMix64) async throws -> Void) async throws {
         try await withTemporaryDirectory { dir in

@@ -4,6 +4,7 @@ import TopGunStore
 import TopGunTestSupport
 
 /// The README's quick start, kept compiling and true.
+@Suite(.timeLimit(.minutes(2)))
 struct QuickStartTests {
     struct User: Codable, Sendable, Equatable {
         var name: String

@@ -4,15 +4,15 @@ import TopGunQuery
 import TopGunStore
 import TopGunTestSupport
 
+@Suite(.timeLimit(.minutes(2)))
 struct TypedQueryTests {
     struct Item: Codable, Sendable, Equatable {
         var name: String
         var price: Int
     }
 
-    @Test(.timeLimit(.minutes(1))) func rowsAndDeltasComeBackTyped() async throws {
-        try await withTemporaryDirectory { dir in
-            let db = try Database(path: dir)
+    @Test func rowsAndDeltasComeBackTyped() async throws {
+        try await withTemporaryDatabase { db in
             let items = db.map("items", of: Item.self)
             try await items.set("a", Item(name: "apple", price: 3))
             try await items.set("b", Item(name: "bread", price: 12))

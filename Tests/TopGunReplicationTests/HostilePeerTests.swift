@@ -10,6 +10,7 @@ import TopGunTestSupport
 
 /// Peers that misbehave on purpose: each is cut off, nothing of theirs is applied,
 /// and the node keeps serving everyone else.
+@Suite(.timeLimit(.minutes(2)))
 struct HostilePeerTests {
     /// Opens a raw TCP connection and returns everything the server sends until it
     /// closes the connection (or `timeout` passes).
@@ -140,6 +141,7 @@ struct HostilePeerTests {
     }
 }
 
+@Suite(.timeLimit(.minutes(2)))
 struct ImpostorServerTests {
     /// A server that completes the handshake as node 50, then sends a segment that
     /// claims to come from node 51: the puller must refuse it whole.

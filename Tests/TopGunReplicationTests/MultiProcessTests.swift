@@ -7,6 +7,7 @@ import TopGunTestSupport
 /// Three `topgun serve` processes on 127.0.0.1 replicating in a full mesh; writes from
 /// separate `topgun` processes to all three, a node killed with SIGKILL and restarted,
 /// a link cut and restored. At the end all three hold equal records and Merkle roots.
+@Suite(.timeLimit(.minutes(3)))
 struct MultiProcessTests {
     /// Writes `count` keys (some shared across nodes, so they conflict) with the CLI.
     static func write(_ binary: String, data: String, prefix: String, count: Int, shared: Bool) throws {

@@ -55,6 +55,7 @@ func openStore(_ dir: String, node: UInt64) throws -> Store {
     try Store(path: dir, options: .init(durability: .noSync, nodeID: NodeID(node)))
 }
 
+@Suite(.timeLimit(.minutes(3)))
 struct ReplicationTests {
     @Test func twoNodesConvergeWithConflicts() async throws {
         try await withTemporaryDirectory { root in

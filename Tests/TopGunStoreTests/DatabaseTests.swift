@@ -10,6 +10,7 @@ struct User: Codable, Equatable, Sendable {
     var age: Int
 }
 
+@Suite(.timeLimit(.minutes(2)))
 struct DatabaseTests {
     @Test func typedMapCounterORMapAndReopen() async throws {
         try await withTemporaryDirectory { dir in
@@ -39,8 +40,7 @@ struct DatabaseTests {
 
     /// Regression: a NaN compared unequal to itself, so an OR-Map could never remove it.
     @Test func aNaNInAnORMapCanBeRemoved() async throws {
-        try await withTemporaryDirectory { dir in
-            let db = try Database(path: dir)
+        try await withTemporaryDatabase { db in
             try await db.orMap("readings").add("r", .double(.nan))
             try await db.orMap("readings").add("r", 1.5)
             try await db.orMap("readings").remove("r", .double(.nan))
@@ -74,8 +74,7 @@ struct DatabaseTests {
 
     /// An index created before its map has any record is there for the first write.
     @Test func anIndexCanBeCreatedBeforeTheFirstWrite() async throws {
-        try await withTemporaryDirectory { dir in
-            let db = try Database(path: dir)
+        try await withTemporaryDatabase { db in
             let index = try db.createIndex(map: "notes", path: "n", kind: .range)
             #expect(index.isReady)
             #expect(db.indexes(of: "notes").map(\.path) == ["n"])

@@ -6,6 +6,7 @@ import TopGunTestSupport
 
 /// What is accepted can be read back and replicated: every write is checked with the
 /// limits the decoder enforces, and a bad op is refused alone.
+@Suite(.timeLimit(.minutes(2)))
 struct IntegrityTests {
     static func nested(_ levels: Int) -> Value {
         var v: Value = .array([])

@@ -4,6 +4,7 @@ import TopGunCore
 import TopGunStore
 import TopGunTestSupport
 
+@Suite(.timeLimit(.minutes(2)))
 struct ValueCoderTests {
     enum Shape: Codable, Equatable {
         case circle(radius: Double)

@@ -10,9 +10,28 @@ import TopGunCore
 /// writes the record, updates its Merkle bucket and appends one op-log entry under a
 /// fresh local HLC. Readers use MVCC snapshots on any thread.
 public final class Store: Sendable {
+    /// How commits reach the disk.
+    public enum Durability: Sendable, Equatable {
+        /// Every commit is flushed (fsync) before it returns.
+        case durable
+        /// The meta page is not flushed: a machine crash may lose the newest commits,
+        /// a process crash never.
+        case noMetaSync
+        /// Flushing is left to the operating system.
+        case noSync
+
+        var lmdb: Environment.Durability {
+            switch self {
+            case .durable: .durable
+            case .noMetaSync: .noMetaSync
+            case .noSync: .noSync
+            }
+        }
+    }
+
     /// Open-time settings.
     public struct Options: Sendable {
-        public var durability: Environment.Durability
+        public var durability: Durability
         public var mapSize: Int
         public var maxMapSize: Int
         /// Remote stamps further ahead of the local clock are refused.
@@ -36,7 +55,7 @@ public final class Store: Sendable {
         public var readOnly: Bool
 
         public init(
-            durability: Environment.Durability = .durable, mapSize: Int = 1 << 30, maxMapSize: Int = 1 << 40,
+            durability: Durability = .durable, mapSize: Int = 1 << 30, maxMapSize: Int = 1 << 40,
             maxClockDriftMillis: UInt64 = 60_000, wallClock: any WallClock = SystemWallClock(), nodeID: NodeID? = nil,
             changeBufferSize: Int = 4_096, maxGroupSize: Int = 10_000, writeMap: Bool = false, readOnly: Bool = false,
             verification: Verification = .metaPages
@@ -114,7 +133,7 @@ public final class Store: Sendable {
                 path: path,
                 options: .init(
                     databases: Layout.databases, mapSize: options.readOnly ? 0 : options.mapSize, maxMapSize: options.maxMapSize,
-                    durability: options.durability, writeMap: options.writeMap && !options.readOnly, readOnly: options.readOnly))
+                    durability: options.durability.lmdb, writeMap: options.writeMap && !options.readOnly, readOnly: options.readOnly))
         } catch where error.code == .notFound {
             throw StoreError(.notFound, "\(path) is not a TopGun database (a named database is missing)", underlying: error)
         } catch {
