@@ -1,4 +1,4 @@
-// swift-tools-version: 6.1
+// swift-tools-version: 6.2
 import PackageDescription
 
 let argumentParser: Target.Dependency = .product(name: "ArgumentParser", package: "swift-argument-parser")
@@ -14,12 +14,15 @@ let nioHTTP1: Target.Dependency = .product(name: "NIOHTTP1", package: "swift-nio
 
 let package = Package(
     name: "TopGun",
+    // Synchronization (Mutex, Atomic) needs these; RawSpan back-deploys with Swift 6.2.
+    platforms: [.macOS(.v15), .iOS(.v18), .tvOS(.v18), .watchOS(.v11), .visionOS(.v2)],
     products: [
-        .library(name: "LMDB", targets: ["LMDB"]),
-        .library(name: "TopGunCore", targets: ["TopGunCore"]),
-        .library(name: "TopGunStore", targets: ["TopGunStore"]),
-        .library(name: "TopGunQuery", targets: ["TopGunQuery"]),
+        // The embedded database: `import TopGunStore` (and `TopGunQuery` for queries).
+        .library(name: "TopGun", targets: ["TopGunCore", "TopGunStore", "TopGunQuery"]),
+        // Replica nodes and sync: `import TopGunReplication`.
         .library(name: "TopGunReplication", targets: ["TopGunReplication"]),
+        // The typed LMDB binding on its own.
+        .library(name: "LMDB", targets: ["LMDB"]),
         .executable(name: "topgun", targets: ["topgun"]),
     ],
     dependencies: [
@@ -36,17 +39,17 @@ let package = Package(
         .systemLibrary(
             name: "CLMDB",
             pkgConfig: "lmdb",
-            providers: [.apt(["liblmdb-dev", "pkg-config"])]
+            providers: [.apt(["liblmdb-dev", "pkg-config"]), .brew(["lmdb", "pkg-config"])]
         ),
         .systemLibrary(
             name: "CLZ4",
             pkgConfig: "liblz4",
-            providers: [.apt(["liblz4-dev", "pkg-config"])]
+            providers: [.apt(["liblz4-dev", "pkg-config"]), .brew(["lz4", "pkg-config"])]
         ),
         .target(name: "LMDB", dependencies: ["CLMDB"]),
         .target(name: "TopGunCore"),
         .target(name: "TopGunStore", dependencies: ["LMDB", "TopGunCore"]),
-        .target(name: "TopGunQuery", dependencies: ["TopGunStore", "TopGunCore", "LMDB"]),
+        .target(name: "TopGunQuery", dependencies: ["TopGunStore", "TopGunCore"]),
         .target(
             name: "TopGunReplication",
             dependencies: ["TopGunStore", "TopGunCore", "CLZ4", nioCore, nioPosix, nioSSL, logging]

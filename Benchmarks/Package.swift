@@ -1,4 +1,4 @@
-// swift-tools-version: 6.1
+// swift-tools-version: 6.2
 import Foundation
 import PackageDescription
 
@@ -9,6 +9,7 @@ let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingL
 // RocksDB: `swift run -c release --package-path Benchmarks topgun-bench`.
 let package = Package(
     name: "TopGunBenchmarks",
+    platforms: [.macOS(.v15)],
     dependencies: [.package(path: "..")],
     targets: [
         .target(
@@ -19,9 +20,7 @@ let package = Package(
             name: "topgun-bench",
             dependencies: [
                 "CBaselines",
-                .product(name: "TopGunStore", package: root),
-                .product(name: "TopGunCore", package: root),
-                .product(name: "TopGunQuery", package: root),
+                .product(name: "TopGun", package: root),
                 .product(name: "TopGunReplication", package: root),
             ]
         ),
