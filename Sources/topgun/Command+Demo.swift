@@ -18,9 +18,9 @@ struct Demo: AsyncParsableCommand {
         let dbs = try names.enumerated().map { i, name in
             try Database(path: "\(root)/\(name)", options: .init(durability: .noSync, nodeID: NodeID(UInt64(0xA + i))))
         }
-        print("TopGun \(TopGun.version) demo: three replicas in \(root)\n")
+        say("TopGun \(TopGun.version) demo: three replicas in \(root)\n")
 
-        print("1. Offline: each replica writes, with conflicts")
+        say("1. Offline: each replica writes, with conflicts")
         try await dbs[0].map("users", of: [String: String].self).set("u1", ["name": "Ann", "city": "Oslo"])
         try await dbs[1].map("users", of: [String: String].self).set("u1", ["name": "Ann", "city": "Bergen"])
         try await dbs[2].map("users", of: [String: String].self).set("u2", ["name": "Bo", "city": "Lima"])
@@ -32,7 +32,7 @@ struct Demo: AsyncParsableCommand {
         try await dbs[0].orMap("tags").remove("post-1", "swift")
         try show(dbs, names)
 
-        print("\n2. Connect: each replica serves its op log and pulls from the other two over TCP")
+        say("\n2. Connect: each replica serves its op log and pulls from the other two over TCP")
         let token = Array(UUID().uuidString.utf8)
         var logger = Logger(label: "topgun.demo")
         logger.logLevel = .warning
@@ -40,7 +40,7 @@ struct Demo: AsyncParsableCommand {
         var tasks = servers.map { node in Task { try await node.run() } }
         var ports: [Int] = []
         for s in servers { ports.append(try await s.listening()) }
-        print("   listening on ports \(ports.map(String.init).joined(separator: ", "))")
+        say("   listening on ports \(ports.map(String.init).joined(separator: ", "))")
         for (i, db) in dbs.enumerated() {
             let peers = servers.enumerated().filter { $0.offset != i }.map { ReplicaNode.PeerAddress(host: "127.0.0.1", port: $0.element.listeningPort!) }
             let puller = try ReplicaNode(store: db.store, configuration: .init(listen: nil, peers: peers, token: token, antiEntropyInterval: nil), logger: logger)
@@ -56,21 +56,21 @@ struct Demo: AsyncParsableCommand {
             }
             try await Task.sleep(for: .milliseconds(20))
         }
-        print("   converged in \(ContinuousClock.now - start): \(converged ? "all 3 × 271 partition Merkle roots equal" : "NOT converged")")
+        say("   converged in \(ContinuousClock.now - start): \(converged ? "all 3 × 271 partition Merkle roots equal" : "NOT converged")")
 
-        print("\n3. After replication")
+        say("\n3. After replication")
         try show(dbs, names)
         if case .lww(let winner)? = try dbs[0].store.state(map: "users", key: "u1") {
-            print("   users.u1: the write stamped \(winner.timestamp) (node \(winner.timestamp.node)) won the conflict on every replica")
+            say("   users.u1: the write stamped \(winner.timestamp) (node \(winner.timestamp.node)) won the conflict on every replica")
         }
 
-        print("\n4. A pruned query on replica C")
+        say("\n4. A pruned query on replica C")
         let q = dbs[2].query("users").where(Field("id").isIn(["u1", "u2", "nobody"]))
-        for row in try q.run().rows { print("   \(row.key) \(row.value.json)") }
-        print("   explain: \(try q.explain())")
-        print("   explain (no key predicate): \(try dbs[2].query("users").where("city" == "Lima").explain())")
+        for row in try q.run().rows { say("   \(row.key) \(row.value.json)") }
+        say("   explain: \(try q.explain())")
+        say("   explain (no key predicate): \(try dbs[2].query("users").where("city" == "Lima").explain())")
 
-        print("\n5. Merge throughput on replica A (200,000 LWW ops, 20,000 keys, 1,000 per transaction, no fsync)")
+        say("\n5. Merge throughput on replica A (200,000 LWW ops, 20,000 keys, 1,000 per transaction, no fsync)")
         var rng = SystemRandomNumberGenerator()
         let encoded: [UInt8] = [0xd9, 98] + [UInt8](repeating: 0x61, count: 98)
         let progress = Progress("   merging", total: 200_000)
@@ -89,21 +89,28 @@ struct Demo: AsyncParsableCommand {
         progress.finish()
         let elapsed = ContinuousClock.now - t0
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        print("   \(Int(200_000 / seconds)) ops/s, \(applied) changed state (the rest lost to newer writes)")
+        say("   \(Int(200_000 / seconds)) ops/s, \(applied) changed state (the rest lost to newer writes)")
 
         for t in tasks { t.cancel() }
         for t in tasks { _ = await t.result }
         for db in dbs { db.close() }
         guard converged else { throw ExitCode(1) }
-        print("\nReplicas converged.")
+        say("\nReplicas converged.")
     }
 
     func show(_ dbs: [Database], _ names: [String]) throws {
         for (name, db) in zip(names, dbs) {
             let u1 = try db.map("users", of: [String: String].self).get("u1").map { "\($0["city"] ?? "")" } ?? "-"
-            print(
+            say(
                 "   \(name): users \(try db.store.count(map: "users")) (u1.city=\(u1)), likes=\(try db.counter("likes").value("post-1")), tags=\(try db.orMap("tags").values("post-1").map(\.json).joined(separator: ","))"
             )
         }
     }
+}
+
+/// Prints a report line and flushes it, so it keeps its place among the progress and
+/// log lines on stderr when both go to one file or pipe.
+private func say(_ line: String) {
+    print(line)
+    fflush(nil)
 }

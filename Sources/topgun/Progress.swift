@@ -15,6 +15,9 @@ final class Progress {
     }
 
     func update(_ done: Int) {
+        // What was printed before this line is shown before it (stdout is buffered
+        // when it is a file or a pipe; stderr is not).
+        fflush(nil)
         let fraction = min(1, Double(done) / Double(total))
         let elapsed = Date().timeIntervalSince(start)
         let rate = elapsed > 0 ? Double(done) / elapsed : 0

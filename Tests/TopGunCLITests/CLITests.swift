@@ -210,6 +210,21 @@ struct CLIIntegrityTests {
 }
 
 struct CLIOperationsTests {
+    /// Report lines (stdout) and progress lines (stderr) keep the order they were
+    /// written in when both go to one file.
+    @Test func demoOutputKeepsItsOrderInAFile() throws {
+        try withTemporaryDirectory { dir in
+            let run = try CLI.run(["demo"], through: ["/bin/sh", "-c"], redirectingTo: dir + "/demo.txt 2>&1")
+            #expect(run.status == 0)
+            let lines = try String(contentsOfFile: dir + "/demo.txt", encoding: .utf8).split(separator: "\n").map(String.init)
+            #expect(lines.first?.hasPrefix("TopGun ") == true, "\(lines.prefix(3))")
+            let header = try #require(lines.firstIndex { $0.hasPrefix("5. Merge throughput") })
+            let progress = try #require(lines.firstIndex { $0.contains("merging:") })
+            #expect(header < progress)
+            #expect(lines.contains("Replicas converged."))
+        }
+    }
+
     @Test func readCommandsNeverCreateADatabase() throws {
         try withTemporaryDirectory { dir in
             for command in [["get", "users", "u"], ["scan", "users"], ["inspect"], ["check"], ["export", dir + "/out.tgs"]] {
