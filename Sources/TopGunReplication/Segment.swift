@@ -123,17 +123,15 @@ enum WireOperation {
         var payload: [UInt8]
         var flags: UInt8 = 0
         var ttl: UInt64?
+        out.append(op.payload.kind.rawValue)
         switch op.payload {
         case .lww(let encoded, let t):
-            out.append(0)
             payload = encoded ?? []
             if encoded == nil { flags |= tombstone }
             ttl = t
         case .orSet(let s):
-            out.append(1)
             payload = s.state.encoded
         case .counter(let c):
-            out.append(2)
             payload = c.state.encoded
         }
         if ttl != nil { flags |= hasTTL }
@@ -150,7 +148,8 @@ enum WireOperation {
     static func decode(_ r: inout ByteReader) throws(ReplicationError) -> LoggedOperation {
         let sequence = try r.stamp()
         let origin = try r.stamp()
-        let kind = try r.u8()
+        let tag = try r.u8()
+        guard let kind = CRDTKind(rawValue: tag) else { throw ReplicationError(.malformed, "unknown CRDT kind \(tag)") }
         let flags = try r.u8()
         let ttl: UInt64? = flags & hasTTL != 0 ? try r.be(UInt64.self) : nil
         let map = try r.string(Int(try r.be(UInt16.self)))
@@ -160,7 +159,7 @@ enum WireOperation {
         do throws(ValueCodingError) {
             let op: ReplicatedOperation
             switch kind {
-            case 0:
+            case .lww:
                 if flags & tombstone != 0 {
                     guard payload.isEmpty else { throw ValueCodingError(.trailingBytes, at: 0, "tombstone with a value") }
                     op = ReplicatedOperation(map: map, key: key, timestamp: origin, payload: .lww(encodedValue: nil, ttlMillis: ttl))
@@ -169,9 +168,8 @@ enum WireOperation {
                     // every write obeys: a bad one is refused alone, the rest applies.
                     op = ReplicatedOperation(map: map, key: key, timestamp: origin, payload: .lww(encodedValue: Array(payload), ttlMillis: ttl))
                 }
-            case 1: op = ReplicatedOperation(map: map, key: key, timestamp: origin, payload: .orSet(try ORSet(state: Value(messagePack: payload))))
-            case 2: op = ReplicatedOperation(map: map, key: key, timestamp: origin, payload: .counter(try PNCounter(state: Value(messagePack: payload))))
-            default: throw ValueCodingError(.unsupportedType, at: 0, "op kind \(kind)")
+            case .orMap: op = ReplicatedOperation(map: map, key: key, timestamp: origin, payload: .orSet(try ORSet(state: Value(messagePack: payload))))
+            case .counter: op = ReplicatedOperation(map: map, key: key, timestamp: origin, payload: .counter(try PNCounter(state: Value(messagePack: payload))))
             }
             return LoggedOperation(sequence: sequence, operation: op)
         } catch {

@@ -13,7 +13,8 @@ public struct ReplicatedOperation: Sendable, Equatable {
         /// PN-Counter totals for one key (usually one node's new totals).
         case counter(PNCounter)
 
-        var kind: CRDTKind {
+        /// The CRDT kind of the map this payload belongs to (also its wire tag).
+        public var kind: CRDTKind {
             switch self {
             case .lww: .lww
             case .orSet: .orMap
