@@ -41,6 +41,11 @@ struct QuickStartTests {
             let typedLive = try users.query().where("age" >= 18).live()
             #expect(typedLive.initial.map(\.key) == ["u1"])
 
+            let page = try await db.query("users").runInBackground()
+            #expect(page.rows.count == 2)
+            try db.backup(to: dir + "/backup-dir")
+            #expect(try Database(path: dir + "/backup-dir").map("users", of: User.self).get("u1") == User(name: "Ann", age: 32))
+
             let live = try db.query("users").where("age" >= 18).live()
             #expect(live.initial.map(\.key) == ["u1"])
             try await users.delete("u1")

@@ -1,11 +1,12 @@
 import Foundation
 import Testing
 import TopGunSimulation
+import TopGunTestSupport
 
 /// Deterministic simulation across many seeds. `TOPGUN_SIM_SEED=N` replays one seed
 /// exactly; `TOPGUN_SIM_SEEDS=N` runs N seeds (default 200).
 struct SimulationTests {
-    @Test func replicasConvergeUnderFaults() throws {
+    @Test(.timeLimit(.minutes(10))) func replicasConvergeUnderFaults() async throws {
         let env = ProcessInfo.processInfo.environment
         let seeds: [UInt64]
         if let one = env["TOPGUN_SIM_SEED"].flatMap(UInt64.init) {
@@ -14,12 +15,16 @@ struct SimulationTests {
             let count = env["TOPGUN_SIM_SEEDS"].flatMap(Int.init) ?? 200
             seeds = (0..<UInt64(count)).map { 0x5EED_0000 &+ $0 &* 7_919 }
         }
-        var failures: [String] = []
-        for seed in seeds {
-            let violations = try Simulation(seed: seed).run()
-            if !violations.isEmpty {
-                failures.append("seed \(seed) (replay: TOPGUN_SIM_SEED=\(seed) swift test --filter Simulation): " + violations.prefix(3).joined(separator: " | "))
+        // Seconds of pure computation: off the cooperative pool, so async tests go on.
+        let failures = try await onOwnThread {
+            var failures: [String] = []
+            for seed in seeds {
+                let violations = try Simulation(seed: seed).run()
+                if !violations.isEmpty {
+                    failures.append("seed \(seed) (replay: TOPGUN_SIM_SEED=\(seed) swift test --filter Simulation): " + violations.prefix(3).joined(separator: " | "))
+                }
             }
+            return failures
         }
         let summary = "\(failures.count) of \(seeds.count) seeds failed:\n" + failures.prefix(5).joined(separator: "\n")
         #expect(failures.count == 0, "\(summary)")
