@@ -43,7 +43,10 @@ public struct Frame: Sendable, Equatable {
 
     /// Protocol version spoken by this library.
     /// 2: acknowledgements carry the subscriber's log head; heartbeats.
-    public static let protocolVersion: UInt16 = 2
+    /// 3: two-way links: HELLO says whether the connecting node offers its log (the
+    ///    accepting node then subscribes to it on the same connection); WELCOME carries
+    ///    the accepting node's log head.
+    public static let protocolVersion: UInt16 = 3
     /// Largest frame accepted by default (segments are bounded well below it).
     public static let defaultMaxBytes = 32 << 20
 }
@@ -84,6 +87,9 @@ struct Hello: Equatable {
     var version: UInt16
     var node: NodeID
     var token: [UInt8]
+    /// The connecting node offers its own log on this connection: the accepting node
+    /// subscribes to it (two-way sync over the connection the client opened).
+    var offersLog: Bool
 
     var frame: Frame {
         var b: [UInt8] = []
@@ -91,13 +97,15 @@ struct Hello: Equatable {
         b.appendBigEndian(node.rawValue)
         b.appendBigEndian(UInt16(token.count))
         b.append(contentsOf: token)
+        b.append(offersLog ? 1 : 0)
         return Frame(.hello, b)
     }
 
-    init(version: UInt16, node: NodeID, token: [UInt8]) {
+    init(version: UInt16, node: NodeID, token: [UInt8], offersLog: Bool = true) {
         self.version = version
         self.node = node
         self.token = token
+        self.offersLog = offersLog
     }
 
     init(_ frame: Frame) throws(ReplicationError) {
@@ -106,10 +114,16 @@ struct Hello: Equatable {
             var r = ByteReader(raw)
             do throws(ReplicationError) {
                 let version = try r.be(UInt16.self)
+                // Another version's HELLO is not parsed further: the answer is "unsupported
+                // version", whatever its layout.
+                guard version == Frame.protocolVersion else {
+                    return .success(Hello(version: version, node: NodeID(0), token: [], offersLog: false))
+                }
                 let node = NodeID(try r.be(UInt64.self))
                 let token = Array(try r.slice(Int(try r.be(UInt16.self))))
+                let flags = try r.u8()
                 guard r.remaining == 0 else { throw ReplicationError(.malformed, "bytes after HELLO") }
-                return .success(Hello(version: version, node: node, token: token))
+                return .success(Hello(version: version, node: node, token: token, offersLog: flags & 1 != 0))
             } catch { return .failure(error) }
         }
         self = try result.get()

@@ -6,24 +6,27 @@ import TopGunCore
 enum Message: Sendable {
     /// Client → server: protocol version, node id, token.
     case hello(Hello)
-    /// Server → client: protocol version, node id.
-    case welcome(version: UInt16, node: NodeID)
-    /// Client → server: cursor and map/partition filter.
+    /// Server → client: protocol version, node id, op-log head.
+    case welcome(version: UInt16, node: NodeID, head: HLCTimestamp)
+    // After the handshake either side may subscribe to the other's log; "subscriber"
+    // and "publisher" below are roles on one link, not client and server.
+    /// Subscriber → publisher: cursor and map/partition filter.
     case subscribe(Subscription)
-    /// Server → client: a segment of the server's op log (advances the cursor).
+    /// Publisher → subscriber: a segment of the publisher's op log (advances the cursor).
     case segment(Segment)
-    /// Client → server: how far the server's log was applied, and the client's head.
+    /// Subscriber → publisher: how far the publisher's log was applied, and the
+    /// subscriber's own head when the publisher pulls it over the same link.
     case ack(Acknowledgement)
-    /// Client → server: Merkle bucket digests (asks for a repair).
+    /// Subscriber → publisher: Merkle bucket digests (asks for a repair).
     case digests(Digests)
-    /// Server → client: the cursor is behind the truncated log; send digests of these
-    /// maps (all when empty).
+    /// Publisher → subscriber: the cursor is behind the truncated log; send digests of
+    /// these maps (all when empty).
     case needDigests(maps: [String])
     /// Either way: an error message, then the connection closes.
     case error(String)
-    /// Server → client: state operations repairing differing buckets (no cursor).
+    /// Publisher → subscriber: state operations repairing differing buckets (no cursor).
     case repair(Segment)
-    /// Server → client: the repair is complete; it covers the server's log through here.
+    /// Publisher → subscriber: the repair is complete; it covers the log through here.
     case resume(HLCTimestamp)
     /// Either way, when nothing else was sent for a while: the link is alive.
     case heartbeat
@@ -53,8 +56,8 @@ enum Message: Sendable {
     var frame: Frame {
         switch self {
         case .hello(let hello): hello.frame
-        case .welcome(let version, let node):
-            Frame(.welcome, [UInt8](bigEndian: version) + [UInt8](bigEndian: node.rawValue))
+        case .welcome(let version, let node, let head):
+            Frame(.welcome, [UInt8](bigEndian: version) + [UInt8](bigEndian: node.rawValue) + Frame.stamp(.welcome, head).body)
         case .subscribe(let subscription): subscription.frame
         case .segment(let segment): Frame(.segment, segment.encoded())
         case .ack(let ack): ack.frame
@@ -85,9 +88,15 @@ enum Message: Sendable {
     }
 
     private static func welcome(_ body: [UInt8]) throws(ReplicationError) -> Message {
-        guard body.count == 10 else { throw ReplicationError(.malformed, "WELCOME of \(body.count) bytes") }
+        guard body.count >= 2 else { throw ReplicationError(.malformed, "WELCOME of \(body.count) bytes") }
+        let version = body.withUnsafeBytes { $0.loadBigEndian(as: UInt16.self) }
+        // Another version's WELCOME: report the version, whatever its layout.
+        guard version == Frame.protocolVersion else { return .welcome(version: version, node: NodeID(0), head: .zero) }
+        guard body.count == 26 else { throw ReplicationError(.malformed, "WELCOME of \(body.count) bytes") }
         return body.withUnsafeBytes {
-            .welcome(version: $0.loadBigEndian(as: UInt16.self), node: NodeID($0.loadBigEndian(fromByteOffset: 2, as: UInt64.self)))
+            .welcome(
+                version: version, node: NodeID($0.loadBigEndian(fromByteOffset: 2, as: UInt64.self)),
+                head: HLCTimestamp(loadingFrom: $0.baseAddress! + 10))
         }
     }
 

@@ -81,6 +81,13 @@ public final class ReplicaNode: Sendable {
         /// A pulling session that refused an entry (clock drift, GC horizon) ends this
         /// long after, so the entry is offered again.
         public var heldRetryInterval: Duration
+        /// Links this node dials offer its log too, so the peer pulls it over the same
+        /// connection (two-way sync; an app without a listen address needs it).
+        public var push: Bool
+        /// Watch the op-log head for commits by other processes on the same files (one
+        /// read per `pollInterval` for the whole node); commits of this process wake the
+        /// streams directly.
+        public var watchOtherProcesses: Bool
 
         public init(
             listen: PeerAddress?, peers: [PeerAddress] = [], token: [UInt8], subscription: Subscription = .init(),
@@ -88,8 +95,10 @@ public final class ReplicaNode: Sendable {
             pollInterval: Duration = .milliseconds(20), antiEntropyInterval: Duration? = .seconds(60),
             handshakeTimeout: Duration = .seconds(5), tls: TLSFiles? = nil, retention: Duration? = nil,
             gcInterval: Duration = .seconds(60), heartbeatInterval: Duration = .seconds(1), idleTimeout: Duration = .seconds(5),
-            heldRetryInterval: Duration = .seconds(10)
+            heldRetryInterval: Duration = .seconds(10), push: Bool = true, watchOtherProcesses: Bool = true
         ) {
+            self.push = push
+            self.watchOtherProcesses = watchOtherProcesses
             self.heartbeatInterval = heartbeatInterval
             self.heldRetryInterval = heldRetryInterval
             self.idleTimeout = idleTimeout
@@ -150,6 +159,10 @@ public final class ReplicaNode: Sendable {
     let contacted = Mutex<Set<PeerAddress>>([])
     let boundPort = Mutex<Int?>(nil)
     let readiness = Readiness()
+    /// The wake-up signals of the running links' streams, bumped on every new commit.
+    let streams = Mutex<(next: Int, signals: [Int: ChangeSignal])>((0, [:]))
+    /// Bumped on every acknowledgement a subscriber sends.
+    let acknowledgementsChanged = ChangeSignal()
     let serverTLS: NIOSSLContext?
     let clientTLS: NIOSSLContext?
 
@@ -212,6 +225,28 @@ public final class ReplicaNode: Sendable {
             for peer in configuration.peers {
                 tasks.addTask { await self.pull(from: peer) }
             }
+            // New commits wake the streams: this process's at once, other processes'
+            // through one watch of the log head.
+            tasks.addTask {
+                var seen = self.store.commits.generation
+                while !Task.isCancelled {
+                    seen = await self.store.commits.wait(after: seen)
+                    self.wakeStreams()
+                }
+            }
+            if configuration.watchOtherProcesses {
+                tasks.addTask {
+                    var head = try self.store.logHead()
+                    while !Task.isCancelled {
+                        try await Task.sleep(for: self.configuration.pollInterval)
+                        let now = try self.store.logHead()
+                        if now != head {
+                            head = now
+                            self.wakeStreams()
+                        }
+                    }
+                }
+            }
             if let retention = configuration.retention {
                 tasks.addTask {
                     while !Task.isCancelled {
@@ -233,12 +268,41 @@ public final class ReplicaNode: Sendable {
     ///
     /// - Returns: how many subscribers had acknowledged it when the wait ended.
     public func waitUntilReplicated(_ sequence: HLCTimestamp, toPeers k: Int, timeout: Duration) async -> Int {
-        let deadline = ContinuousClock.now + timeout
-        while true {
-            let reached = acknowledged.withLock { $0.values.filter { $0 >= sequence }.count }
-            if reached >= k || ContinuousClock.now >= deadline || Task.isCancelled { return reached }
-            try? await Task.sleep(for: .milliseconds(5))
+        let reached: @Sendable () -> Int = { self.acknowledged.withLock { $0.values.filter { $0 >= sequence }.count } }
+        return await withTaskGroup(of: Int?.self) { group in
+            group.addTask {
+                var seen = self.acknowledgementsChanged.generation
+                while !Task.isCancelled {
+                    if reached() >= k { return reached() }
+                    seen = await self.acknowledgementsChanged.wait(after: seen)
+                }
+                return nil
+            }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return nil
+            }
+            _ = await group.next()
+            group.cancelAll()
+            return reached()
         }
+    }
+
+    /// Registers a link's stream signal; it is bumped on every new commit.
+    func register(_ signal: ChangeSignal) -> Int {
+        streams.withLock { streams in
+            streams.next += 1
+            streams.signals[streams.next] = signal
+            return streams.next
+        }
+    }
+
+    func unregister(_ registration: Int) {
+        _ = streams.withLock { $0.signals.removeValue(forKey: registration) }
+    }
+
+    func wakeStreams() {
+        for signal in streams.withLock({ Array($0.signals.values) }) { signal.notify() }
     }
 
     /// One garbage-collection pass (in bounded steps until done).
@@ -266,12 +330,6 @@ public final class ReplicaNode: Sendable {
         if let waiting = report.waitingFor {
             logger.debug("garbage collection waits for a peer's acknowledgement", metadata: ["peer": "\(waiting)"])
         }
-    }
-
-    /// This node's op-log head as reported in acknowledgements: only a node that serves
-    /// its log can be pulled from, so only then does its head matter.
-    func headForAcknowledgement() throws -> HLCTimestamp? {
-        configuration.listen == nil ? nil : try store.lastSequence()
     }
 
     // MARK: Channels
@@ -315,7 +373,7 @@ public final class ReplicaNode: Sendable {
                 for try await connection in inbound {
                     sessions.addTask {
                         do {
-                            try await ServerSession(node: self, channel: connection).run()
+                            try await Listener(node: self, channel: connection).run()
                         } catch {
                             self.logger.info("session ended", metadata: ["error": "\(error)"])
                         }

@@ -36,7 +36,7 @@ final class FrameClient {
 
     /// HELLO as `node`; returns the server's answer (WELCOME or ERROR).
     func hello(node: NodeID, token: String = "secret") async throws -> Frame? {
-        try await send(Hello(version: Frame.protocolVersion, node: node, token: Array(token.utf8)).frame)
+        try await send(Hello(version: Frame.protocolVersion, node: node, token: Array(token.utf8), offersLog: false).frame)
         return try await next()
     }
 

@@ -61,11 +61,11 @@ struct HostilePeerTests {
             let store = try openStore(root + "/a", node: 1)
             _ = try store.apply([Mutation.set(map: "m", key: "k", value: 1, ttlMillis: nil)])
             let server = try await RunningNode(store)
-            let hello = framed(Hello(version: 1, node: NodeID(5), token: Array("secret".utf8)).frame)
+            let hello = framed(Hello(version: Frame.protocolVersion, node: NodeID(5), token: Array("secret".utf8), offersLog: false).frame)
             // HELLO twice: the second is a protocol violation.
             let replay = try await rawSession(port: server.port, send: [hello, hello])
             #expect(replay.closed)
-            // A SEGMENT sent to a server is not something a subscriber may do.
+            // A SEGMENT from a peer that did not offer its log (so was not subscribed to).
             let bogus = framed(Frame(.segment, Segment(origin: NodeID(5), entries: sampleEntries(2)).encoded()))
             let pushed = try await rawSession(port: server.port, send: [hello, bogus])
             #expect(pushed.closed)
@@ -158,7 +158,7 @@ struct ImpostorServerTests {
                         try await connection.executeThenClose { input, output in
                             var frames = input.makeAsyncIterator()
                             _ = try await frames.next()  // HELLO (and maybe SUBSCRIBE)
-                            for frame in [Message.welcome(version: Frame.protocolVersion, node: NodeID(50)).frame, Frame(.segment, Segment(origin: NodeID(51), entries: sampleEntries(5)).encoded())] {
+                            for frame in [Message.welcome(version: Frame.protocolVersion, node: NodeID(50), head: .zero).frame, Frame(.segment, Segment(origin: NodeID(51), entries: sampleEntries(5)).encoded())] {
                                 var b = ByteBuffer()
                                 b.writeInteger(UInt32(1 + frame.body.count))
                                 b.writeInteger(frame.kind.rawValue)

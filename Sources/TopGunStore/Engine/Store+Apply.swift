@@ -62,7 +62,9 @@ extension Store {
             mapsByID.withLock { for (name, info) in newMaps { $0[info.id] = name } }
         }
         if !changes.isEmpty { feed.publish(changes) }
-        counters.record(applied: outcomes.reduce(0) { $0 + ($1.isApplied ? 1 : 0) }, of: outcomes.count)
+        let applied = outcomes.reduce(0) { $0 + ($1.isApplied ? 1 : 0) }
+        if applied > 0 { commits.notify() }
+        counters.record(applied: applied, of: outcomes.count)
         return outcomes
     }
 }

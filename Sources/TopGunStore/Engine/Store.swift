@@ -102,6 +102,9 @@ public final class Store: Sendable {
     /// The `index.next-id` value the registry was loaded at.
     let indexGeneration = Mutex<[UInt8]?>(nil)
     let feed: ChangeFeed
+    /// Bumped after every commit of this process that logged an entry (see
+    /// `ChangeSignal`); writes by other processes on the same files are not seen here.
+    public let commits = ChangeSignal()
     /// Write-path counters for metrics.
     public let counters = StoreCounters()
 

@@ -1,0 +1,118 @@
+import Logging
+import NIOCore
+import Synchronization
+import TopGunCore
+import TopGunStore
+
+extension ReplicaNode {
+    /// Keeps a link to `peer` until cancelled, reconnecting with exponential backoff:
+    /// this node pulls the peer's log and, with `Configuration.push`, offers its own log
+    /// on the same connection. A restart resumes from the cursors stored with the last
+    /// applied segments.
+    func pull(from peer: PeerAddress, observer: (any LinkObserver)? = nil, status: (@Sendable (LinkEvent) -> Void)? = nil) async {
+        var backoff = Duration.milliseconds(100)
+        while !Task.isCancelled {
+            status?(.connecting)
+            do {
+                try await session(with: peer, observer: observer) {
+                    backoff = .milliseconds(100)
+                    status?(.connected)
+                }
+                status?(.disconnected(nil))
+            } catch let error as ReplicationError where error.code == .duplicateNodeID {
+                stats.withLock { $0.linksDown += 1 }
+                status?(.disconnected(error))
+                logger.error("peer refused: duplicate node id", metadata: ["peer": "\(peer)", "error": "\(error)"])
+            } catch {
+                if Task.isCancelled { return }
+                stats.withLock { $0.linksDown += 1 }
+                status?(.disconnected(error))
+                logger.info("peer link down", metadata: ["peer": "\(peer)", "error": "\(error)", "retry_in": "\(backoff)"])
+            }
+            try? await Task.sleep(for: backoff)
+            backoff = min(backoff * 2, .seconds(5))
+        }
+    }
+
+    /// One connection to `address`: handshake, then the link until it ends.
+    func session(with address: PeerAddress, observer: (any LinkObserver)? = nil, connected: () -> Void) async throws {
+        let channel = try await connect(address)
+        try await channel.executeThenClose { inbound, outbound in
+            var frames = inbound.makeAsyncIterator()
+            let (peer, remoteHead) = try await handshake(channel.channel, address, outbound, &frames, offersLog: configuration.push)
+            connected()
+            try store.registerPeer(peer)
+            _ = contacted.withLock { $0.insert(address) }
+            var subscription = configuration.subscription
+            subscription.cursor = try store.peerCursor(peer)
+            let scope = PeerScope(maps: subscription.maps, partitions: subscription.partitions)
+            // A cursor taken under a narrower subscription skipped what is now wanted:
+            // backfill by digests (they cover maps this node has never seen, too).
+            let covered = try store.peer(peer)?.scope
+            let widened = subscription.cursor != nil && !(covered?.covers(scope) ?? false)
+            let link = Link(
+                node: self, peer: peer, subscription: subscription, widened: widened, serves: configuration.push,
+                remoteHead: remoteHead, observer: observer)
+            try await link.run(channel.channel, &frames, outbound)
+        }
+    }
+
+    /// HELLO, then WELCOME within the handshake timeout (a server that accepts but never
+    /// answers is dropped), from a node that is not this one.
+    ///
+    /// - Returns: the peer's node id and its op-log head.
+    func handshake(
+        _ raw: any Channel, _ address: PeerAddress, _ outbound: NIOAsyncChannelOutboundWriter<Frame>,
+        _ frames: inout NIOAsyncChannelInboundStream<Frame>.AsyncIterator, offersLog: Bool
+    ) async throws -> (NodeID, HLCTimestamp) {
+        let welcomed = Flag()
+        let deadline = raw.eventLoop.scheduleTask(in: .nanoseconds(nanoseconds(configuration.handshakeTimeout))) {
+            if !welcomed.isSet { raw.close(promise: nil) }
+        }
+        defer { deadline.cancel() }
+        let hello = Hello(version: Frame.protocolVersion, node: store.nodeID, token: configuration.token, offersLog: offersLog)
+        try await outbound.write(Message.hello(hello).frame)
+        guard let first = try await frames.next() else { throw ReplicationError(.protocolViolation, "closed during handshake") }
+        let message = try Message(first)
+        let (version, peer, head): (UInt16, NodeID, HLCTimestamp)
+        switch message {
+        case .welcome(let v, let n, let h): (version, peer, head) = (v, n, h)
+        case .error(let text):
+            let code: ReplicationError.Code =
+                text.hasPrefix(ReplicationError.Code.duplicateNodeID.rawValue) ? .duplicateNodeID
+                : text.hasPrefix(ReplicationError.Code.unsupportedVersion.rawValue) ? .unsupportedVersion : .unauthorized
+            throw ReplicationError(code, text)
+        case .hello, .subscribe, .segment, .ack, .digests, .needDigests, .repair, .resume, .heartbeat:
+            throw ReplicationError(.protocolViolation, "expected WELCOME, got \(message.name)")
+        }
+        welcomed.set()
+        guard version == Frame.protocolVersion else { throw ReplicationError(.unsupportedVersion, "peer speaks \(version)") }
+        guard peer != store.nodeID else {
+            throw ReplicationError(
+                .duplicateNodeID, "the server at \(address) has this node's own id \(peer): one of the two data directories is a copy; give it a fresh id with `topgun reset-id`")
+        }
+        return (peer, head)
+    }
+
+    /// This store's Merkle bucket digests of `maps` (every map when empty).
+    func digests(for maps: [String]) throws -> Digests {
+        let names = maps.isEmpty ? Array(store.maps.keys) : maps
+        var out: [String: [UInt16: [UInt64]]] = [:]
+        for map in names { out[map] = try store.bucketDigests(map: map) }
+        return Digests(maps: out)
+    }
+}
+
+/// What happens to a dialled link, for status reporting.
+enum LinkEvent: Sendable {
+    case connecting
+    case connected
+    case disconnected((any Error)?)
+}
+
+/// A flag set once, read from another thread.
+final class Flag: Sendable {
+    private let value = Atomic<Bool>(false)
+    var isSet: Bool { value.load(ordering: .acquiring) }
+    func set() { value.store(true, ordering: .releasing) }
+}

@@ -1,0 +1,328 @@
+import Logging
+import NIOCore
+import Synchronization
+import TopGunCore
+import TopGunStore
+
+/// What a link reports as it goes, for sync sessions and `topgun sync --once`.
+protocol LinkObserver: Sendable {
+    /// The remote's log was applied through `cursor` (its head was `remoteHead` when
+    /// the link opened).
+    func pulled(through cursor: HLCTimestamp, remoteHead: HLCTimestamp)
+    /// The remote acknowledged this node's log through `cursor`.
+    func pushed(through cursor: HLCTimestamp)
+}
+
+/// One connection after its handshake, used both ways: the publisher half serves this
+/// node's log when the remote subscribes to it, the subscriber half pulls the remote's
+/// log when this side subscribes. The node that dialled and the node that accepted run
+/// the same code; what differs is who subscribes (see `Dialer` and `Listener`).
+struct Link {
+    let node: ReplicaNode
+    let peer: NodeID
+    /// What this side pulls of the remote's log; nil: it pulls nothing over this link.
+    let subscription: Subscription?
+    /// The cursor was taken under a narrower subscription: backfill by digests first.
+    let widened: Bool
+    /// The remote may subscribe to this node's log over this link.
+    let serves: Bool
+    /// The remote's log head when the link opened (zero when unknown or empty).
+    let remoteHead: HLCTimestamp
+    let observer: (any LinkObserver)?
+
+    /// State of the publisher half, shared by the reader and the stream.
+    final class Publisher: Sendable {
+        struct Values {
+            var subscription: Subscription?
+            var sent = 0
+            var acked = 0
+            /// The stream found the log truncated after its cursor and waits for the
+            /// repair; `resumeFrom` is where it continues once the repair is sent.
+            var repairPending = false
+            var resumeFrom: HLCTimestamp?
+        }
+        let values = Mutex(Values())
+        /// Bumped by new local commits (through the node), acknowledgements and repairs.
+        let wake = ChangeSignal()
+    }
+
+    /// Runs the link until the remote closes it, an error ends it, or the task is
+    /// cancelled. `frames` continues after the handshake.
+    func run(
+        _ channel: any Channel, _ frames: inout NIOAsyncChannelInboundStream<Frame>.AsyncIterator,
+        _ outbound: NIOAsyncChannelOutboundWriter<Frame>
+    ) async throws {
+        let publisher = Publisher()
+        let held = Flag()
+        let failure = Mutex<(any Error)?>(nil)
+        let (outbox, out) = AsyncStream.makeStream(of: Message.self)
+        let (subscribed, subscribe) = AsyncStream.makeStream(of: Subscription.self)
+        let registration = node.register(publisher.wake)
+        defer { node.unregister(registration) }
+        let scope = subscription.map { PeerScope(maps: $0.maps, partitions: $0.partitions) } ?? .all
+        /// A helper task that fails closes the connection; the reader then ends.
+        @Sendable func closing(_ body: @escaping @Sendable () async throws -> Void) -> @Sendable () async -> Void {
+            {
+                do { try await body() } catch {
+                    if !(error is CancellationError) {
+                        failure.withLock { if $0 == nil { $0 = error } }
+                        channel.close(promise: nil)
+                    }
+                }
+            }
+        }
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            let node = self.node
+            tasks.addTask(operation: closing {
+                for await message in outbox {
+                    let frame = message.frame
+                    try await outbound.write(frame)
+                    node.stats.withLock { $0.bytesSent += frame.body.count + 5 }
+                    if case .error = message { channel.close(promise: nil) }
+                }
+            })
+            if serves {
+                tasks.addTask(operation: closing {
+                    var iterator = subscribed.makeAsyncIterator()
+                    guard let subscription = await iterator.next() else { return }
+                    try await stream(subscription, publisher, out)
+                })
+            }
+            if let subscription {
+                out.yield(.subscribe(subscription))
+                node.logger.info(
+                    "pulling", metadata: ["peer": "\(peer)", "cursor": "\(subscription.cursor.map { "\($0)" } ?? "start")", "backfill": "\(widened)"])
+                if widened { out.yield(.digests(try node.digests(for: subscription.maps))) }
+                // Once an entry was refused, the link goes on without moving the cursor;
+                // after a pause it ends, and the next one offers the entry again.
+                tasks.addTask(operation: closing {
+                    while !held.isSet { try await Task.sleep(for: .milliseconds(200)) }
+                    try await Task.sleep(for: node.configuration.heldRetryInterval)
+                    node.logger.info("ending the session to offer refused operations again", metadata: ["peer": "\(peer)"])
+                    channel.close(promise: nil)
+                })
+                if let interval = node.configuration.antiEntropyInterval {
+                    tasks.addTask(operation: closing {
+                        while true {
+                            try await Task.sleep(for: interval)
+                            out.yield(.digests(try node.digests(for: subscription.maps)))
+                        }
+                    })
+                }
+            }
+            defer {
+                out.finish()
+                subscribe.finish()
+                tasks.cancelAll()
+            }
+            while let frame = try await frames.next() {
+                if try await !handle(frame, publisher, held, scope, out, subscribe) { break }
+            }
+        }
+        if let error = failure.withLock({ $0 }) { throw error }
+    }
+
+    /// Handles one inbound frame; false ends the link.
+    func handle(
+        _ frame: Frame, _ publisher: Publisher, _ held: Flag, _ scope: PeerScope,
+        _ out: AsyncStream<Message>.Continuation, _ subscribe: AsyncStream<Subscription>.Continuation
+    ) async throws -> Bool {
+        node.stats.withLock { $0.bytesReceived += frame.body.count + 5 }
+        let message: Message
+        do {
+            message = try Message(frame)
+            switch message {
+            case .segment(let segment), .repair(let segment):
+                guard segment.origin == peer else {
+                    throw ReplicationError(.wrongOrigin, "segment claims origin \(segment.origin), peer is \(peer)")
+                }
+            default: break
+            }
+        } catch {
+            node.stats.withLock { $0.segmentsRejected += 1 }
+            node.logger.warning("rejected message", metadata: ["peer": "\(peer)", "error": "\(error)"])
+            throw error
+        }
+        switch message {
+        // The publisher half: the remote pulls this node's log.
+        case .subscribe(let subscription):
+            guard serves else { throw ReplicationError(.protocolViolation, "this node does not offer its log on this link") }
+            // From now on garbage collection waits for this subscriber, across restarts.
+            try node.store.registerPeer(peer)
+            publisher.values.withLock { $0.subscription = subscription }
+            subscribe.yield(subscription)
+        case .ack(let ack):
+            guard serves else { throw message.unexpected(from: "a peer this node does not serve") }
+            publisher.values.withLock { $0.acked += 1 }
+            node.acknowledged.withLock { $0[peer] = max($0[peer] ?? .zero, ack.cursor) }
+            // A partial subscriber's cursor passes entries it filtered out, tombstones
+            // included: its acknowledgement cannot let them go.
+            if let subscription = publisher.values.withLock({ $0.subscription }), subscription.maps.isEmpty, subscription.partitions.isEmpty {
+                node.acknowledgements.withLock { $0.record(peer, acked: ack.cursor, peerHead: ack.head) }
+            }
+            observer?.pushed(through: ack.cursor)
+            node.acknowledgementsChanged.notify()
+            publisher.wake.notify()
+        case .digests(let digests):
+            guard serves else { throw message.unexpected(from: "a peer this node does not serve") }
+            let subscription = publisher.values.withLock { $0.subscription } ?? Subscription()
+            // The head is read before the records: everything logged up to it is in
+            // the repair, so the stream may go on after it.
+            let head = try node.store.logHead()
+            try repair(digests, subscription, out)
+            out.yield(.resume(head))
+            publisher.values.withLock {
+                if $0.repairPending {
+                    $0.resumeFrom = head
+                    $0.repairPending = false
+                }
+            }
+            publisher.wake.notify()
+
+        // The subscriber half: this side pulls the remote's log.
+        case .segment(let segment), .repair(let segment):
+            guard subscription != nil else { throw message.unexpected(from: "a peer this node did not subscribe to") }
+            try await apply(segment, isRepair: { if case .repair = message { true } else { false } }(), held, scope, out)
+        case .needDigests(let maps):
+            guard subscription != nil else { throw message.unexpected(from: "a peer this node did not subscribe to") }
+            out.yield(.digests(try node.digests(for: maps)))
+        case .resume(let head):
+            guard subscription != nil else { throw message.unexpected(from: "a peer this node did not subscribe to") }
+            if !held.isSet {
+                try node.store.recordRepair(fromPeer: peer, through: head, scope: scope)
+                observer?.pulled(through: try node.store.peerCursor(peer) ?? .zero, remoteHead: remoteHead)
+            }
+
+        case .error(let text):
+            if text.contains(ReplicationError.Code.duplicateNodeID.rawValue) {
+                throw ReplicationError(.duplicateNodeID, "peer error: \(text)")
+            }
+            throw ReplicationError(.protocolViolation, "peer error: \(text)")
+        case .hello, .welcome, .heartbeat:
+            throw message.unexpected(from: "a connected peer")
+        }
+        return true
+    }
+
+    /// Applies a segment of the remote's log (moving the cursor and acknowledging) or a
+    /// repair (no cursor).
+    func apply(
+        _ segment: Segment, isRepair: Bool, _ held: Flag, _ scope: PeerScope, _ out: AsyncStream<Message>.Continuation
+    ) async throws {
+        let store = node.store
+        let outcomes: [ApplyOutcome]
+        if !isRepair {
+            outcomes = try store.apply(segment.entries, fromPeer: peer, cursor: segment.lastSequence, scope: scope, holdingCursor: held.isSet)
+            // The stored cursor, which stops before a refused entry.
+            let cursor = try store.peerCursor(peer) ?? .zero
+            out.yield(.ack(Acknowledgement(cursor: cursor, head: serves ? try store.lastSequence() : nil)))
+            observer?.pulled(through: cursor, remoteHead: remoteHead)
+        } else {
+            outcomes = try store.apply(segment.entries.map(\.operation), repairFrom: peer)
+        }
+        let applied = outcomes.filter(\.isApplied).count
+        node.stats.withLock {
+            $0.segmentsApplied += 1
+            $0.opsApplied += applied
+        }
+        let invalid = outcomes.compactMap { if case .rejected(.invalid(let why)) = $0 { why } else { nil } }
+        if !invalid.isEmpty {
+            node.stats.withLock { $0.opsRefusedInvalid += invalid.count }
+            node.logger.warning(
+                "refused invalid operations; the rest of the segment applied",
+                metadata: ["peer": "\(peer)", "count": "\(invalid.count)", "first": "\(invalid[0])"])
+        }
+        let horizon = outcomes.filter { if case .rejected(.beyondHorizon) = $0 { true } else { false } }.count
+        if horizon > 0 {
+            node.logger.error(
+                "refused operations older than the GC horizon for records this node no longer holds; if they are writes this node never saw, run `topgun repair` from that peer",
+                metadata: ["peer": "\(peer)", "refused": "\(horizon)"])
+        }
+        if outcomes.contains(where: \.holdsCursor) && !held.isSet {
+            // The cursor (or, for a repair, the RESUME that would follow) stays before
+            // the refused entry: later segments of this link must not move it.
+            node.logger.info("operations refused for now; cursor held", metadata: ["peer": "\(peer)", "count": "\(outcomes.filter(\.holdsCursor).count)"])
+            held.set()
+        }
+    }
+
+    /// Sends the records of every bucket whose digest differs from the remote's, in the
+    /// subscribed maps (all maps either side has when it subscribed to everything).
+    func repair(_ digests: Digests, _ subscription: Subscription, _ out: AsyncStream<Message>.Continuation) throws {
+        // Maps another process created since this one loaded the table are covered too.
+        try node.store.refreshMaps()
+        let ops = try node.store.repairOperations(theirs: digests.maps, maps: subscription.maps, partitions: subscription.partitions)
+        var sequence: UInt64 = 0
+        for start in stride(from: 0, to: ops.count, by: node.configuration.segmentSize) {
+            let chunk = ops[start..<min(start + node.configuration.segmentSize, ops.count)].map { op in
+                sequence += 1
+                return LoggedOperation(sequence: HLCTimestamp(millis: sequence, counter: 0, node: node.store.nodeID), operation: op)
+            }
+            out.yield(.repair(Segment(origin: node.store.nodeID, entries: chunk)))
+        }
+        node.stats.withLock { $0.repairsSent += ops.count }
+    }
+
+    /// Streams the op log after the subscription's cursor, then tails it, waking on new
+    /// commits rather than polling. Whenever garbage collection removed entries the
+    /// stream has not sent yet — at subscribe time or while the connection stalled — it
+    /// asks for digests and continues after the repair instead of skipping them.
+    func stream(_ subscription: Subscription, _ publisher: Publisher, _ out: AsyncStream<Message>.Continuation) async throws {
+        var cursor = subscription.cursor
+        let config = node.configuration
+        while !Task.isCancelled {
+            let generation = publisher.wake.generation
+            let (pending, inFlight, resume) = publisher.values.withLock { values in
+                defer { values.resumeFrom = nil }
+                return (values.repairPending, values.sent - values.acked, values.resumeFrom)
+            }
+            if let resume { cursor = max(cursor ?? .zero, resume) }
+            if pending || inFlight >= config.maxInFlightSegments {
+                _ = await publisher.wake.wait(after: generation)
+                continue
+            }
+            let entries: [LoggedOperation]
+            switch try node.store.readLog(after: cursor, limit: config.segmentSize) {
+            case .truncated(let through):
+                node.logger.info(
+                    "log truncated past the subscriber's cursor; repairing by digests",
+                    metadata: ["peer": "\(peer)", "cursor": "\(cursor.map { "\($0)" } ?? "start")", "truncated": "\(through)"])
+                publisher.values.withLock { $0.repairPending = true }
+                out.yield(.needDigests(maps: subscription.maps))
+                continue
+            case .operations(let read):
+                entries = read
+            }
+            guard let last = entries.last else {
+                _ = await publisher.wake.wait(after: generation)
+                continue
+            }
+            cursor = last.sequence
+            // Everything the subscription covers is sent, also ops that came from the
+            // subscriber: suppressing them by origin stamp misattributes OR-Map and
+            // counter states repaired through a chain (stamped with one part's origin)
+            // and LWW writes whose stamp was reused; an echo changes nothing there.
+            let wanted = entries.filter { subscription.accepts($0.operation) }
+            guard !wanted.isEmpty else { continue }
+            publisher.values.withLock { $0.sent += 1 }
+            node.stats.withLock {
+                $0.segmentsSent += 1
+                $0.rawBytesSent += wanted.reduce(0) { $0 + $1.operation.rawSize }
+            }
+            out.yield(.segment(Segment(origin: node.store.nodeID, entries: wanted)))
+        }
+    }
+}
+
+extension ReplicatedOperation {
+    /// Key, value and HLC bytes: what a naive protocol would have to ship.
+    var rawSize: Int {
+        let payload: Int
+        switch self.payload {
+        case .lww(let v, _): payload = v?.count ?? 0
+        case .orSet(let s): payload = s.state.encoded.count
+        case .counter(let c): payload = c.state.encoded.count
+        }
+        return map.utf8.count + key.utf8.count + 16 + payload
+    }
+}

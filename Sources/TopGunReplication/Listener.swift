@@ -1,0 +1,80 @@
+import Logging
+import NIOCore
+import TopGunCore
+import TopGunStore
+
+/// The accepting side of one connection: authenticates the peer (any node with the
+/// token, known before or not), answers with this node's id and log head, then runs the
+/// link: it serves this node's log when the peer subscribes, and pulls the peer's log
+/// when the peer offers it (an app that has no listen address pushes this way).
+struct Listener {
+    let node: ReplicaNode
+    let channel: NIOAsyncChannel<Frame, Frame>
+
+    func run() async throws {
+        // Slow or silent peers: no handshake within the deadline closes the connection.
+        let raw = channel.channel
+        let admitted = Flag()
+        let deadline = raw.eventLoop.scheduleTask(in: .nanoseconds(nanoseconds(node.configuration.handshakeTimeout))) {
+            if !admitted.isSet { raw.close(promise: nil) }
+        }
+        defer { deadline.cancel() }
+        try await channel.executeThenClose { inbound, outbound in
+            var frames = inbound.makeAsyncIterator()
+            guard let first = try await frames.next() else { return }
+            let hello: Hello
+            do {
+                hello = try admit(first)
+            } catch {
+                node.stats.withLock { $0.handshakesRefused += 1 }
+                node.logger.warning("refused peer", metadata: ["reason": "\(error)"])
+                try? await outbound.write(Message.error("\(error)").frame)
+                return
+            }
+            admitted.set()
+            let peer = hello.node
+            defer { _ = node.liveSessions.withLock { $0.remove(peer) } }
+            try await outbound.write(Message.welcome(version: Frame.protocolVersion, node: node.store.nodeID, head: try node.store.logHead()).frame)
+            node.logger.info("peer connected", metadata: ["peer": "\(peer)", "pushes": "\(hello.offersLog)"])
+            var subscription: Subscription?
+            var widened = false
+            if hello.offersLog {
+                try node.store.registerPeer(peer)
+                subscription = Subscription(cursor: try node.store.peerCursor(peer))
+                let covered = try node.store.peer(peer)?.scope
+                widened = subscription?.cursor != nil && !(covered?.covers(.all) ?? false)
+            }
+            let link = Link(
+                node: node, peer: peer, subscription: subscription, widened: widened, serves: true, remoteHead: .zero, observer: nil)
+            try await link.run(raw, &frames, outbound)
+        }
+    }
+
+    /// Checks a HELLO: version, token, and an id that is neither this node's nor one
+    /// with a live session already (two nodes sharing an id never exchange writes).
+    func admit(_ frame: Frame) throws -> Hello {
+        guard case .hello(let hello) = try Message(frame) else {
+            throw ReplicationError(.protocolViolation, "expected HELLO")
+        }
+        guard hello.version == Frame.protocolVersion else {
+            throw ReplicationError(.unsupportedVersion, "protocol \(hello.version); this node speaks \(Frame.protocolVersion)")
+        }
+        guard constantTimeEquals(hello.token, node.configuration.token) else {
+            throw ReplicationError(.unauthorized, "wrong token")
+        }
+        guard hello.node != node.store.nodeID else {
+            node.stats.withLock { $0.duplicateIDsRefused += 1 }
+            throw ReplicationError(
+                .duplicateNodeID,
+                "peer presents this node's own id \(hello.node): a copy of this data directory? give the copy a fresh id with `topgun reset-id`")
+        }
+        let fresh = node.liveSessions.withLock { $0.insert(hello.node).inserted }
+        guard fresh else {
+            node.stats.withLock { $0.duplicateIDsRefused += 1 }
+            throw ReplicationError(
+                .duplicateNodeID,
+                "node id \(hello.node) already has a live session: two nodes share this id (a copied data directory?), or the old connection is not yet closed")
+        }
+        return hello
+    }
+}
