@@ -44,6 +44,11 @@ struct Link {
         let values = Mutex(Values())
         /// Bumped by new local commits (through the node), acknowledgements and repairs.
         let wake = ChangeSignal()
+        /// Ops this link's subscriber half applied, by the op-log key they were logged
+        /// under: the remote sent them, so the stream need not send them back (unless
+        /// the logged op differs, as after a resolver's replacement). In memory, per
+        /// link; entries go once the stream has passed them.
+        let received = Mutex<[HLCTimestamp: ReplicatedOperation]>([:])
     }
 
     /// Runs the link until the remote closes it, an error ends it, or the task is
@@ -182,7 +187,7 @@ struct Link {
         // The subscriber half: this side pulls the remote's log.
         case .segment(let segment), .repair(let segment):
             guard subscription != nil else { throw message.unexpected(from: "a peer this node did not subscribe to") }
-            try await apply(segment, isRepair: { if case .repair = message { true } else { false } }(), held, scope, out)
+            try await apply(segment, isRepair: { if case .repair = message { true } else { false } }(), held, scope, publisher, out)
         case .needDigests(let maps):
             guard subscription != nil else { throw message.unexpected(from: "a peer this node did not subscribe to") }
             out.yield(.digests(try node.digests(for: maps)))
@@ -207,7 +212,8 @@ struct Link {
     /// Applies a segment of the remote's log (moving the cursor and acknowledging) or a
     /// repair (no cursor).
     func apply(
-        _ segment: Segment, isRepair: Bool, _ held: Flag, _ scope: PeerScope, _ out: AsyncStream<Message>.Continuation
+        _ segment: Segment, isRepair: Bool, _ held: Flag, _ scope: PeerScope, _ publisher: Publisher,
+        _ out: AsyncStream<Message>.Continuation
     ) async throws {
         let store = node.store
         let outcomes: [ApplyOutcome]
@@ -219,6 +225,13 @@ struct Link {
             observer?.pulled(through: cursor, remoteHead: remoteHead)
         } else {
             outcomes = try store.apply(segment.entries.map(\.operation), repairFrom: peer)
+        }
+        if serves {
+            publisher.received.withLock { received in
+                for (outcome, entry) in zip(outcomes, segment.entries) {
+                    if case .applied(let sequence) = outcome { received[sequence] = entry.operation }
+                }
+            }
         }
         let applied = outcomes.filter(\.isApplied).count
         node.stats.withLock {
@@ -281,28 +294,51 @@ struct Link {
                 _ = await publisher.wake.wait(after: generation)
                 continue
             }
-            let entries: [LoggedOperation]
-            switch try node.store.readLog(after: cursor, limit: config.segmentSize) {
-            case .truncated(let through):
+            // What the subscription covers is sent, except ops this link received from
+            // the subscriber itself (by where they were logged, not by origin stamp:
+            // that misattributes OR-Map and counter states repaired through a chain and
+            // LWW writes whose stamp was reused). An echo that slips through changes
+            // nothing there. Reading goes on past echoes until a segment is full.
+            var wanted: [LoggedOperation] = []
+            var lastCovered: LoggedOperation?
+            var truncated: HLCTimestamp?
+            var read = 0
+            while wanted.count < config.segmentSize && read < 64 * config.segmentSize {
+                let entries: [LoggedOperation]
+                switch try node.store.readLog(after: cursor, limit: config.segmentSize) {
+                case .truncated(let through):
+                    truncated = through
+                    entries = []
+                case .operations(let batch):
+                    entries = batch
+                }
+                guard let last = entries.last else { break }
+                read += entries.count
+                cursor = last.sequence
+                let echoes = publisher.received.withLock { received -> [HLCTimestamp: ReplicatedOperation] in
+                    defer { received = received.filter { $0.key > last.sequence } }
+                    return received
+                }
+                wanted += entries.filter { subscription.accepts($0.operation) && echoes[$0.sequence] != $0.operation }
+                lastCovered = entries.last(where: { subscription.accepts($0.operation) }) ?? lastCovered
+            }
+            // The segment ends with the last entry the subscription covers, echo or not,
+            // so the subscriber's cursor moves past the echoes left out.
+            if let lastCovered, wanted.last?.sequence != lastCovered.sequence {
+                wanted.append(lastCovered)
+            }
+            if let truncated, wanted.isEmpty {
                 node.logger.info(
                     "log truncated past the subscriber's cursor; repairing by digests",
-                    metadata: ["peer": "\(peer)", "cursor": "\(cursor.map { "\($0)" } ?? "start")", "truncated": "\(through)"])
+                    metadata: ["peer": "\(peer)", "cursor": "\(cursor.map { "\($0)" } ?? "start")", "truncated": "\(truncated)"])
                 publisher.values.withLock { $0.repairPending = true }
                 out.yield(.needDigests(maps: subscription.maps))
                 continue
-            case .operations(let read):
-                entries = read
             }
-            guard let last = entries.last else {
+            if read == 0 {
                 _ = await publisher.wake.wait(after: generation)
                 continue
             }
-            cursor = last.sequence
-            // Everything the subscription covers is sent, also ops that came from the
-            // subscriber: suppressing them by origin stamp misattributes OR-Map and
-            // counter states repaired through a chain (stamped with one part's origin)
-            // and LWW writes whose stamp was reused; an echo changes nothing there.
-            let wanted = entries.filter { subscription.accepts($0.operation) }
             guard !wanted.isEmpty else { continue }
             publisher.values.withLock { $0.sent += 1 }
             node.stats.withLock {

@@ -15,24 +15,68 @@ import TopGunStore
 public final class ReplicaNode: Sendable {
     /// Where a peer listens.
     public struct PeerAddress: Sendable, Hashable, CustomStringConvertible {
-        public var host: String
-        public var port: Int
-        public init(host: String, port: Int) {
-            self.host = host
-            self.port = port
+        /// How frames travel to the peer.
+        public enum Transport: Sendable, Hashable {
+            /// Frames on a TCP connection (TLS when the node has TLS files).
+            case tcp
+            /// Binary WebSocket messages after an HTTP upgrade on `path`; `secure` is
+            /// `wss://` (TLS, the host name verified against the system's or the node's
+            /// trust roots).
+            case webSocket(path: String, secure: Bool)
         }
 
-        /// Parses `host:port`.
+        public var host: String
+        public var port: Int
+        public var transport: Transport
+
+        public init(host: String, port: Int, transport: Transport = .tcp) {
+            self.host = host
+            self.port = port
+            self.transport = transport
+        }
+
+        /// `HOST:PORT` (TCP).
         public init?(_ text: String) {
             guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), port > 0, port < 65536
             else { return nil }
             self.init(host: String(text[..<colon]), port: port)
         }
 
-        public var description: String { "\(host):\(port)" }
+        /// `tcp://HOST:PORT`, `ws://HOST:PORT/PATH` or `wss://HOST:PORT/PATH` (the port
+        /// defaults to 80 and 443 for WebSocket URLs, the path to `/sync`).
+        public init?(url: String) {
+            let schemes: [(String, Transport?)] = [("tcp://", .tcp), ("ws://", nil), ("wss://", nil)]
+            guard let (scheme, _) = schemes.first(where: { url.hasPrefix($0.0) }) else { return nil }
+            let rest = url.dropFirst(scheme.count)
+            let slash = rest.firstIndex(of: "/") ?? rest.endIndex
+            let authority = String(rest[..<slash])
+            let path = slash == rest.endIndex ? "/sync" : String(rest[slash...])
+            let secure = scheme == "wss://"
+            if scheme == "tcp://" {
+                guard slash == rest.endIndex || rest[slash...] == "/" else { return nil }
+                self.init(authority)
+                return
+            }
+            let host: String
+            let port: Int
+            if let colon = authority.lastIndex(of: ":"), !authority.hasSuffix("]") {
+                guard let p = Int(authority[authority.index(after: colon)...]), p > 0, p < 65536 else { return nil }
+                (host, port) = (String(authority[..<colon]), p)
+            } else {
+                (host, port) = (authority, secure ? 443 : 80)
+            }
+            guard !host.isEmpty else { return nil }
+            self.init(host: host, port: port, transport: .webSocket(path: path, secure: secure))
+        }
+
+        public var description: String {
+            switch transport {
+            case .tcp: "\(host):\(port)"
+            case .webSocket(let path, let secure): "\(secure ? "wss" : "ws")://\(host):\(port)\(path)"
+            }
+        }
     }
 
-    /// PEM files for TLS between replicas.
     public struct TLSFiles: Sendable, Equatable {
         /// This node's certificate (chain), presented to peers.
         public var certificate: String
@@ -84,6 +128,11 @@ public final class ReplicaNode: Sendable {
         /// Links this node dials offer its log too, so the peer pulls it over the same
         /// connection (two-way sync; an app without a listen address needs it).
         public var push: Bool
+        /// The HTTP listener: WebSocket sync on `GET /sync`, `/healthz`, and
+        /// `httpRoutes` (TLS with the node's TLS files).
+        public var http: PeerAddress?
+        /// Extra plain routes of the HTTP listener, such as `/metrics`.
+        public var httpRoutes: [String: @Sendable () -> (contentType: String, body: String)]
         /// Watch the op-log head for commits by other processes on the same files (one
         /// read per `pollInterval` for the whole node); commits of this process wake the
         /// streams directly.
@@ -95,8 +144,11 @@ public final class ReplicaNode: Sendable {
             pollInterval: Duration = .milliseconds(20), antiEntropyInterval: Duration? = .seconds(60),
             handshakeTimeout: Duration = .seconds(5), tls: TLSFiles? = nil, retention: Duration? = nil,
             gcInterval: Duration = .seconds(60), heartbeatInterval: Duration = .seconds(1), idleTimeout: Duration = .seconds(5),
-            heldRetryInterval: Duration = .seconds(10), push: Bool = true, watchOtherProcesses: Bool = true
+            heldRetryInterval: Duration = .seconds(10), push: Bool = true, watchOtherProcesses: Bool = true,
+            http: PeerAddress? = nil, httpRoutes: [String: @Sendable () -> (contentType: String, body: String)] = [:]
         ) {
+            self.http = http
+            self.httpRoutes = httpRoutes
             self.push = push
             self.watchOtherProcesses = watchOtherProcesses
             self.heartbeatInterval = heartbeatInterval
@@ -158,7 +210,9 @@ public final class ReplicaNode: Sendable {
     /// node ids may be missing from `peers` and garbage collection waits.
     let contacted = Mutex<Set<PeerAddress>>([])
     let boundPort = Mutex<Int?>(nil)
+    let httpPort = Mutex<Int?>(nil)
     let readiness = Readiness()
+    let httpReadiness = Readiness()
     /// The wake-up signals of the running links' streams, bumped on every new commit.
     let streams = Mutex<(next: Int, signals: [Int: ChangeSignal])>((0, [:]))
     /// Bumped on every acknowledgement a subscriber sends.
@@ -208,9 +262,22 @@ public final class ReplicaNode: Sendable {
         return try await readiness.wait()
     }
 
+    /// Waits until the HTTP listener (`Configuration.http`) is bound and returns its port.
+    ///
+    /// - Throws: as `listening()`.
+    public func listeningHTTP() async throws -> Int {
+        guard configuration.http != nil else {
+            throw ReplicationError(.protocolViolation, "this node has no HTTP listener")
+        }
+        return try await httpReadiness.wait()
+    }
+
     /// Runs the server and the pullers until the task is cancelled.
     public func run() async throws {
-        defer { readiness.resolve(.failure(CancellationError())) }
+        defer {
+            readiness.resolve(.failure(CancellationError()))
+            httpReadiness.resolve(.failure(CancellationError()))
+        }
         try await withThrowingDiscardingTaskGroup { tasks in
             if let listen = configuration.listen {
                 let server: NIOAsyncChannel<NIOAsyncChannel<Frame, Frame>, Never>
@@ -222,8 +289,22 @@ public final class ReplicaNode: Sendable {
                 }
                 tasks.addTask { try await self.serve(server) }
             }
+            if let http = configuration.http {
+                let server: NIOAsyncChannel<EventLoopFuture<HTTPConnection>, Never>
+                do {
+                    server = try await bindHTTP(http)
+                } catch {
+                    httpReadiness.resolve(.failure(error))
+                    throw error
+                }
+                httpReadiness.resolve(.success(httpPort.withLock { $0 } ?? http.port))
+                tasks.addTask { try await self.serveHTTP(server) }
+            }
             for peer in configuration.peers {
                 tasks.addTask { await self.pull(from: peer) }
+            }
+            if configuration.listen == nil && configuration.http == nil && configuration.peers.isEmpty && configuration.retention == nil {
+                return
             }
             // New commits wake the streams: this process's at once, other processes'
             // through one watch of the log head.
@@ -255,11 +336,7 @@ public final class ReplicaNode: Sendable {
                     }
                 }
             }
-            if configuration.listen == nil && configuration.peers.isEmpty { return }
-            // Keep the group alive until cancellation (graceful shutdown).
-            tasks.addTask {
-                while !Task.isCancelled { try? await Task.sleep(for: .seconds(3_600)) }
-            }
+
         }
     }
 
@@ -340,6 +417,12 @@ public final class ReplicaNode: Sendable {
         } else if !server, let clientTLS {
             try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: clientTLS, serverHostname: nil))
         }
+        return try framePipeline(channel)
+    }
+
+    /// Frames, idle detection and heartbeats over a byte stream (TCP, or WebSocket
+    /// messages through `WebSocketFrameBridge`).
+    func framePipeline(_ channel: any Channel) throws -> NIOAsyncChannel<Frame, Frame> {
         // Bytes, not whole frames, count as activity: a large segment arriving slowly
         // is not an idle link.
         try channel.pipeline.syncOperations.addHandler(
@@ -384,7 +467,10 @@ public final class ReplicaNode: Sendable {
     }
 
     func connect(_ peer: PeerAddress) async throws -> NIOAsyncChannel<Frame, Frame> {
-        try await ClientBootstrap(group: group)
+        if case .webSocket(let path, let secure) = peer.transport {
+            return try await connectWebSocket(peer, path: path, secure: secure)
+        }
+        return try await ClientBootstrap(group: group)
             .connectTimeout(.seconds(5))
             .connect(host: peer.host, port: peer.port) { channel in
                 channel.eventLoop.makeCompletedFuture { try self.pipeline(channel, server: false) }

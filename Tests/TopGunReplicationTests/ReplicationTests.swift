@@ -14,19 +14,23 @@ final class RunningNode: Sendable {
     let task: Task<Void, any Error>
 
     init(
-        _ store: Store, listen: Bool = true, peers: [Int] = [], token: String = "secret", subscription: Subscription = .init(),
+        _ store: Store, listen: Bool = true, port: Int = 0, http: Int? = nil, peers: [Int] = [],
+        addresses: [ReplicaNode.PeerAddress] = [], token: String = "secret", subscription: Subscription = .init(),
         antiEntropy: Duration? = nil, tls: ReplicaNode.TLSFiles? = nil, retention: Duration? = nil,
-        idleTimeout: Duration = .seconds(5)
+        idleTimeout: Duration = .seconds(5), segmentSize: Int = 1_000, push: Bool = true
     ) async throws {
         node = try ReplicaNode(
             store: store,
             configuration: .init(
-                listen: listen ? .init(host: "127.0.0.1", port: 0) : nil, peers: peers.map { .init(host: "127.0.0.1", port: $0) },
-                token: Array(token.utf8), subscription: subscription, antiEntropyInterval: antiEntropy, tls: tls,
-                retention: retention, gcInterval: .milliseconds(100), heartbeatInterval: idleTimeout / 4, idleTimeout: idleTimeout))
+                listen: listen ? .init(host: "127.0.0.1", port: port) : nil,
+                peers: peers.map { .init(host: "127.0.0.1", port: $0) } + addresses,
+                token: Array(token.utf8), subscription: subscription, segmentSize: segmentSize, antiEntropyInterval: antiEntropy, tls: tls,
+                retention: retention, gcInterval: .milliseconds(100), heartbeatInterval: idleTimeout / 4, idleTimeout: idleTimeout,
+                push: push, http: http.map { .init(host: "127.0.0.1", port: $0) }))
         let node = self.node
         task = Task { try await node.run() }
         if listen { _ = try await node.listening() }
+        if http != nil { _ = try await node.listeningHTTP() }
     }
 
     var port: Int { node.listeningPort! }

@@ -1,0 +1,109 @@
+import Foundation
+import Testing
+import TopGunCore
+import TopGunStore
+import TopGunTestSupport
+
+@testable import TopGunReplication
+
+/// Apps that have no listen address sync both ways over the connection they open:
+/// their writes reach the server and the other apps, the server's reach them, through
+/// restarts of either side, resuming from stored cursors.
+@Suite(.timeLimit(.minutes(3)))
+struct TwoWaySyncTests {
+    enum Transport: String, CaseIterable, Sendable {
+        case tcp
+        case webSocket
+    }
+
+    /// The server: TCP on `port`, or the HTTP listener (WebSocket on `/sync`) on it.
+    static func server(_ store: Store, _ transport: Transport, port: Int) async throws -> RunningNode {
+        switch transport {
+        case .tcp: try await RunningNode(store, port: port, segmentSize: 2)
+        case .webSocket: try await RunningNode(store, listen: false, http: port, segmentSize: 2)
+        }
+    }
+
+    /// An app: no listen address, one link to the server.
+    static func app(_ store: Store, _ transport: Transport, port: Int) async throws -> RunningNode {
+        let address: ReplicaNode.PeerAddress =
+            switch transport {
+            case .tcp: .init(host: "127.0.0.1", port: port)
+            case .webSocket: try #require(ReplicaNode.PeerAddress(url: "ws://127.0.0.1:\(port)/sync"))
+            }
+        return try await RunningNode(store, listen: false, addresses: [address], segmentSize: 2)
+    }
+
+    static func value(_ store: Store, _ key: String) throws -> Value? {
+        guard case .lww(let record)? = try store.state(map: "notes", key: key) else { return nil }
+        return record.value
+    }
+
+    static func count(_ store: Store) throws -> Int64 {
+        guard case .counter(let counter)? = try store.state(map: "likes", key: "post") else { return 0 }
+        return counter.value
+    }
+
+    @Test(arguments: Transport.allCases)
+    func appsWithoutAListenAddressSyncBothWays(_ transport: Transport) async throws {
+        try await withTemporaryDirectory { root in
+            let port = reservePorts(1)[0]
+            let serverStore = try openStore(root + "/server", node: 1)
+            let phone = try openStore(root + "/phone", node: 2)
+            let laptop = try openStore(root + "/laptop", node: 3)
+            var server = try await Self.server(serverStore, transport, port: port)
+            var phoneNode = try await Self.app(phone, transport, port: port)
+            let laptopNode = try await Self.app(laptop, transport, port: port)
+
+            // An app's write reaches the server and the other app; the server's reach both.
+            _ = try phone.apply([.set(map: "notes", key: "from-phone", value: "p1", ttlMillis: nil), .increment(map: "likes", key: "post", by: 1)])
+            _ = try serverStore.apply([.set(map: "notes", key: "from-server", value: "s1", ttlMillis: nil)])
+            #expect(try await eventually { try Self.value(serverStore, "from-phone") == "p1" })
+            #expect(try await eventually { try Self.value(laptop, "from-phone") == "p1" && Self.count(laptop) == 1 })
+            #expect(try await eventually { try Self.value(phone, "from-server") == "s1" && Self.value(laptop, "from-server") == "s1" })
+            // History both ways: starting a link over would ship all of it again.
+            _ = try serverStore.apply((0..<40).map { .set(map: "notes", key: "history-\($0)", value: .int(Int64($0)), ttlMillis: nil) })
+            _ = try phone.apply((0..<40).map { .set(map: "notes", key: "phone-history-\($0)", value: .int(Int64($0)), ttlMillis: nil) })
+            #expect(try await eventually { try Self.value(phone, "history-39") == 39 && Self.value(serverStore, "phone-history-39") == 39 })
+            // Caught up both ways: each side's cursor is at the other's log head.
+            #expect(try await eventually {
+                try phone.peerCursor(NodeID(1)) == serverStore.lastSequence() && serverStore.peerCursor(NodeID(2)) == phone.lastSequence()
+            })
+
+            // The phone goes offline, writes, comes back: the write arrives, and the link
+            // resumes from the stored cursors instead of starting over.
+            await phoneNode.stop()
+            for i in 0..<10 {
+                _ = try phone.apply([.set(map: "notes", key: "offline-\(i)", value: .int(Int64(i)), ttlMillis: nil), .increment(map: "likes", key: "post", by: 1)])
+            }
+            _ = try serverStore.apply([.set(map: "notes", key: "while-phone-away", value: "s2", ttlMillis: nil)])
+            phoneNode = try await Self.app(phone, transport, port: port)
+            #expect(try await eventually { try Self.value(laptop, "offline-9") == 9 && Self.count(laptop) == 11 })
+            #expect(try await eventually { try Self.value(phone, "while-phone-away") == "s2" })
+            // Segments of two entries. Resumed, the phone pulls the server's new write (1
+            // segment) and pushes its 20 ops (10); started over it would pull and push
+            // the 80 entries of history besides (40 segments each way). Ops a link
+            // received are mostly not sent back on it (a race can let a few echo).
+            #expect(phoneNode.node.statistics.segmentsApplied <= 12, "\(phoneNode.node.statistics)")
+            #expect(phoneNode.node.statistics.segmentsSent <= 12, "\(phoneNode.node.statistics)")
+
+            // The server restarts while both apps write.
+            await server.stop()
+            _ = try phone.apply([.set(map: "notes", key: "during-restart-phone", value: "p2", ttlMillis: nil)])
+            _ = try laptop.apply([.set(map: "notes", key: "during-restart-laptop", value: "l1", ttlMillis: nil), .increment(map: "likes", key: "post", by: 5)])
+            server = try await Self.server(serverStore, transport, port: port)
+            for store in [serverStore, phone, laptop] {
+                #expect(try await eventually {
+                    try Self.value(store, "during-restart-phone") == "p2" && Self.value(store, "during-restart-laptop") == "l1"
+                        && Self.count(store) == 16
+                })
+            }
+            #expect(server.node.statistics.segmentsApplied <= 4, "resumed, not restarted: \(server.node.statistics)")
+            let roots = try [serverStore, phone, laptop].map { store in
+                try (0..<UInt16(271)).map { try store.merkleRoot(map: "notes", partition: $0) }
+            }
+            #expect(roots[0] == roots[1] && roots[1] == roots[2])
+            for node in [phoneNode, laptopNode, server] { await node.stop() }
+        }
+    }
+}
