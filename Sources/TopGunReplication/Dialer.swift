@@ -81,7 +81,8 @@ extension ReplicaNode {
             let code: ReplicationError.Code =
                 text.hasPrefix(ReplicationError.Code.duplicateNodeID.rawValue) ? .duplicateNodeID
                 : text.hasPrefix(ReplicationError.Code.unsupportedVersion.rawValue) ? .unsupportedVersion : .unauthorized
-            throw ReplicationError(code, text)
+            let prefix = code.rawValue + ": "
+            throw ReplicationError(code, text.hasPrefix(prefix) ? String(text.dropFirst(prefix.count)) : text)
         case .hello, .subscribe, .segment, .ack, .digests, .needDigests, .repair, .resume, .heartbeat:
             throw ReplicationError(.protocolViolation, "expected WELCOME, got \(message.name)")
         }

@@ -94,6 +94,7 @@ struct Link {
                 })
             }
             if let subscription {
+                observer?.pulled(through: subscription.cursor ?? .zero, remoteHead: remoteHead)
                 out.yield(.subscribe(subscription))
                 node.logger.info(
                     "pulling", metadata: ["peer": "\(peer)", "cursor": "\(subscription.cursor.map { "\($0)" } ?? "start")", "backfill": "\(widened)"])
@@ -155,6 +156,8 @@ struct Link {
             // From now on garbage collection waits for this subscriber, across restarts.
             try node.store.registerPeer(peer)
             publisher.values.withLock { $0.subscription = subscription }
+            // The remote already holds this node's log through its cursor.
+            observer?.pushed(through: subscription.cursor ?? .zero)
             subscribe.yield(subscription)
         case .ack(let ack):
             guard serves else { throw message.unexpected(from: "a peer this node does not serve") }

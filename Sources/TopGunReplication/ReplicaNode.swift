@@ -131,6 +131,9 @@ public final class ReplicaNode: Sendable {
         /// The HTTP listener: WebSocket sync on `GET /sync`, `/healthz`, and
         /// `httpRoutes` (TLS with the node's TLS files).
         public var http: PeerAddress?
+        /// PEM certificates trusted for `wss://` servers (default: the node's TLS trust
+        /// roots, else the system's).
+        public var trustRoots: String?
         /// Extra plain routes of the HTTP listener, such as `/metrics`.
         public var httpRoutes: [String: @Sendable () -> (contentType: String, body: String)]
         /// Watch the op-log head for commits by other processes on the same files (one
@@ -145,8 +148,10 @@ public final class ReplicaNode: Sendable {
             handshakeTimeout: Duration = .seconds(5), tls: TLSFiles? = nil, retention: Duration? = nil,
             gcInterval: Duration = .seconds(60), heartbeatInterval: Duration = .seconds(1), idleTimeout: Duration = .seconds(5),
             heldRetryInterval: Duration = .seconds(10), push: Bool = true, watchOtherProcesses: Bool = true,
-            http: PeerAddress? = nil, httpRoutes: [String: @Sendable () -> (contentType: String, body: String)] = [:]
+            http: PeerAddress? = nil, httpRoutes: [String: @Sendable () -> (contentType: String, body: String)] = [:],
+            trustRoots: String? = nil
         ) {
+            self.trustRoots = trustRoots
             self.http = http
             self.httpRoutes = httpRoutes
             self.push = push
@@ -274,6 +279,11 @@ public final class ReplicaNode: Sendable {
 
     /// Runs the server and the pullers until the task is cancelled.
     public func run() async throws {
+        try await run(observer: nil, events: nil)
+    }
+
+    /// `run()` reporting the links it dials to `observer` and `events` (sync sessions).
+    func run(observer: (any LinkObserver)?, events: (@Sendable (LinkEvent) -> Void)?) async throws {
         defer {
             readiness.resolve(.failure(CancellationError()))
             httpReadiness.resolve(.failure(CancellationError()))
@@ -301,7 +311,7 @@ public final class ReplicaNode: Sendable {
                 tasks.addTask { try await self.serveHTTP(server) }
             }
             for peer in configuration.peers {
-                tasks.addTask { await self.pull(from: peer) }
+                tasks.addTask { await self.pull(from: peer, observer: observer, status: events) }
             }
             if configuration.listen == nil && configuration.http == nil && configuration.peers.isEmpty && configuration.retention == nil {
                 return

@@ -118,7 +118,7 @@ extension ReplicaNode {
     /// system's; the host name is verified.
     func webSocketClientTLS() throws -> NIOSSLContext {
         var client = TLSConfiguration.makeClientConfiguration()
-        if let roots = configuration.tls?.trustRoots ?? configuration.tls?.certificate {
+        if let roots = configuration.trustRoots ?? configuration.tls?.trustRoots ?? configuration.tls?.certificate {
             client.trustRoots = .file(roots)
         }
         return try NIOSSLContext(configuration: client)

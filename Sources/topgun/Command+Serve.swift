@@ -23,7 +23,10 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Replicate only these maps (comma-separated).") var maps: String?
     @Option(help: "Replicate only these partitions (comma-separated ids).") var partitions: String?
     @Option(help: "Seconds between anti-entropy rounds (0 = only when needed).") var antiEntropy: Int = 60
-    @Option(help: "Serve Prometheus metrics on HOST:PORT (GET /metrics).") var metrics: String?
+    @Option(
+        help: "HTTP listener on HOST:PORT: WebSocket sync on GET /sync, Prometheus metrics on /metrics, /healthz (port 0 picks one).")
+    var http: String?
+    @Option(help: "Serve Prometheus metrics alone on HOST:PORT (GET /metrics); --http serves them too.") var metrics: String?
     @Option(
         help: ArgumentHelp(
             "Collect op-log entries and tombstones older than this many seconds once every known peer has acknowledged them (default: keep).",
@@ -74,6 +77,20 @@ struct Serve: AsyncParsableCommand {
                 ])
         }
         let store = try Store(path: options.data, options: durability.storeOptions)
+        let httpAddress = try http.map { text in
+            guard let a = ReplicaNode.PeerAddress(text) ?? (text.hasSuffix(":0") ? ReplicaNode.PeerAddress(host: String(text.dropLast(2)), port: 0) : nil)
+            else { throw CLIError("bad --http \(text), expected HOST:PORT") }
+            return a
+        }
+        let registry = metrics != nil || http != nil ? MetricsEndpoint.bootstrap() : nil
+        var routes: [String: @Sendable () -> (contentType: String, body: String)] = [:]
+        if let registry {
+            routes["/metrics"] = {
+                var bytes: [UInt8] = []
+                registry.emit(into: &bytes)
+                return ("text/plain; version=0.0.4", String(decoding: bytes, as: UTF8.self))
+            }
+        }
         let subscription = Subscription(
             maps: maps?.split(separator: ",").map(String.init) ?? [],
             partitions: partitions?.split(separator: ",").compactMap { UInt16($0) } ?? [])
@@ -85,7 +102,8 @@ struct Serve: AsyncParsableCommand {
                 retention: retention.map { .seconds($0) },
                 // Collect at least twice per retention period, at most once a minute.
                 gcInterval: .seconds(max(1, min(60, (retention ?? 120) / 2))),
-                heartbeatInterval: .milliseconds(Int(idleTimeout * 250)), idleTimeout: .milliseconds(Int(idleTimeout * 1_000))),
+                heartbeatInterval: .milliseconds(Int(idleTimeout * 250)), idleTimeout: .milliseconds(Int(idleTimeout * 1_000)),
+                http: httpAddress, httpRoutes: routes),
             logger: logger)
         var metricsAddress: ReplicaNode.PeerAddress?
         if let metrics {
@@ -93,7 +111,6 @@ struct Serve: AsyncParsableCommand {
             else { throw CLIError("bad --metrics \(metrics), expected HOST:PORT") }
             metricsAddress = a
         }
-        let registry = metricsAddress != nil ? MetricsEndpoint.bootstrap() : nil
         let service = NodeService(node: node, logger: logger, metrics: metricsAddress, registry: registry)
         let group = ServiceGroup(
             configuration: .init(services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
@@ -121,11 +138,19 @@ struct NodeService: Service {
         try await cancelWhenGracefulShutdown {
             try await withThrowingTaskGroup(of: Void.self) { tasks in
                 tasks.addTask { try await node.run() }
-                if let metrics, let registry {
-                    tasks.addTask { try await MetricsEndpoint(registry: registry, node: node).serve(host: metrics.host, port: metrics.port) }
+                if let registry {
+                    let endpoint = MetricsEndpoint(registry: registry, node: node)
+                    if let metrics {
+                        tasks.addTask { try await endpoint.serve(host: metrics.host, port: metrics.port) }
+                    } else {
+                        tasks.addTask { try await endpoint.publish() }
+                    }
                 }
                 tasks.addTask {
                     // Announce the bound port once listening (scripts and tests read it).
+                    if node.configuration.http != nil, let port = try? await node.listeningHTTP() {
+                        FileHandle.standardOutput.write(Data("http on port \(port)\n".utf8))
+                    }
                     if node.configuration.listen != nil, let port = try? await node.listening() {
                         FileHandle.standardOutput.write(Data("listening on port \(port)\n".utf8))
                     }

@@ -20,7 +20,8 @@ struct TopGun: AsyncParsableCommand {
         version: version,
         subcommands: [
             Demo.self, Serve.self, Put.self, Get.self, Delete.self, Incr.self, Add.self, Remove.self, QueryCommand.self, Scan.self,
-            Watch.self, Export.self, Import.self, Index.self, Inspect.self, Check.self, Backup.self, Restore.self, ResetID.self, ForgetPeer.self, Repair.self,
+            Sync.self, Watch.self, Export.self, Import.self, Index.self, Inspect.self, Check.self, Backup.self, Restore.self, ResetID.self,
+            ForgetPeer.self, Repair.self,
             StressWriter.self,
         ]
     )

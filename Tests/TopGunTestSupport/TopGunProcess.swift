@@ -98,11 +98,15 @@ public final class ServeProcess: @unchecked Sendable {
     /// The port it listens on.
     public private(set) var port = 0
 
-    public init(data: String, listen: Int, peers: [Int], token: String, extra: [String] = ["--anti-entropy", "2"]) throws {
+    /// `listenFlag` "--listen" (TCP, the default) puts `listen` there itself; with
+    /// another flag (such as "--http") `extra` names the addresses.
+    public init(
+        data: String, listen: Int, peers: [Int], token: String, extra: [String] = ["--anti-entropy", "2"], listenFlag: String = "--listen"
+    ) throws {
         guard let binary = topgunBinary else { throw MissingBinary() }
         process.executableURL = URL(fileURLWithPath: binary)
         process.arguments =
-            ["serve", "--data", data, "--listen", "127.0.0.1:\(listen)", "--token-file", token] + extra
+            ["serve", "--data", data, "--token-file", token] + (listenFlag == "--listen" ? ["--listen", "127.0.0.1:\(listen)"] : []) + extra
             + peers.flatMap { ["--peer", "127.0.0.1:\($0)"] }
         let out = Pipe()
         process.standardOutput = out

@@ -92,6 +92,19 @@ extension Store {
         return out
     }
 
+    /// How many op-log entries follow `sequence` (all when nil), counted without
+    /// decoding them.
+    public func logEntryCount(after sequence: HLCTimestamp?) throws -> Int {
+        var n = 0
+        try read { txn in
+            try txn.forEach(in: dbs.oplog, range: KeyRange(from: sequence.map { $0.successor.bytes })) { _, _ in
+                n += 1
+                return true
+            }
+        }
+        return n
+    }
+
     /// The newest op-log key, or nil for an empty log.
     public func lastSequence() throws -> HLCTimestamp? {
         try read { txn in try lastSequence(in: txn) }

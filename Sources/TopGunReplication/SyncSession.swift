@@ -1,0 +1,286 @@
+import Logging
+import Synchronization
+import TopGunCore
+import TopGunStore
+
+/// A database syncing with one server over the connection it opens (TCP or
+/// WebSocket): its writes go up, the server's (and other apps') come down, through
+/// disconnects, resuming from stored cursors. See `Database.sync(with:token:)`.
+///
+/// ```swift
+/// let sync = try db.sync(with: "wss://example.com/sync", token: jwt)
+/// for await status in sync.statusUpdates() { print(status) }  // offline, connecting, syncing, idle
+/// try await notes.set("n1", note)
+/// try await sync.waitUntilPushed()                          // on the server now
+/// ```
+public final class SyncSession: Sendable {
+    /// Where the session stands.
+    public enum Status: Sendable, Equatable {
+        /// Not connected; `lastError` says why the last attempt failed (nil before any).
+        case offline(lastError: String?)
+        /// Dialling, or in the handshake.
+        case connecting
+        /// Connected, exchanging what the other side lacks.
+        case syncing
+        /// Connected and caught up both ways.
+        case idle
+    }
+
+    struct State {
+        var connected = false
+        var lastError: String?
+        var attempting = false
+        var pulled: HLCTimestamp = .zero
+        var remoteHead: HLCTimestamp = .zero
+        var pushed: HLCTimestamp = .zero
+        var pulledOps = 0
+        var status: Status = .offline(lastError: nil)
+        var watchers: [Int: AsyncStream<Status>.Continuation] = [:]
+        var nextWatcher = 0
+    }
+
+    /// The node underneath (no listen address; one link to the server).
+    public let node: ReplicaNode
+    public let server: ReplicaNode.PeerAddress
+    let state = Mutex(State())
+    /// Bumped on every change of progress or connection.
+    let progress = ChangeSignal()
+    let task = Mutex<Task<Void, Never>?>(nil)
+
+    init(node: ReplicaNode, server: ReplicaNode.PeerAddress) {
+        self.node = node
+        self.server = server
+    }
+
+    /// The current status.
+    public var status: Status { state.withLock { $0.status } }
+
+    /// The status now, then every change, until the session stops.
+    public func statusUpdates() -> AsyncStream<Status> {
+        let (stream, continuation) = AsyncStream.makeStream(of: Status.self, bufferingPolicy: .bufferingNewest(16))
+        let id = state.withLock { state -> Int in
+            state.nextWatcher += 1
+            state.watchers[state.nextWatcher] = continuation
+            continuation.yield(state.status)
+            return state.nextWatcher
+        }
+        continuation.onTermination = { [weak self] _ in _ = self?.state.withLock { $0.watchers.removeValue(forKey: id) } }
+        return stream
+    }
+
+    /// Local op-log entries the server has not acknowledged yet.
+    public func pendingChanges() throws -> Int {
+        try node.store.logEntryCount(after: state.withLock { $0.pushed })
+    }
+
+    /// Waits until the server has acknowledged every local write made before the call
+    /// (write concern for apps); waits through disconnects.
+    public func waitUntilPushed() async throws {
+        guard let head = try node.store.lastSequence() else { return }
+        var seen = progress.generation
+        while state.withLock({ $0.pushed }) < head {
+            try Task.checkCancellation()
+            seen = await progress.wait(after: seen)
+        }
+    }
+
+    /// Waits until the session is connected and caught up both ways.
+    public func waitUntilIdle() async throws {
+        var seen = progress.generation
+        while status != .idle {
+            try Task.checkCancellation()
+            seen = await progress.wait(after: seen)
+        }
+    }
+
+    /// Stops syncing and closes the connection.
+    public func stop() async {
+        let running = task.withLock { task -> Task<Void, Never>? in
+            defer { task = nil }
+            return task
+        }
+        running?.cancel()
+        await running?.value
+        let watchers = state.withLock { state -> [AsyncStream<Status>.Continuation] in
+            state.connected = false
+            state.status = .offline(lastError: state.lastError)
+            defer { state.watchers = [:] }
+            return Array(state.watchers.values)
+        }
+        for watcher in watchers {
+            watcher.yield(.offline(lastError: nil))
+            watcher.finish()
+        }
+    }
+
+    /// Ops received from the server so far.
+    public var opsPulled: Int { node.statistics.opsApplied }
+
+    func start() {
+        let observer = Observer(session: self)
+        let events: @Sendable (LinkEvent) -> Void = { [weak self] event in self?.handle(event) }
+        let node = self.node
+        task.withLock { $0 = Task { try? await node.run(observer: observer, events: events) } }
+    }
+
+    func handle(_ event: LinkEvent) {
+        update { state in
+            switch event {
+            case .connecting:
+                state.attempting = true
+            case .connected:
+                state.connected = true
+                state.lastError = nil
+            case .disconnected(let error):
+                state.connected = false
+                state.attempting = false
+                if let error, !(error is CancellationError) { state.lastError = "\(error)" }
+            }
+        }
+    }
+
+    /// Changes the state, recomputes the status and tells the watchers.
+    func update(_ change: (inout State) -> Void) {
+        let localHead = (try? node.store.lastSequence()) ?? .zero
+        let (status, watchers) = state.withLock { state -> (Status?, [AsyncStream<Status>.Continuation]) in
+            change(&state)
+            let next: Status =
+                if !state.connected {
+                    state.attempting ? .connecting : .offline(lastError: state.lastError)
+                } else if state.pulled >= state.remoteHead && state.pushed >= localHead {
+                    .idle
+                } else {
+                    .syncing
+                }
+            guard next != state.status else { return (nil, []) }
+            state.status = next
+            return (next, Array(state.watchers.values))
+        }
+        progress.notify()
+        if let status { for watcher in watchers { watcher.yield(status) } }
+    }
+
+    struct Observer: LinkObserver {
+        weak var session: SyncSession?
+
+        func pulled(through cursor: HLCTimestamp, remoteHead: HLCTimestamp) {
+            session?.update { state in
+                state.pulled = max(state.pulled, cursor)
+                state.remoteHead = max(state.remoteHead, remoteHead)
+            }
+        }
+
+        func pushed(through cursor: HLCTimestamp) {
+            session?.update { $0.pushed = max($0.pushed, cursor) }
+        }
+    }
+}
+
+extension Database {
+    /// Starts syncing with the server at `url` (`tcp://HOST:PORT`, `ws://HOST:PORT/sync`
+    /// or `wss://…`), presenting `token`: this database's writes are pushed, the
+    /// server's pulled, over one connection this side opens, until `stop()`.
+    ///
+    /// - Throws: `ReplicationError(.malformed)` for a URL that is none of these.
+    public func sync(
+        with url: String, token: [UInt8], trustRoots: String? = nil,
+        logger: Logger = Logger(label: "topgun.sync")
+    ) throws -> SyncSession {
+        guard let server = ReplicaNode.PeerAddress(url: url) else {
+            throw ReplicationError(.malformed, "\(url) is not a tcp://, ws:// or wss:// URL")
+        }
+        let node = try ReplicaNode(
+            store: store,
+            configuration: .init(listen: nil, peers: [server], token: token, push: true, watchOtherProcesses: false, trustRoots: trustRoots),
+            logger: logger)
+        let session = SyncSession(node: node, server: server)
+        session.start()
+        return session
+    }
+}
+
+/// What `ReplicaNode.syncOnce(with:timeout:)` moved.
+public struct SyncReport: Sendable, Equatable {
+    /// Operations from the server that changed this store.
+    public var opsPulled: Int
+    /// This node's log entries the server acknowledged during the sync.
+    public var entriesPushed: Int
+}
+
+extension ReplicaNode {
+    /// One connection to `server`: pulls its log through the head it had when the link
+    /// opened and pushes this node's log until the server acknowledged everything
+    /// written before the call, then closes.
+    ///
+    /// - Throws: the connection's or handshake's error (unreachable, refused,
+    ///   unsupported version), `ReplicationError(.timeout)` after `timeout`, or
+    ///   `.protocolViolation` when the server closed the link before both sides were
+    ///   caught up.
+    public func syncOnce(with server: PeerAddress, timeout: Duration) async throws -> SyncReport {
+        let localHead = try store.lastSequence() ?? .zero
+        let progress = OnceProgress()
+        let caughtUp = try await withThrowingTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                try await self.session(with: server, observer: progress) {}
+                return false
+            }
+            group.addTask {
+                await progress.waitUntilCaughtUp(localHead: localHead)
+                return true
+            }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                throw ReplicationError(.timeout, "not caught up with \(server) within \(timeout)")
+            }
+            defer { group.cancelAll() }
+            return try await group.next() ?? false
+        }
+        guard caughtUp else {
+            throw ReplicationError(.protocolViolation, "\(server) closed the connection before both sides were caught up")
+        }
+        let from = progress.state.withLock { $0.firstPushed } ?? localHead
+        let pushed = try store.logEntryCount(after: from) - store.logEntryCount(after: localHead)
+        return SyncReport(opsPulled: statistics.opsApplied, entriesPushed: max(0, pushed))
+    }
+}
+
+/// Progress of one link, for `syncOnce`.
+final class OnceProgress: LinkObserver {
+    struct State {
+        var pulled: HLCTimestamp?
+        var remoteHead: HLCTimestamp = .zero
+        var pushed: HLCTimestamp?
+        var firstPushed: HLCTimestamp?
+    }
+
+    let state = Mutex(State())
+    let changed = ChangeSignal()
+
+    func pulled(through cursor: HLCTimestamp, remoteHead: HLCTimestamp) {
+        state.withLock { state in
+            state.pulled = max(state.pulled ?? .zero, cursor)
+            state.remoteHead = max(state.remoteHead, remoteHead)
+        }
+        changed.notify()
+    }
+
+    func pushed(through cursor: HLCTimestamp) {
+        state.withLock { state in
+            if state.firstPushed == nil { state.firstPushed = cursor }
+            state.pushed = max(state.pushed ?? .zero, cursor)
+        }
+        changed.notify()
+    }
+
+    func waitUntilCaughtUp(localHead: HLCTimestamp) async {
+        var seen = changed.generation
+        while !Task.isCancelled {
+            let done = state.withLock { state in
+                guard let pulled = state.pulled, let pushed = state.pushed else { return false }
+                return pulled >= state.remoteHead && pushed >= localHead
+            }
+            if done { return }
+            seen = await changed.wait(after: seen)
+        }
+    }
+}

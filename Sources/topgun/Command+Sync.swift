@@ -1,0 +1,59 @@
+import ArgumentParser
+import Foundation
+import Logging
+import TopGunCore
+import TopGunReplication
+import TopGunStore
+
+struct Sync: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Sync this database with a server, both ways, over one connection this side opens.",
+        discussion: """
+            The server is tcp://HOST:PORT (topgun serve --listen) or ws://HOST:PORT/sync,
+            wss://HOST:PORT/sync (topgun serve --http, or a proxy in front of it).
+            Runs until interrupted; with --once it stops when both sides hold each other's
+            writes, prints what moved, and exits 0 (1, with the reason, when the server
+            cannot be reached or refuses).
+            Example:
+              topgun sync --data ./phone --server ws://127.0.0.1:8080/sync --token-file secret --once
+            """)
+
+    @OptionGroup var options: DataOption
+    @Option(help: "The server's URL: tcp://HOST:PORT, ws://HOST:PORT/PATH or wss://HOST:PORT/PATH.") var server: String
+    @OptionGroup var token: TokenOption
+    @Flag(help: "Sync until caught up both ways, then exit.") var once = false
+    @Option(help: "With --once: give up after this many seconds.") var timeout: Double = 60
+    @Option(help: "PEM certificates trusted for a wss:// server (default: the system's).") var tlsCA: String?
+
+    func run() async throws {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = .warning
+            return handler
+        }
+        guard let address = ReplicaNode.PeerAddress(url: server) else {
+            throw CLIError("bad --server \(server), expected tcp://HOST:PORT, ws://HOST:PORT/PATH or wss://HOST:PORT/PATH")
+        }
+        let secret = try token.secret()
+        let db = try Database(path: options.data, options: .init(durability: .durable))
+        if once {
+            let node = try ReplicaNode(
+                store: db.store, configuration: .init(listen: nil, token: secret, push: true, watchOtherProcesses: false, trustRoots: tlsCA))
+            let report: SyncReport
+            do {
+                report = try await node.syncOnce(with: address, timeout: .milliseconds(Int(timeout * 1_000)))
+            } catch {
+                throw CLIError("sync with \(server) failed: \(error)")
+            }
+            print("pulled \(report.opsPulled) ops, pushed \(report.entriesPushed) log entries; both sides hold each other's writes")
+            db.close()
+            return
+        }
+        let session = try db.sync(with: server, token: secret, trustRoots: tlsCA)
+        try await withTaskCancellationHandler {
+            for await status in session.statusUpdates() { print("\(status)") }
+        } onCancel: {
+            Task { await session.stop() }
+        }
+    }
+}
