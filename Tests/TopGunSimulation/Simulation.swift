@@ -62,6 +62,12 @@ public final class Simulation {
     var repairsApplied = 0
     /// Nodes form a chain 0-1-2-… (only neighbours talk) instead of a full mesh.
     let chain: Bool
+    /// App nodes after the servers: no listen address; each connects to node 0 now and
+    /// then, pushes its log and pulls node 0's over that connection, and disconnects.
+    /// Node 0 learns of an app only when it first connects.
+    var clients: Range<Int> = 0..<0
+    /// Apps connected now.
+    var connected: Set<Int> = []
     var step = 0
     /// Every op a node applied locally, as logged: the full history.
     var history: [ReplicatedOperation] = []
@@ -76,13 +82,15 @@ public final class Simulation {
         self.rng = SplitMix64(seed: seed)
         self.root = try makeTemporaryDirectory()
         self.chain = seed & 1 == 1
-        for i in 0..<options.nodes {
+        let appCount = seed >> 2 & 1 == 1 ? 1 + Int(seed >> 3 & 1) : 0
+        for i in 0..<options.nodes + appCount {
             let clock = ManualWallClock(1_700_000_000_000 + UInt64.random(in: 0..<2_000, using: &rng))
             var node = Node(store: nil, dir: "\(root)/n\(i)", clock: clock, id: NodeID(UInt64(i + 1)))
             node.store = try open(node)
             nodes.append(node)
             trackers.append(AcknowledgementTracker())
         }
+        clients = options.nodes..<(options.nodes + appCount)
         // Some seeds start with partial replicas, widened later (backfill by digests).
         if seed >> 1 & 1 == 1 {
             let choices: [[String]] = [["lww"], ["set", "count"], ["lww", "set"]]
@@ -94,9 +102,11 @@ public final class Simulation {
         }
         // Configured peers: each node has met its neighbours once, so garbage
         // collection waits for them (as `topgun serve` waits for first contact).
-        for i in nodes.indices {
-            for j in nodes.indices where linked(i, j) { try nodes[i].store!.registerPeer(nodes[j].id) }
+        for i in nodes.indices where !clients.contains(i) {
+            for j in nodes.indices where linked(i, j) && !clients.contains(j) { try nodes[i].store!.registerPeer(nodes[j].id) }
         }
+        // An app knows its server from the start.
+        for c in clients { try nodes[c].store!.registerPeer(nodes[0].id) }
     }
 
     deinit { try? FileManager.default.removeItem(atPath: root) }
@@ -129,7 +139,8 @@ public final class Simulation {
         case 65..<85: try deliver()
         case 85..<89: skewClock(i)
         case 89..<92: try restart(i)
-        case 92..<94: togglePartition()
+        case 92: togglePartition()
+        case 93: toggleApp()
         case 94: try collectLog(i)
         case 95: try collectRetention(i)
         case 96: widen(i)
@@ -173,13 +184,34 @@ public final class Simulation {
         history.append(op)
     }
 
-    func linked(_ a: Int, _ b: Int) -> Bool { a != b && (!chain || abs(a - b) == 1) }
+    /// Whether `a` and `b` talk: servers in a mesh or chain; an app with node 0 only.
+    func linked(_ a: Int, _ b: Int) -> Bool {
+        if clients.contains(a) || clients.contains(b) { return (a == 0 || b == 0) && a != b }
+        return a != b && (!chain || abs(a - b) == 1)
+    }
+
+    /// Whether the link between `a` and `b` exists now (an app is connected).
+    func reachable(_ a: Int, _ b: Int) -> Bool {
+        linked(a, b) && (!clients.contains(a) || connected.contains(a)) && (!clients.contains(b) || connected.contains(b))
+    }
+
+    /// An app connects (both ways over one connection) or disconnects (the connection
+    /// and everything in flight on it go).
+    func toggleApp() {
+        guard let app = clients.randomElement(using: &rng) else { return }
+        if connected.contains(app) {
+            connected.remove(app)
+            closeSessions { $0.from == app || $0.to == app }
+        } else {
+            connected.insert(app)
+        }
+    }
 
     /// Node `from` streams the next segment of its log to `to` in their session (opened
     /// on first use, like a connection), and puts it on the network. A session whose
     /// messages sit undelivered is a connection that stays open but stalls.
     func ship(from: Int, to: Int) throws {
-        guard linked(from, to), nodes[from].store != nil, nodes[to].store != nil else { return }
+        guard reachable(from, to), nodes[from].store != nil, nodes[to].store != nil else { return }
         guard let segment = try nextSegment(from: from, to: to, limit: Int.random(in: 1...40, using: &rng)) else { return }
         if Int.random(in: 0..<10, using: &rng) == 0 { return }  // dropped
         let message = Message(from: from, to: to, after: segment.after, bytes: segment.bytes, deliverAt: step + Int.random(in: 0..<20, using: &rng))
@@ -195,8 +227,10 @@ public final class Simulation {
         let link = Link(from: from, to: to)
         let scope = scopes[link] ?? .all
         if sessions[link] == nil {
-            // SUBSCRIBE: the server remembers its subscriber from now on.
+            // SUBSCRIBE: the server remembers its subscriber from now on (and a server an
+            // app connects to, the app, whose log it pulls on the same connection).
             try sender.registerPeer(nodes[to].id)
+            try nodes[to].store!.registerPeer(nodes[from].id)
             let receiver = nodes[to].store!
             let cursor = try receiver.peerCursor(nodes[from].id)
             // A cursor taken under a narrower subscription: backfill by digests first.
@@ -341,7 +375,7 @@ public final class Simulation {
     /// differing buckets.
     @discardableResult
     func repair(_ to: Int, from: Int) throws -> Bool {
-        guard linked(to, from), let receiver = nodes[to].store, let sender = nodes[from].store else { return false }
+        guard reachable(to, from), let receiver = nodes[to].store, let sender = nodes[from].store else { return false }
         if partitioned.contains([to, from].sorted()) { return false }
         var digests: [String: [UInt16: [UInt64]]] = [:]
         for map in Set(receiver.maps.keys).union(sender.maps.keys) { digests[map] = try receiver.bucketDigests(map: map) }
@@ -369,6 +403,7 @@ public final class Simulation {
         }
         for i in nodes.indices where nodes[i].store == nil { nodes[i].store = try open(nodes[i]) }
         for i in nodes.indices { widen(i) }
+        connected = Set(clients)
         // Shipping logs alone must converge: every op reaches every node through the
         // sessions along the links (stalled ones resume where they were).
         try shipUntilQuiet()
