@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 import TopGunCore
 import TopGunStore
@@ -106,4 +107,51 @@ struct TwoWaySyncTests {
             for node in [phoneNode, laptopNode, server] { await node.stop() }
         }
     }
+
+    /// The embedded API: `Database.sync` with a status stream, pending changes and a
+    /// wait for a write to be on the server, through a server restart.
+    @Test func anAppSyncsThroughTheDatabaseAPI() async throws {
+        try await withTemporaryDirectory { root in
+            let port = reservePorts(1)[0]
+            let serverStore = try openStore(root + "/server", node: 1)
+            var server = try await Self.server(serverStore, .webSocket, port: port)
+            let db = try Database(path: root + "/app")
+            let notes = db.map("notes", of: String.self)
+            try await notes.set("before-connecting", "a0")
+            let sync = try db.sync(with: "ws://127.0.0.1:\(port)/sync", token: Array("secret".utf8))
+            let seen = Statuses()
+            let watcher = Task { for await status in sync.statusUpdates() { seen.append(status) } }
+            try await sync.waitUntilIdle()
+            #expect(try Self.value(serverStore, "before-connecting") == "a0")
+            try await notes.set("n1", "hello")
+            try await sync.waitUntilPushed()
+            #expect(try Self.value(serverStore, "n1") == "hello", "on the server once waitUntilPushed returns")
+            #expect(try sync.pendingChanges() == 0)
+            _ = try serverStore.apply([.set(map: "notes", key: "from-server", value: "s1", ttlMillis: nil)])
+            #expect(try await eventually { try notes.get("from-server") == "s1" })
+
+            await server.stop()
+            #expect(try await eventually { if case .offline = sync.status { true } else { sync.status == .connecting } })
+            try await notes.set("offline", "o1")
+            #expect(try sync.pendingChanges() >= 1)
+            server = try await Self.server(serverStore, .webSocket, port: port)
+            try await sync.waitUntilPushed()
+            #expect(try Self.value(serverStore, "offline") == "o1")
+            try await sync.waitUntilIdle()
+            await sync.stop()
+            watcher.cancel()
+            let statuses = seen.all
+            #expect(statuses.contains(.connecting) && statuses.contains(.idle), "\(statuses)")
+            #expect(statuses.contains { if case .offline = $0 { true } else { false } }, "\(statuses)")
+            await server.stop()
+            db.close()
+        }
+    }
+}
+
+/// Statuses collected by a watcher task.
+final class Statuses: Sendable {
+    private let values = Mutex<[SyncSession.Status]>([])
+    func append(_ status: SyncSession.Status) { values.withLock { $0.append(status) } }
+    var all: [SyncSession.Status] { values.withLock { $0 } }
 }
