@@ -36,14 +36,23 @@ struct Demo: AsyncParsableCommand {
         let token = Array(UUID().uuidString.utf8)
         var logger = Logger(label: "topgun.demo")
         logger.logLevel = .warning
-        let servers = try dbs.map { try ReplicaNode(store: $0.store, configuration: .init(listen: .init(host: "127.0.0.1", port: 0), token: token, antiEntropyInterval: nil), logger: logger) }
+        let servers = try dbs.enumerated().map { i, db in
+            try ReplicaNode(
+                store: db.store,
+                configuration: .init(
+                    listen: .init(host: "127.0.0.1", port: 0), token: token, antiEntropyInterval: nil,
+                    http: i == 0 ? .init(host: "127.0.0.1", port: 0) : nil),
+                logger: logger)
+        }
         var tasks = servers.map { node in Task { try await node.run() } }
         var ports: [Int] = []
         for s in servers { ports.append(try await s.listening()) }
         say("   listening on ports \(ports.map(String.init).joined(separator: ", "))")
         for (i, db) in dbs.enumerated() {
             let peers = servers.enumerated().filter { $0.offset != i }.map { ReplicaNode.PeerAddress(host: "127.0.0.1", port: $0.element.listeningPort!) }
-            let puller = try ReplicaNode(store: db.store, configuration: .init(listen: nil, peers: peers, token: token, antiEntropyInterval: nil), logger: logger)
+            // A mesh where every node dials every other pulls both ways already.
+            let puller = try ReplicaNode(
+                store: db.store, configuration: .init(listen: nil, peers: peers, token: token, antiEntropyInterval: nil, push: false), logger: logger)
             tasks.append(Task { try await puller.run() })
         }
         let start = ContinuousClock.now
@@ -70,7 +79,35 @@ struct Demo: AsyncParsableCommand {
         say("   explain: \(try q.explain())")
         say("   explain (no key predicate): \(try dbs[2].query("users").where("city" == "Lima").explain())")
 
-        say("\n5. Merge throughput on replica A (200,000 LWW ops, 20,000 keys, 1,000 per transaction, no fsync)")
+        say("\n5. An app with no listen address writes offline, then syncs both ways over one WebSocket to replica A")
+        let app = try Database(path: "\(root)/app", options: .init(durability: .noSync))
+        try await app.map("notes", of: String.self).set("from-app", "written offline")
+        try await app.counter("likes").increment("post-1", by: 10)
+        let httpPort = try await servers[0].listeningHTTP()
+        let sync = try app.sync(with: "ws://127.0.0.1:\(httpPort)/sync", token: token, logger: logger)
+        let syncStart = ContinuousClock.now
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await sync.waitUntilIdle() }
+            group.addTask {
+                try await Task.sleep(for: .seconds(20))
+                throw CLIError("the app did not catch up within 20 s")
+            }
+            try await group.next()
+            group.cancelAll()
+        }
+        say("   app status \(sync.status) after \(ContinuousClock.now - syncStart); changes not yet on the server: \(try sync.pendingChanges())")
+        var reached = false
+        for _ in 0..<1_000 where !reached {
+            reached = try dbs[2].map("notes", of: String.self).get("from-app") != nil && dbs[2].counter("likes").value("post-1") == app.counter("likes").value("post-1")
+            if !reached { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        say("   replica C (through A): notes.from-app = \(try dbs[2].map("notes", of: String.self).get("from-app") ?? "-"), likes = \(try dbs[2].counter("likes").value("post-1"))")
+        say("   the app: users \(try app.store.count(map: "users")), likes = \(try app.counter("likes").value("post-1")), tags=\(try app.orMap("tags").values("post-1").map(\.json).joined(separator: ","))")
+        await sync.stop()
+        app.close()
+        converged = converged && reached
+
+        say("\n6. Merge throughput on replica A (200,000 LWW ops, 20,000 keys, 1,000 per transaction, no fsync)")
         var rng = SystemRandomNumberGenerator()
         let encoded: [UInt8] = [0xd9, 98] + [UInt8](repeating: 0x61, count: 98)
         let progress = Progress("   merging", total: 200_000)
