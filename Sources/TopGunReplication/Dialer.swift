@@ -41,8 +41,14 @@ extension ReplicaNode {
             var frames = inbound.makeAsyncIterator()
             let (peer, remoteHead) = try await handshake(channel.channel, address, outbound, &frames, offersLog: configuration.push)
             connected()
+            dialled.withLock { _ = $0.insert(peer) }
+            defer { _ = dialled.withLock { $0.remove(peer) } }
             try store.registerPeer(peer)
             _ = contacted.withLock { $0.insert(address) }
+            // The peer's log is pulled here unless another link (the peer's own, dialled
+            // to this node) already pulls it.
+            let pulls = claimPull(of: peer)
+            defer { if pulls { releasePull(of: peer) } }
             var subscription = configuration.subscription
             subscription.cursor = try store.peerCursor(peer)
             let scope = PeerScope(maps: subscription.maps, partitions: subscription.partitions)
@@ -51,7 +57,7 @@ extension ReplicaNode {
             let covered = try store.peer(peer)?.scope
             let widened = subscription.cursor != nil && !(covered?.covers(scope) ?? false)
             let link = Link(
-                node: self, peer: peer, subscription: subscription, widened: widened, serves: configuration.push,
+                node: self, peer: peer, subscription: pulls ? subscription : nil, widened: widened, serves: configuration.push,
                 remoteHead: remoteHead, observer: observer)
             try await link.run(channel.channel, &frames, outbound)
         }

@@ -38,7 +38,10 @@ struct Listener {
             node.logger.info("peer connected", metadata: ["peer": "\(peer)", "pushes": "\(hello.offersLog)"])
             var subscription: Subscription?
             var widened = false
-            if hello.offersLog {
+            // Pulled here unless a link this node dialled to the peer already pulls it.
+            let pulls = hello.offersLog && node.claimPull(of: peer)
+            defer { if pulls { node.releasePull(of: peer) } }
+            if pulls {
                 try node.store.registerPeer(peer)
                 subscription = Subscription(cursor: try node.store.peerCursor(peer))
                 let covered = try node.store.peer(peer)?.scope

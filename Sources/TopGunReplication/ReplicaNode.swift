@@ -211,6 +211,21 @@ public final class ReplicaNode: Sendable {
     /// Peers with a live session served by this node: a second one with the same id
     /// is refused.
     let liveSessions = Mutex<Set<NodeID>>([])
+    /// Peers this node dialled and is connected to now.
+    let dialled = Mutex<Set<NodeID>>([])
+    /// Peers whose log a link pulls now. One link at a time per peer: the stored cursor,
+    /// and holding it back before a refused entry, assume a single ordered stream (two
+    /// nodes that both dial each other have two links, each able to pull).
+    let pulling = Mutex<Set<NodeID>>([])
+
+    /// Claims the pull of `peer`'s log for one link; false when another link has it.
+    func claimPull(of peer: NodeID) -> Bool {
+        pulling.withLock { $0.insert(peer).inserted }
+    }
+
+    func releasePull(of peer: NodeID) {
+        _ = pulling.withLock { $0.remove(peer) }
+    }
     /// Configured peers that completed a handshake since start: until all have, their
     /// node ids may be missing from `peers` and garbage collection waits.
     let contacted = Mutex<Set<PeerAddress>>([])
@@ -251,6 +266,16 @@ public final class ReplicaNode: Sendable {
     deinit { group.shutdownGracefully { _ in } }
 
     public var statistics: Statistics { stats.withLock { $0 } }
+
+    /// Peers with a live link now, accepted or dialled.
+    public var connectedPeers: Set<NodeID> {
+        liveSessions.withLock { $0 }.union(dialled.withLock { $0 })
+    }
+
+    /// How far `peer` has acknowledged this node's log (this run; GC persists it).
+    public func acknowledgedCursor(of peer: NodeID) -> HLCTimestamp? {
+        acknowledged.withLock { $0[peer] }
+    }
 
     /// The port the server is bound to (useful with port 0), once listening.
     public var listeningPort: Int? { boundPort.withLock { $0 } }

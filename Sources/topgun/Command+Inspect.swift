@@ -38,8 +38,11 @@ struct Inspect: AsyncParsableCommand {
             var fields: [String: Value] = [
                 "node": .string(p.node.description), "cursor": .string(p.cursor.description),
                 "last_seen_ms_ago": .int(Int64(now) - Int64(p.lastSeenMillis)),
+                // Pull: how far this node is behind on the peer's log; push: how far the
+                // peer had acknowledged this node's log at the last GC run.
                 "cursor_lag_ms": .int(Int64(now) - Int64(p.cursor.millis)),
                 "acknowledged": .string(p.acknowledged.description),
+                "acknowledged_lag_ms": .int(p.acknowledged == .zero ? -1 : Int64(now) - Int64(p.acknowledged.millis)),
                 "refused_beyond_gc_horizon": .int(Int64(p.refusedBeyondHorizon)),
                 "scope": p.scope.map { s in
                     .map([

@@ -77,12 +77,20 @@ struct MetricsEndpoint {
             idle.increment(by: Int64(stats.idleTimeouts - last.1.idleTimeouts))
             duplicates.increment(by: Int64(stats.duplicateIDsRefused - last.1.duplicateIDsRefused))
             let now = node.store.clockHighWater.millis
+            let connected = node.connectedPeers
             for peer in try node.store.peers() {
-                Gauge(label: "topgun_peer_lag_ms", dimensions: [("peer", peer.node.description)])
+                let id = [("peer", peer.node.description)]
+                // Pull lag: how far behind this node is on the peer's log.
+                Gauge(label: "topgun_peer_lag_ms", dimensions: id)
                     .record(Double(now > peer.cursor.millis ? now - peer.cursor.millis : 0))
-                Gauge(label: "topgun_peer_acknowledged_lag_ms", dimensions: [("peer", peer.node.description)])
-                    .record(Double(now > peer.acknowledged.millis ? now - peer.acknowledged.millis : 0))
+                // Push lag: how far behind the peer is on this node's log.
+                let acknowledged = max(peer.acknowledged, node.acknowledgedCursor(of: peer.node) ?? .zero)
+                Gauge(label: "topgun_peer_acknowledged_lag_ms", dimensions: id)
+                    .record(Double(now > acknowledged.millis ? now - acknowledged.millis : 0))
+                Gauge(label: "topgun_peer_connected", dimensions: id).record(connected.contains(peer.node) ? 1 : 0)
+                Gauge(label: "topgun_peer_last_seen_ms", dimensions: id).record(Double(peer.lastSeenMillis))
             }
+            Gauge(label: "topgun_connected_peers").record(Double(connected.count))
             last = (store, stats)
             try await Task.sleep(for: .seconds(1))
         }

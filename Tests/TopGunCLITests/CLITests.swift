@@ -218,7 +218,7 @@ struct CLIOperationsTests {
             #expect(run.status == 0)
             let lines = try String(contentsOfFile: dir + "/demo.txt", encoding: .utf8).split(separator: "\n").map(String.init)
             #expect(lines.first?.hasPrefix("TopGun ") == true, "\(lines.prefix(3))")
-            let header = try #require(lines.firstIndex { $0.hasPrefix("5. Merge throughput") })
+            let header = try #require(lines.firstIndex { $0.hasPrefix("6. Merge throughput") })
             let progress = try #require(lines.firstIndex { $0.contains("merging:") })
             #expect(header < progress)
             #expect(lines.contains("Replicas converged."))

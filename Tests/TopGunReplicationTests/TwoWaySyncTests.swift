@@ -99,7 +99,8 @@ struct TwoWaySyncTests {
                         && Self.count(store) == 16
                 })
             }
-            #expect(server.node.statistics.segmentsApplied <= 4, "resumed, not restarted: \(server.node.statistics)")
+            // Resumed: a few segments (a restart from zero would pull 50 and more).
+            #expect(server.node.statistics.segmentsApplied <= 10, "resumed, not restarted: \(server.node.statistics)")
             let roots = try [serverStore, phone, laptop].map { store in
                 try (0..<UInt16(271)).map { try store.merkleRoot(map: "notes", partition: $0) }
             }
