@@ -202,7 +202,9 @@ public final class ReplicaNode: Sendable {
     public let store: Store
     public let configuration: Configuration
     let logger: Logger
-    let group: MultiThreadedEventLoopGroup
+    let group: any EventLoopGroup
+    /// The node made `group` and shuts it down.
+    let ownsGroup: Bool
     let stats = Mutex(Statistics())
     /// Cursors acknowledged by subscribers, for write concern.
     let acknowledged = Mutex<[NodeID: HLCTimestamp]>([:])
@@ -241,11 +243,18 @@ public final class ReplicaNode: Sendable {
     let clientTLS: NIOSSLContext?
 
     /// - Throws: `NIOSSLError` when TLS files cannot be read.
-    public init(store: Store, configuration: Configuration, logger: Logger = Logger(label: "topgun.replication")) throws {
+    ///
+    /// - Parameter eventLoopGroup: the SwiftNIO threads to run on; by default the node
+    ///   makes one thread of its own (many nodes in one process should share a group).
+    public init(
+        store: Store, configuration: Configuration, logger: Logger = Logger(label: "topgun.replication"),
+        eventLoopGroup: (any EventLoopGroup)? = nil
+    ) throws {
         self.store = store
         self.configuration = configuration
         self.logger = logger
-        self.group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        self.group = eventLoopGroup ?? MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        self.ownsGroup = eventLoopGroup == nil
         if let tls = configuration.tls {
             let chain = try NIOSSLCertificate.fromPEMFile(tls.certificate).map { NIOSSLCertificateSource.certificate($0) }
             let key = try NIOSSLPrivateKey(file: tls.privateKey, format: .pem)
@@ -263,7 +272,7 @@ public final class ReplicaNode: Sendable {
 
     // The last reference can go away on one of the group's own threads, where a
     // blocking shutdown is forbidden: shut down without waiting.
-    deinit { group.shutdownGracefully { _ in } }
+    deinit { if ownsGroup { group.shutdownGracefully { _ in } } }
 
     public var statistics: Statistics { stats.withLock { $0 } }
 

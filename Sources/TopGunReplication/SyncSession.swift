@@ -1,4 +1,5 @@
 import Logging
+import NIOCore
 import Synchronization
 import TopGunCore
 import TopGunStore
@@ -184,7 +185,7 @@ extension Database {
     /// - Throws: `ReplicationError(.malformed)` for a URL that is none of these.
     public func sync(
         with url: String, token: [UInt8], trustRoots: String? = nil,
-        logger: Logger = Logger(label: "topgun.sync")
+        logger: Logger = Logger(label: "topgun.sync"), eventLoopGroup: (any EventLoopGroup)? = nil
     ) throws -> SyncSession {
         guard let server = ReplicaNode.PeerAddress(url: url) else {
             throw ReplicationError(.malformed, "\(url) is not a tcp://, ws:// or wss:// URL")
@@ -192,7 +193,7 @@ extension Database {
         let node = try ReplicaNode(
             store: store,
             configuration: .init(listen: nil, peers: [server], token: token, push: true, watchOtherProcesses: false, trustRoots: trustRoots),
-            logger: logger)
+            logger: logger, eventLoopGroup: eventLoopGroup)
         let session = SyncSession(node: node, server: server)
         session.start()
         return session

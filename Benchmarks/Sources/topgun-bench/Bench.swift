@@ -25,6 +25,8 @@ struct Bench {
             case "--write-map": config.writeMap = true
             case "--queries": config.queries = true
             case "--replication": config.replication = true
+            case "--fanout": config.fanout = max(1, Int(args.popFirst() ?? "") ?? 100)
+            case "--seconds": config.seconds = max(1, Double(args.popFirst() ?? "") ?? 10)
             default:
                 print(
                     """
@@ -32,12 +34,18 @@ struct Bench {
                                         [--systems lmdb-raw,lmdb-raw+oplog,sqlite,rocksdb,topgun] [--write-map]
                                         [--queries]   (query executor: index vs scan, key lookup vs get, index upkeep)
                                         [--replication]   (catch-up of a 1M-op log between two nodes over TCP)
+                                        [--fanout N [--seconds S]]   (N apps syncing over WebSocket with one
+                                            `topgun serve`; needs `swift build -c release` at the root first)
                     """)
                 exit(arg == "--help" ? 0 : 2)
             }
         }
         if config.queries {
             try QueryBench(config: config).run()
+            return
+        }
+        if let clients = config.fanout {
+            try await FanoutBench(config: config, clients: clients).run()
             return
         }
         if config.replication {
@@ -65,6 +73,8 @@ struct Config {
     var writeMap = false
     var queries = false
     var replication = false
+    var fanout: Int?
+    var seconds: Double = 10
 }
 
 /// One measured run of one system.
