@@ -1,3 +1,4 @@
+import CBaselines
 import Foundation
 import Logging
 import NIOPosix
