@@ -117,9 +117,20 @@ enum LinkEvent: Sendable {
     case disconnected((any Error)?)
 }
 
-/// A flag set once, read from another thread.
+/// A flag set once, read from another thread, and waited for without polling.
 final class Flag: Sendable {
     private let value = Atomic<Bool>(false)
+    private let changed = ChangeSignal()
     var isSet: Bool { value.load(ordering: .acquiring) }
-    func set() { value.store(true, ordering: .releasing) }
+
+    func set() {
+        value.store(true, ordering: .releasing)
+        changed.notify()
+    }
+
+    /// Returns once the flag is set (or the task is cancelled).
+    func waitUntilSet() async {
+        var seen = changed.generation
+        while !isSet && !Task.isCancelled { seen = await changed.wait(after: seen) }
+    }
 }

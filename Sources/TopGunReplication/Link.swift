@@ -102,7 +102,8 @@ struct Link {
                 // Once an entry was refused, the link goes on without moving the cursor;
                 // after a pause it ends, and the next one offers the entry again.
                 tasks.addTask(operation: closing {
-                    while !held.isSet { try await Task.sleep(for: .milliseconds(200)) }
+                    await held.waitUntilSet()
+                    try Task.checkCancellation()
                     try await Task.sleep(for: node.configuration.heldRetryInterval)
                     node.logger.info("ending the session to offer refused operations again", metadata: ["peer": "\(peer)"])
                     channel.close(promise: nil)
