@@ -34,6 +34,10 @@ public final class SyncSession: Sendable {
         var pulled: HLCTimestamp = .zero
         var remoteHead: HLCTimestamp = .zero
         var pushed: HLCTimestamp = .zero
+        /// This connection's link reported the server's head and the server subscribed
+        /// to this log: until both, "caught up" cannot be judged.
+        var heardHead = false
+        var heardSubscription = false
         var pulledOps = 0
         var status: Status = .offline(lastError: nil)
         var watchers: [Int: AsyncStream<Status>.Continuation] = [:]
@@ -135,6 +139,8 @@ public final class SyncSession: Sendable {
             case .disconnected(let error):
                 state.connected = false
                 state.attempting = false
+                state.heardHead = false
+                state.heardSubscription = false
                 if let error, !(error is CancellationError) { state.lastError = "\(error)" }
             }
         }
@@ -148,7 +154,7 @@ public final class SyncSession: Sendable {
             let next: Status =
                 if !state.connected {
                     state.attempting ? .connecting : .offline(lastError: state.lastError)
-                } else if state.pulled >= state.remoteHead && state.pushed >= localHead {
+                } else if state.heardHead && state.heardSubscription && state.pulled >= state.remoteHead && state.pushed >= localHead {
                     .idle
                 } else {
                     .syncing
@@ -168,11 +174,15 @@ public final class SyncSession: Sendable {
             session?.update { state in
                 state.pulled = max(state.pulled, cursor)
                 state.remoteHead = max(state.remoteHead, remoteHead)
+                state.heardHead = true
             }
         }
 
         func pushed(through cursor: HLCTimestamp) {
-            session?.update { $0.pushed = max($0.pushed, cursor) }
+            session?.update { state in
+                state.pushed = max(state.pushed, cursor)
+                state.heardSubscription = true
+            }
         }
     }
 }

@@ -56,6 +56,27 @@ struct HostilePeerTests {
         return out
     }
 
+    /// A node speaking an older protocol (version 1 or 2: HELLO without the flags byte)
+    /// is told "unsupported version", not left guessing.
+    @Test(arguments: [UInt16(1), 2])
+    func olderProtocolVersionsGetAClearError(_ version: UInt16) async throws {
+        try await withTemporaryDirectory { root in
+            let server = try await RunningNode(try openStore(root + "/a", node: 1))
+            var body: [UInt8] = []
+            body.appendBigEndian(version)
+            body.appendBigEndian(UInt64(5))
+            body.appendBigEndian(UInt16(6))
+            body += Array("secret".utf8)
+            let session = try await rawSession(port: server.port, send: [framed(Frame(.hello, body))])
+            #expect(session.closed)
+            // One ERROR frame: length, type 8, text.
+            #expect(session.bytes.count > 5 && session.bytes[4] == Frame.Kind.error.rawValue)
+            let text = String(decoding: session.bytes.dropFirst(5), as: UTF8.self)
+            #expect(text.contains("unsupported version") && text.contains("protocol \(version)"), "\(text)")
+            await server.stop()
+        }
+    }
+
     @Test func replayedHandshakeAndUnexpectedFramesAreCutOff() async throws {
         try await withTemporaryDirectory { root in
             let store = try openStore(root + "/a", node: 1)

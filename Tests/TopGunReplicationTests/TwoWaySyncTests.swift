@@ -148,6 +148,39 @@ struct TwoWaySyncTests {
             db.close()
         }
     }
+
+    /// `wss://`: the HTTP listener speaks TLS with the node's files; an app that trusts
+    /// the certificate syncs, verifying the host name; a plain `ws://` app gets nothing.
+    @Test func secureWebSocketVerifiesTheServer() async throws {
+        try await withTemporaryDirectory { root in
+            let openssl = Process()
+            openssl.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+            openssl.arguments = [
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+                "-days", "1", "-keyout", root + "/key.pem", "-out", root + "/cert.pem",
+            ]
+            openssl.standardError = FileHandle(forWritingAtPath: "/dev/null")
+            try openssl.run()
+            openssl.waitUntilExit()
+            try #require(openssl.terminationStatus == 0)
+            let port = reservePorts(1)[0]
+            let serverStore = try openStore(root + "/server", node: 1)
+            _ = try serverStore.apply([.set(map: "notes", key: "secret", value: "s", ttlMillis: nil)])
+            let server = try await RunningNode(
+                serverStore, listen: false, http: port, tls: .init(certificate: root + "/cert.pem", privateKey: root + "/key.pem"))
+            let db = try Database(path: root + "/app")
+            let sync = try db.sync(with: "wss://localhost:\(port)/sync", token: Array("secret".utf8), trustRoots: root + "/cert.pem")
+            try await sync.waitUntilIdle()
+            #expect(try db.map("notes", of: String.self).get("secret") == "s")
+            await sync.stop()
+            let plain = try Database(path: root + "/plain")
+            let plainSync = try plain.sync(with: "ws://localhost:\(port)/sync", token: Array("secret".utf8))
+            #expect(try await eventually { plainSync.node.statistics.linksDown >= 2 })
+            #expect(try plain.map("notes", of: String.self).get("secret") == nil)
+            await plainSync.stop()
+            await server.stop()
+        }
+    }
 }
 
 /// Statuses collected by a watcher task.
