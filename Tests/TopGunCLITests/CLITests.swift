@@ -120,14 +120,7 @@ struct ServeMetricsTests {
             // The gauges are sampled every second: wait for a sample with the counters.
             var metrics = ""
             _ = try await eventually {
-                let curl = Process()
-                curl.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
-                curl.arguments = ["-s", "http://127.0.0.1:\(port)/metrics"]
-                let body = Pipe()
-                curl.standardOutput = body
-                try curl.run()
-                metrics = String(decoding: body.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-                curl.waitUntilExit()
+                metrics = try httpGet("http://127.0.0.1:\(port)/metrics")
                 return metrics.contains("topgun_oplog_entries") && metrics.contains("topgun_batch_duration_seconds_bucket")
             }
             #expect(metrics.contains("topgun_merge_ops_total") && metrics.contains("topgun_batch_duration_seconds_bucket"))

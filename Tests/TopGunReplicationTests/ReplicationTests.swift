@@ -210,17 +210,8 @@ struct ReplicationTests {
 
     @Test func tlsReplicatesAndPlainClientsGetNothing() async throws {
         try await withTemporaryDirectory { root in
-            let openssl = Process()
-            openssl.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
-            openssl.arguments = [
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=topgun", "-days", "1",
-                "-keyout", root + "/key.pem", "-out", root + "/cert.pem",
-            ]
-            openssl.standardError = FileHandle(forWritingAtPath: "/dev/null")
-            try openssl.run()
-            openssl.waitUntilExit()
-            try #require(openssl.terminationStatus == 0)
-            let tls = ReplicaNode.TLSFiles(certificate: root + "/cert.pem", privateKey: root + "/key.pem")
+            let (certificate, key) = try makeCertificate(in: root, host: "topgun")
+            let tls = ReplicaNode.TLSFiles(certificate: certificate, privateKey: key)
             let a = try openStore(root + "/a", node: 1)
             _ = try a.apply((0..<50).map { Mutation.set(map: "m", key: "k\($0)", value: .int(Int64($0)), ttlMillis: nil) })
             let server = try await RunningNode(a, tls: tls)

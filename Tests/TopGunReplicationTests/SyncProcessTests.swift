@@ -95,14 +95,7 @@ struct SyncProcessTests {
             #expect(try Self.value(root + "/phone", "while-restarting") == "l1")
             #expect(try Self.value(root + "/server", "while-restarting") == "l1")
             // Plain routes go through the proxy too.
-            let curl = Process()
-            curl.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
-            curl.arguments = ["-s", "http://127.0.0.1:\(front)/healthz"]
-            let body = Pipe()
-            curl.standardOutput = body
-            try curl.run()
-            let health = String(decoding: body.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            curl.waitUntilExit()
+            let health = try httpGet("http://127.0.0.1:\(front)/healthz")
             #expect(health == "ok\n")
         }
     }
@@ -151,22 +144,10 @@ final class NginxProcess {
         try process.run()
         // Ready when it accepts connections.
         let deadline = Date().addingTimeInterval(10)
-        while !Self.accepts(listen) {
+        while !acceptsConnections(listen) {
             guard Date() < deadline, process.isRunning else { throw NginxFailed(log: (try? String(contentsOfFile: root + "/logs/error.log", encoding: .utf8)) ?? "") }
             usleep(20_000)
         }
-    }
-
-    static func accepts(_ port: Int) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        addr.sin_port = UInt16(port).bigEndian
-        return withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        } == 0
     }
 
     /// SIGKILL: a child of the test process may inherit a mask that blocks SIGTERM.

@@ -153,23 +153,14 @@ struct TwoWaySyncTests {
     /// the certificate syncs, verifying the host name; a plain `ws://` app gets nothing.
     @Test func secureWebSocketVerifiesTheServer() async throws {
         try await withTemporaryDirectory { root in
-            let openssl = Process()
-            openssl.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
-            openssl.arguments = [
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
-                "-days", "1", "-keyout", root + "/key.pem", "-out", root + "/cert.pem",
-            ]
-            openssl.standardError = FileHandle(forWritingAtPath: "/dev/null")
-            try openssl.run()
-            openssl.waitUntilExit()
-            try #require(openssl.terminationStatus == 0)
+            let (certificate, key) = try makeCertificate(in: root, host: "localhost")
             let port = reservePorts(1)[0]
             let serverStore = try openStore(root + "/server", node: 1)
             _ = try serverStore.apply([.set(map: "notes", key: "secret", value: "s", ttlMillis: nil)])
             let server = try await RunningNode(
-                serverStore, listen: false, http: port, tls: .init(certificate: root + "/cert.pem", privateKey: root + "/key.pem"))
+                serverStore, listen: false, http: port, tls: .init(certificate: certificate, privateKey: key))
             let db = try Database(path: root + "/app")
-            let sync = try db.sync(with: "wss://localhost:\(port)/sync", token: Array("secret".utf8), trustRoots: root + "/cert.pem")
+            let sync = try db.sync(with: "wss://localhost:\(port)/sync", token: Array("secret".utf8), trustRoots: certificate)
             try await sync.waitUntilIdle()
             #expect(try db.map("notes", of: String.self).get("secret") == "s")
             await sync.stop()
