@@ -41,8 +41,13 @@ extension ReplicaNode {
             var frames = inbound.makeAsyncIterator()
             let (peer, remoteHead) = try await handshake(channel.channel, address, outbound, &frames, offersLog: configuration.push)
             connected()
-            dialled.withLock { _ = $0.insert(peer) }
-            defer { _ = dialled.withLock { $0.remove(peer) } }
+            dialled.withLock { $0[peer, default: 0] += 1 }
+            defer {
+                dialled.withLock {
+                    $0[peer, default: 1] -= 1
+                    if $0[peer] == 0 { $0[peer] = nil }
+                }
+            }
             try store.registerPeer(peer)
             _ = contacted.withLock { $0.insert(address) }
             // The peer's log is pulled here unless another link (the peer's own, dialled
@@ -57,7 +62,7 @@ extension ReplicaNode {
             let covered = try store.peer(peer)?.scope
             let widened = subscription.cursor != nil && !(covered?.covers(scope) ?? false)
             let link = Link(
-                node: self, peer: peer, subscription: pulls ? subscription : nil, widened: widened, serves: configuration.push,
+                node: self, peer: peer, subscription: pulls ? subscription : nil, couldPull: true, widened: widened, serves: configuration.push,
                 remoteHead: remoteHead, observer: observer)
             try await link.run(channel.channel, &frames, outbound)
         }

@@ -22,6 +22,9 @@ struct Link {
     let peer: NodeID
     /// What this side pulls of the remote's log; nil: it pulls nothing over this link.
     let subscription: Subscription?
+    /// This link would pull, but another link to the same peer does: it is closed when
+    /// that one ends, so that a reconnect can take the pull over.
+    let couldPull: Bool
     /// The cursor was taken under a narrower subscription: backfill by digests first.
     let widened: Bool
     /// The remote may subscribe to this node's log over this link.
@@ -64,6 +67,8 @@ struct Link {
         let (subscribed, subscribe) = AsyncStream.makeStream(of: Subscription.self)
         let registration = node.register(publisher.wake)
         defer { node.unregister(registration) }
+        let standby = subscription == nil && couldPull ? node.standBy(for: peer) { channel.close(promise: nil) } : nil
+        defer { if let standby { node.endStandby(standby, for: peer) } }
         let scope = subscription.map { PeerScope(maps: $0.maps, partitions: $0.partitions) } ?? .all
         /// A helper task that fails closes the connection; the reader then ends.
         @Sendable func closing(_ body: @escaping @Sendable () async throws -> Void) -> @Sendable () async -> Void {
@@ -154,6 +159,9 @@ struct Link {
         // The publisher half: the remote pulls this node's log.
         case .subscribe(let subscription):
             guard serves else { throw ReplicationError(.protocolViolation, "this node does not offer its log on this link") }
+            guard publisher.values.withLock({ $0.subscription == nil }) else {
+                throw ReplicationError(.protocolViolation, "a second SUBSCRIBE on one link")
+            }
             // From now on garbage collection waits for this subscriber, across restarts.
             try node.store.registerPeer(peer)
             publisher.values.withLock { $0.subscription = subscription }
@@ -230,7 +238,8 @@ struct Link {
         } else {
             outcomes = try store.apply(segment.entries.map(\.operation), repairFrom: peer)
         }
-        if serves {
+        // Only while the remote subscribes on this link: the stream prunes the map.
+        if serves, publisher.values.withLock({ $0.subscription != nil }) {
             publisher.received.withLock { received in
                 for (outcome, entry) in zip(outcomes, segment.entries) {
                     if case .applied(let sequence) = outcome { received[sequence] = entry.operation }
@@ -269,14 +278,25 @@ struct Link {
         // Maps another process created since this one loaded the table are covered too.
         try node.store.refreshMaps()
         let ops = try node.store.repairOperations(theirs: digests.maps, maps: subscription.maps, partitions: subscription.partitions)
+        // Chunks bounded like stream segments: by count and by bytes.
+        let budget = max(1, node.configuration.maxFrameBytes / 4)
         var sequence: UInt64 = 0
-        for start in stride(from: 0, to: ops.count, by: node.configuration.segmentSize) {
-            let chunk = ops[start..<min(start + node.configuration.segmentSize, ops.count)].map { op in
-                sequence += 1
-                return LoggedOperation(sequence: HLCTimestamp(millis: sequence, counter: 0, node: node.store.nodeID), operation: op)
-            }
+        var chunk: [LoggedOperation] = []
+        var chunkBytes = 0
+        func flush() {
+            guard !chunk.isEmpty else { return }
             out.yield(.repair(Segment(origin: node.store.nodeID, entries: chunk)))
+            chunk = []
+            chunkBytes = 0
         }
+        for op in ops {
+            let size = op.rawSize
+            if !chunk.isEmpty && (chunk.count >= node.configuration.segmentSize || chunkBytes + size > budget) { flush() }
+            sequence += 1
+            chunk.append(LoggedOperation(sequence: HLCTimestamp(millis: sequence, counter: 0, node: node.store.nodeID), operation: op))
+            chunkBytes += size
+        }
+        flush()
         node.stats.withLock { $0.repairsSent += ops.count }
     }
 
@@ -303,11 +323,15 @@ struct Link {
             // that misattributes OR-Map and counter states repaired through a chain and
             // LWW writes whose stamp was reused). An echo that slips through changes
             // nothing there. Reading goes on past echoes until a segment is full.
+            // A segment holds at most `segmentSize` ops and a quarter of the frame limit
+            // in bytes (one larger op goes alone), so it always fits in a frame.
             var wanted: [LoggedOperation] = []
+            var wantedBytes = 0
             var lastCovered: LoggedOperation?
             var truncated: HLCTimestamp?
             var read = 0
-            while wanted.count < config.segmentSize && read < 64 * config.segmentSize {
+            let budget = max(1, config.maxFrameBytes / 4)
+            reading: while wanted.count < config.segmentSize && read < 64 * config.segmentSize {
                 let entries: [LoggedOperation]
                 switch try node.store.readLog(after: cursor, limit: config.segmentSize) {
                 case .truncated(let through):
@@ -316,19 +340,31 @@ struct Link {
                 case .operations(let batch):
                     entries = batch
                 }
-                guard let last = entries.last else { break }
-                read += entries.count
-                cursor = last.sequence
-                let echoes = publisher.received.withLock { received -> [HLCTimestamp: ReplicatedOperation] in
-                    defer { received = received.filter { $0.key > last.sequence } }
-                    return received
+                guard !entries.isEmpty else { break }
+                let echoes = publisher.received.withLock { $0 }
+                for entry in entries {
+                    let covered = subscription.accepts(entry.operation)
+                    if covered && echoes[entry.sequence] != entry.operation {
+                        let size = entry.operation.rawSize
+                        if !wanted.isEmpty && (wantedBytes + size > budget || wanted.count >= config.segmentSize) { break reading }
+                        wanted.append(entry)
+                        wantedBytes += size
+                    }
+                    if covered { lastCovered = entry }
+                    cursor = entry.sequence
+                    read += 1
                 }
-                wanted += entries.filter { subscription.accepts($0.operation) && echoes[$0.sequence] != $0.operation }
-                lastCovered = entries.last(where: { subscription.accepts($0.operation) }) ?? lastCovered
+            }
+            if let cursor, read > 0 {
+                publisher.received.withLock { received in
+                    if !received.isEmpty { received = received.filter { $0.key > cursor } }
+                }
             }
             // The segment ends with the last entry the subscription covers, echo or not,
-            // so the subscriber's cursor moves past the echoes left out.
-            if let lastCovered, wanted.last?.sequence != lastCovered.sequence {
+            // so the subscriber's cursor moves past the echoes left out (within budget).
+            if let lastCovered, wanted.last?.sequence != lastCovered.sequence,
+                wanted.isEmpty || wantedBytes + lastCovered.operation.rawSize <= budget
+            {
                 wanted.append(lastCovered)
             }
             if let truncated, wanted.isEmpty {

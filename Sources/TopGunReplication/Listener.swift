@@ -48,7 +48,8 @@ struct Listener {
                 widened = subscription?.cursor != nil && !(covered?.covers(.all) ?? false)
             }
             let link = Link(
-                node: node, peer: peer, subscription: subscription, widened: widened, serves: true, remoteHead: .zero, observer: nil)
+                node: node, peer: peer, subscription: subscription, couldPull: hello.offersLog, widened: widened, serves: true,
+                remoteHead: .zero, observer: nil)
             try await link.run(raw, &frames, outbound)
         }
     }

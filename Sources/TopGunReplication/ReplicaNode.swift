@@ -213,8 +213,8 @@ public final class ReplicaNode: Sendable {
     /// Peers with a live session served by this node: a second one with the same id
     /// is refused.
     let liveSessions = Mutex<Set<NodeID>>([])
-    /// Peers this node dialled and is connected to now.
-    let dialled = Mutex<Set<NodeID>>([])
+    /// Peers this node dialled and is connected to now (links per peer).
+    let dialled = Mutex<[NodeID: Int]>([:])
     /// Peers whose log a link pulls now. One link at a time per peer: the stored cursor,
     /// and holding it back before a refused entry, assume a single ordered stream (two
     /// nodes that both dial each other have two links, each able to pull).
@@ -225,8 +225,26 @@ public final class ReplicaNode: Sendable {
         pulling.withLock { $0.insert(peer).inserted }
     }
 
+    /// Ends the pull of `peer`'s log by one link, and closes the other links to the peer
+    /// that could pull it, so one of them takes over when it reconnects.
     func releasePull(of peer: NodeID) {
         _ = pulling.withLock { $0.remove(peer) }
+        let closers = standby.withLock { $0.removeValue(forKey: peer) ?? [:] }
+        for close in closers.values { close() }
+    }
+
+    /// Links that could pull a peer's log but do not, because another link does.
+    let standby = Mutex<[NodeID: [Int: @Sendable () -> Void]]>([:])
+    let standbyIDs = Atomic<Int>(0)
+
+    func standBy(for peer: NodeID, close: @escaping @Sendable () -> Void) -> Int {
+        let id = standbyIDs.add(1, ordering: .relaxed).newValue
+        standby.withLock { $0[peer, default: [:]][id] = close }
+        return id
+    }
+
+    func endStandby(_ id: Int, for peer: NodeID) {
+        standby.withLock { _ = $0[peer]?.removeValue(forKey: id) }
     }
     /// Configured peers that completed a handshake since start: until all have, their
     /// node ids may be missing from `peers` and garbage collection waits.
@@ -278,7 +296,7 @@ public final class ReplicaNode: Sendable {
 
     /// Peers with a live link now, accepted or dialled.
     public var connectedPeers: Set<NodeID> {
-        liveSessions.withLock { $0 }.union(dialled.withLock { $0 })
+        liveSessions.withLock { $0 }.union(dialled.withLock { Set($0.keys) })
     }
 
     /// How far `peer` has acknowledged this node's log (this run; GC persists it).

@@ -42,6 +42,7 @@ public final class SyncSession: Sendable {
         var status: Status = .offline(lastError: nil)
         var watchers: [Int: AsyncStream<Status>.Continuation] = [:]
         var nextWatcher = 0
+        var stopped = false
     }
 
     /// The node underneath (no listen address; one link to the server).
@@ -50,7 +51,7 @@ public final class SyncSession: Sendable {
     let state = Mutex(State())
     /// Bumped on every change of progress or connection.
     let progress = ChangeSignal()
-    let task = Mutex<Task<Void, Never>?>(nil)
+    let task = Mutex<[Task<Void, Never>]>([])
 
     init(node: ReplicaNode, server: ReplicaNode.PeerAddress) {
         self.node = node
@@ -64,9 +65,13 @@ public final class SyncSession: Sendable {
     public func statusUpdates() -> AsyncStream<Status> {
         let (stream, continuation) = AsyncStream.makeStream(of: Status.self, bufferingPolicy: .bufferingNewest(16))
         let id = state.withLock { state -> Int in
+            continuation.yield(state.status)
+            if state.stopped {
+                continuation.finish()
+                return 0
+            }
             state.nextWatcher += 1
             state.watchers[state.nextWatcher] = continuation
-            continuation.yield(state.status)
             return state.nextWatcher
         }
         continuation.onTermination = { [weak self] _ in _ = self?.state.withLock { $0.watchers.removeValue(forKey: id) } }
@@ -80,42 +85,62 @@ public final class SyncSession: Sendable {
 
     /// Waits until the server has acknowledged every local write made before the call
     /// (write concern for apps); waits through disconnects.
+    ///
+    /// - Throws: `CancellationError` when the task is cancelled or the session stopped.
     public func waitUntilPushed() async throws {
         guard let head = try node.store.lastSequence() else { return }
         var seen = progress.generation
         while state.withLock({ $0.pushed }) < head {
-            try Task.checkCancellation()
+            try checkRunning()
             seen = await progress.wait(after: seen)
         }
     }
 
-    /// Waits until the session is connected and caught up both ways.
+    /// Waits until the session is connected and caught up both ways: the server holds
+    /// every local write (made up to now) and this store the server's log through its
+    /// head when the connection opened.
+    ///
+    /// - Throws: `CancellationError` when the task is cancelled or the session stopped.
     public func waitUntilIdle() async throws {
         var seen = progress.generation
-        while status != .idle {
-            try Task.checkCancellation()
+        while true {
+            try checkRunning()
+            let head = try node.store.lastSequence() ?? .zero
+            if status == .idle && state.withLock({ $0.pushed >= head }) { return }
             seen = await progress.wait(after: seen)
         }
     }
 
-    /// Stops syncing and closes the connection.
+    private func checkRunning() throws {
+        try Task.checkCancellation()
+        if state.withLock({ $0.stopped }) { throw CancellationError() }
+    }
+
+    /// Stops syncing and closes the connection; waits in progress throw
+    /// `CancellationError` and status streams end.
     public func stop() async {
-        let running = task.withLock { task -> Task<Void, Never>? in
-            defer { task = nil }
+        let running = task.withLock { task -> [Task<Void, Never>] in
+            defer { task = [] }
             return task
         }
-        running?.cancel()
-        await running?.value
-        let watchers = state.withLock { state -> [AsyncStream<Status>.Continuation] in
+        for t in running { t.cancel() }
+        for t in running { await t.value }
+        let (status, watchers) = state.withLock { state -> (Status, [AsyncStream<Status>.Continuation]) in
+            state.stopped = true
             state.connected = false
             state.status = .offline(lastError: state.lastError)
             defer { state.watchers = [:] }
-            return Array(state.watchers.values)
+            return (state.status, Array(state.watchers.values))
         }
+        progress.notify()
         for watcher in watchers {
-            watcher.yield(.offline(lastError: nil))
+            watcher.yield(status)
             watcher.finish()
         }
+    }
+
+    deinit {
+        for t in task.withLock({ $0 }) { t.cancel() }
     }
 
     /// Ops received from the server so far.
@@ -125,7 +150,15 @@ public final class SyncSession: Sendable {
         let observer = Observer(session: self)
         let events: @Sendable (LinkEvent) -> Void = { [weak self] event in self?.handle(event) }
         let node = self.node
-        task.withLock { $0 = Task { try? await node.run(observer: observer, events: events) } }
+        // Local commits can end "idle": recompute the status after each.
+        let commits = Task { [weak self] in
+            var seen = node.store.commits.generation
+            while !Task.isCancelled {
+                seen = await node.store.commits.wait(after: seen)
+                self?.update { _ in }
+            }
+        }
+        task.withLock { $0 = [Task { try? await node.run(observer: observer, events: events) }, commits] }
     }
 
     func handle(_ event: LinkEvent) {

@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -80,7 +85,8 @@ extension ReplicaNode {
         let maxFrame = configuration.maxFrameBytes + 16
         // A host name is verified against the certificate; an IP address cannot be
         // sent as SNI, and is checked against the trust roots only.
-        let isAddress = peer.host.allSatisfy { $0.isHexDigit || $0 == "." || $0 == ":" } && peer.host.contains { $0 == "." || $0 == ":" }
+        var scratch = [UInt8](repeating: 0, count: 16)
+        let isAddress = inet_pton(AF_INET, peer.host, &scratch) == 1 || inet_pton(AF_INET6, peer.host, &scratch) == 1
         let tls = secure ? try webSocketClientTLS(verifyHostname: !isAddress) : nil
         let upgraded: EventLoopFuture<NIOAsyncChannel<Frame, Frame>?> = try await ClientBootstrap(group: group)
             .connectTimeout(.seconds(5))

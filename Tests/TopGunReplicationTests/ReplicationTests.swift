@@ -17,14 +17,15 @@ final class RunningNode: Sendable {
         _ store: Store, listen: Bool = true, port: Int = 0, http: Int? = nil, peers: [Int] = [],
         addresses: [ReplicaNode.PeerAddress] = [], token: String = "secret", subscription: Subscription = .init(),
         antiEntropy: Duration? = nil, tls: ReplicaNode.TLSFiles? = nil, retention: Duration? = nil,
-        idleTimeout: Duration = .seconds(5), segmentSize: Int = 1_000, push: Bool = true
+        idleTimeout: Duration = .seconds(5), segmentSize: Int = 1_000, push: Bool = true, maxFrameBytes: Int = Frame.defaultMaxBytes
     ) async throws {
         node = try ReplicaNode(
             store: store,
             configuration: .init(
                 listen: listen ? .init(host: "127.0.0.1", port: port) : nil,
                 peers: peers.map { .init(host: "127.0.0.1", port: $0) } + addresses,
-                token: Array(token.utf8), subscription: subscription, segmentSize: segmentSize, antiEntropyInterval: antiEntropy, tls: tls,
+                token: Array(token.utf8), subscription: subscription, maxFrameBytes: maxFrameBytes, segmentSize: segmentSize,
+                antiEntropyInterval: antiEntropy, tls: tls,
                 retention: retention, gcInterval: .milliseconds(100), heartbeatInterval: idleTimeout / 4, idleTimeout: idleTimeout,
                 push: push, http: http.map { .init(host: "127.0.0.1", port: $0) }))
         let node = self.node

@@ -172,6 +172,30 @@ struct TwoWaySyncTests {
             await server.stop()
         }
     }
+
+    /// Regression: segments were bounded by op count only, so large values made one
+    /// frame above the limit; the receiver dropped the link and the same segment was
+    /// built again on every reconnect. Now a segment stops at a quarter of the frame
+    /// limit (a larger op goes alone), streams and repairs alike.
+    @Test func largeValuesAreShippedInFramesThatFit() async throws {
+        try await withTemporaryDirectory { root in
+            let a = try openStore(root + "/a", node: 1)
+            var rng = SystemRandomNumberGenerator()
+            let values = (0..<6).map { _ in Value.bytes((0..<100_000).map { _ in UInt8.random(in: 0...255, using: &rng) }) }
+            _ = try a.apply(values.enumerated().map { .set(map: "blobs", key: "b\($0.offset)", value: $0.element, ttlMillis: nil) })
+            let server = try await RunningNode(a, maxFrameBytes: 300_000)
+            let b = try openStore(root + "/b", node: 2)
+            let puller = try await RunningNode(b, listen: false, peers: [server.port], maxFrameBytes: 300_000)
+            #expect(try await eventually { try records(b, "blobs").count == 6 })
+            #expect(puller.node.statistics.segmentsApplied >= 3)
+            // A repair (a node that subscribes after the log was collected) is chunked too.
+            let c = try openStore(root + "/c", node: 3)
+            _ = try a.collectGarbage(olderThan: .init(millis: HLCTimestamp.maxMillis, counter: 0, node: NodeID(0)), acknowledgements: [NodeID(2): try a.lastSequence()!])
+            let late = try await RunningNode(c, listen: false, peers: [server.port], maxFrameBytes: 300_000)
+            #expect(try await eventually { try records(c, "blobs").count == 6 })
+            for node in [late, puller, server] { await node.stop() }
+        }
+    }
 }
 
 /// Statuses collected by a watcher task.
