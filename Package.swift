@@ -12,6 +12,7 @@ let prometheus: Target.Dependency = .product(name: "Prometheus", package: "swift
 let nioSSL: Target.Dependency = .product(name: "NIOSSL", package: "swift-nio-ssl")
 let nioHTTP1: Target.Dependency = .product(name: "NIOHTTP1", package: "swift-nio")
 let nioWebSocket: Target.Dependency = .product(name: "NIOWebSocket", package: "swift-nio")
+let crypto: Target.Dependency = .product(name: "Crypto", package: "swift-crypto")
 
 let package = Package(
     name: "TopGun",
@@ -35,6 +36,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         .systemLibrary(
@@ -53,7 +55,7 @@ let package = Package(
         .target(name: "TopGunQuery", dependencies: ["TopGunStore", "TopGunCore"]),
         .target(
             name: "TopGunReplication",
-            dependencies: ["TopGunStore", "TopGunCore", "CLZ4", nioCore, nioPosix, nioSSL, nioHTTP1, nioWebSocket, logging]
+            dependencies: ["TopGunStore", "TopGunCore", "CLZ4", nioCore, nioPosix, nioSSL, nioHTTP1, nioWebSocket, crypto, logging]
         ),
         .executableTarget(name: "topgun", dependencies: [
                 "TopGunStore", "TopGunQuery", "TopGunReplication", "TopGunCore", argumentParser, logging, serviceLifecycle,

@@ -81,20 +81,20 @@ extension ReplicaNode {
             if !welcomed.isSet { raw.close(promise: nil) }
         }
         defer { deadline.cancel() }
-        let hello = Hello(version: Frame.protocolVersion, node: store.nodeID, token: configuration.token, offersLog: offersLog)
+        let hello = Hello(version: Frame.protocolVersion, node: store.nodeID, offersLog: offersLog)
         try await outbound.write(Message.hello(hello).frame)
         guard let first = try await frames.next() else { throw ReplicationError(.protocolViolation, "closed during handshake") }
         let message = try Message(first)
-        let (version, peer, head): (UInt16, NodeID, HLCTimestamp)
+        let (version, peer, head, serverNonce, serverProof): (UInt16, NodeID, HLCTimestamp, [UInt8], [UInt8])
         switch message {
-        case .welcome(let v, let n, let h): (version, peer, head) = (v, n, h)
+        case .welcome(let v, let n, let h, let nonce, let proof): (version, peer, head, serverNonce, serverProof) = (v, n, h, nonce, proof)
         case .error(let text):
             let code: ReplicationError.Code =
                 text.hasPrefix(ReplicationError.Code.duplicateNodeID.rawValue) ? .duplicateNodeID
                 : text.hasPrefix(ReplicationError.Code.unsupportedVersion.rawValue) ? .unsupportedVersion : .unauthorized
             let prefix = code.rawValue + ": "
             throw ReplicationError(code, text.hasPrefix(prefix) ? String(text.dropFirst(prefix.count)) : text)
-        case .hello, .subscribe, .segment, .ack, .digests, .needDigests, .repair, .resume, .heartbeat:
+        case .hello, .proof, .subscribe, .segment, .ack, .digests, .needDigests, .repair, .resume, .heartbeat:
             throw ReplicationError(.protocolViolation, "expected WELCOME, got \(message.name)")
         }
         welcomed.set()
@@ -103,6 +103,18 @@ extension ReplicaNode {
             throw ReplicationError(
                 .duplicateNodeID, "the server at \(address) has this node's own id \(peer): one of the two data directories is a copy; give it a fresh id with `topgun reset-id`")
         }
+        // The server proves it knows the secret before this node proves anything (or
+        // sends anything else): a fake server learns nothing and gets nothing.
+        guard
+            Handshake.verify(
+                serverProof, secret: configuration.token, role: .server, clientNonce: hello.nonce, serverNonce: serverNonce,
+                client: store.nodeID, server: peer)
+        else {
+            throw ReplicationError(.unauthorized, "\(address) did not prove that it knows the shared secret (another secret, or not a server of this mesh)")
+        }
+        let proof = Handshake.proof(
+            secret: configuration.token, role: .client, clientNonce: hello.nonce, serverNonce: serverNonce, client: store.nodeID, server: peer)
+        try await outbound.write(Message.proof(proof).frame)
         return (peer, head)
     }
 

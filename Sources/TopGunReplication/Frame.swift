@@ -31,6 +31,8 @@ public struct Frame: Sendable, Equatable {
         public static let resume = Kind(rawValue: 10)
         /// Either way, when nothing else was sent for a while: the link is alive.
         public static let heartbeat = Kind(rawValue: 11)
+        /// Client → server: the client's proof that it knows the secret.
+        public static let proof = Kind(rawValue: 12)
     }
 
     public var kind: Kind
@@ -46,7 +48,8 @@ public struct Frame: Sendable, Equatable {
     /// 3: two-way links: HELLO says whether the connecting node offers its log (the
     ///    accepting node then subscribes to it on the same connection); WELCOME carries
     ///    the accepting node's log head.
-    public static let protocolVersion: UInt16 = 3
+    /// 4: the secret is never sent: a mutual challenge–response (`Handshake`), PROOF.
+    public static let protocolVersion: UInt16 = 4
     /// Largest frame accepted by default (segments are bounded well below it).
     public static let defaultMaxBytes = 32 << 20
 }
@@ -86,26 +89,26 @@ struct FrameEncoder: MessageToByteEncoder {
 struct Hello: Equatable {
     var version: UInt16
     var node: NodeID
-    var token: [UInt8]
     /// The connecting node offers its own log on this connection: the accepting node
     /// subscribes to it (two-way sync over the connection the client opened).
     var offersLog: Bool
+    /// The client's fresh nonce for the challenge–response (see `Handshake`).
+    var nonce: [UInt8]
 
     var frame: Frame {
         var b: [UInt8] = []
         b.appendBigEndian(version)
         b.appendBigEndian(node.rawValue)
-        b.appendBigEndian(UInt16(token.count))
-        b.append(contentsOf: token)
         b.append(offersLog ? 1 : 0)
+        b.append(contentsOf: nonce)
         return Frame(.hello, b)
     }
 
-    init(version: UInt16, node: NodeID, token: [UInt8], offersLog: Bool = true) {
+    init(version: UInt16, node: NodeID, offersLog: Bool = true, nonce: [UInt8] = Handshake.nonce()) {
         self.version = version
         self.node = node
-        self.token = token
         self.offersLog = offersLog
+        self.nonce = nonce
     }
 
     init(_ frame: Frame) throws(ReplicationError) {
@@ -117,13 +120,13 @@ struct Hello: Equatable {
                 // Another version's HELLO is not parsed further: the answer is "unsupported
                 // version", whatever its layout.
                 guard version == Frame.protocolVersion else {
-                    return .success(Hello(version: version, node: NodeID(0), token: [], offersLog: false))
+                    return .success(Hello(version: version, node: NodeID(0), offersLog: false, nonce: []))
                 }
                 let node = NodeID(try r.be(UInt64.self))
-                let token = Array(try r.slice(Int(try r.be(UInt16.self))))
                 let flags = try r.u8()
+                let nonce = Array(try r.slice(Handshake.nonceBytes))
                 guard r.remaining == 0 else { throw ReplicationError(.malformed, "bytes after HELLO") }
-                return .success(Hello(version: version, node: node, token: token, offersLog: flags & 1 != 0))
+                return .success(Hello(version: version, node: node, offersLog: flags & 1 != 0, nonce: nonce))
             } catch { return .failure(error) }
         }
         self = try result.get()

@@ -215,7 +215,7 @@ struct Link {
                 throw ReplicationError(.duplicateNodeID, "peer error: \(text)")
             }
             throw ReplicationError(.protocolViolation, "peer error: \(text)")
-        case .hello, .welcome, .heartbeat:
+        case .hello, .welcome, .proof, .heartbeat:
             throw message.unexpected(from: "a connected peer")
         }
         return true

@@ -25,6 +25,25 @@ struct Listener {
             let hello: Hello
             do {
                 hello = try admit(first)
+                // Challenge–response: prove knowing the secret, then check the client's
+                // proof before anything else happens on this connection.
+                let nonce = Handshake.nonce()
+                let proof = Handshake.proof(
+                    secret: node.configuration.token, role: .server, clientNonce: hello.nonce, serverNonce: nonce,
+                    client: hello.node, server: node.store.nodeID)
+                try await outbound.write(
+                    Message.welcome(version: Frame.protocolVersion, node: node.store.nodeID, head: try node.store.logHead(), nonce: nonce, proof: proof).frame)
+                guard let answer = try await frames.next() else {
+                    throw ReplicationError(.unauthorized, "closed during the handshake (the client did not accept this node's proof)")
+                }
+                guard case .proof(let theirs) = try Message(answer),
+                    Handshake.verify(
+                        theirs, secret: node.configuration.token, role: .client, clientNonce: hello.nonce, serverNonce: nonce,
+                        client: hello.node, server: node.store.nodeID)
+                else {
+                    throw ReplicationError(.unauthorized, "wrong secret: the client's proof does not match")
+                }
+                try claimSession(hello.node)
             } catch {
                 node.stats.withLock { $0.handshakesRefused += 1 }
                 node.logger.warning("refused peer", metadata: ["reason": "\(error)"])
@@ -34,7 +53,6 @@ struct Listener {
             admitted.set()
             let peer = hello.node
             defer { _ = node.liveSessions.withLock { $0.remove(peer) } }
-            try await outbound.write(Message.welcome(version: Frame.protocolVersion, node: node.store.nodeID, head: try node.store.logHead()).frame)
             node.logger.info("peer connected", metadata: ["peer": "\(peer)", "pushes": "\(hello.offersLog)"])
             var subscription: Subscription?
             var widened = false
@@ -54,8 +72,7 @@ struct Listener {
         }
     }
 
-    /// Checks a HELLO: version, token, and an id that is neither this node's nor one
-    /// with a live session already (two nodes sharing an id never exchange writes).
+    /// Checks a HELLO: version, and an id that is not this node's.
     func admit(_ frame: Frame) throws -> Hello {
         guard case .hello(let hello) = try Message(frame) else {
             throw ReplicationError(.protocolViolation, "expected HELLO")
@@ -63,22 +80,23 @@ struct Listener {
         guard hello.version == Frame.protocolVersion else {
             throw ReplicationError(.unsupportedVersion, "protocol \(hello.version); this node speaks \(Frame.protocolVersion)")
         }
-        guard constantTimeEquals(hello.token, node.configuration.token) else {
-            throw ReplicationError(.unauthorized, "wrong token")
-        }
         guard hello.node != node.store.nodeID else {
             node.stats.withLock { $0.duplicateIDsRefused += 1 }
             throw ReplicationError(
                 .duplicateNodeID,
                 "peer presents this node's own id \(hello.node): a copy of this data directory? give the copy a fresh id with `topgun reset-id`")
         }
-        let fresh = node.liveSessions.withLock { $0.insert(hello.node).inserted }
+        return hello
+    }
+
+    /// One live session per node id (two nodes sharing an id never exchange writes).
+    func claimSession(_ peer: NodeID) throws {
+        let fresh = node.liveSessions.withLock { $0.insert(peer).inserted }
         guard fresh else {
             node.stats.withLock { $0.duplicateIDsRefused += 1 }
             throw ReplicationError(
                 .duplicateNodeID,
-                "node id \(hello.node) already has a live session: two nodes share this id (a copied data directory?), or the old connection is not yet closed")
+                "node id \(peer) already has a live session: two nodes share this id (a copied data directory?), or the old connection is not yet closed")
         }
-        return hello
     }
 }

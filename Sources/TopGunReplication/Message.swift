@@ -6,8 +6,11 @@ import TopGunCore
 enum Message: Sendable {
     /// Client → server: protocol version, node id, token.
     case hello(Hello)
-    /// Server → client: protocol version, node id, op-log head.
-    case welcome(version: UInt16, node: NodeID, head: HLCTimestamp)
+    /// Server → client: protocol version, node id, op-log head, the server's nonce and
+    /// its proof that it knows the secret.
+    case welcome(version: UInt16, node: NodeID, head: HLCTimestamp, nonce: [UInt8], proof: [UInt8])
+    /// Client → server: the client's proof that it knows the secret.
+    case proof([UInt8])
     // After the handshake either side may subscribe to the other's log; "subscriber"
     // and "publisher" below are roles on one link, not client and server.
     /// Subscriber → publisher: cursor and map/partition filter.
@@ -39,6 +42,9 @@ enum Message: Sendable {
         switch frame.kind {
         case .hello: self = .hello(try Hello(frame))
         case .welcome: self = try Self.welcome(frame.body)
+        case .proof:
+            guard frame.body.count == Handshake.proofBytes else { throw ReplicationError(.malformed, "PROOF of \(frame.body.count) bytes") }
+            self = .proof(frame.body)
         case .subscribe: self = .subscribe(try Subscription(frame))
         case .segment: self = .segment(try Segment(decoding: frame.body))
         case .ack: self = .ack(try Acknowledgement(frame))
@@ -56,8 +62,9 @@ enum Message: Sendable {
     var frame: Frame {
         switch self {
         case .hello(let hello): hello.frame
-        case .welcome(let version, let node, let head):
-            Frame(.welcome, [UInt8](bigEndian: version) + [UInt8](bigEndian: node.rawValue) + Frame.stamp(.welcome, head).body)
+        case .welcome(let version, let node, let head, let nonce, let proof):
+            Frame(.welcome, [UInt8](bigEndian: version) + [UInt8](bigEndian: node.rawValue) + Frame.stamp(.welcome, head).body + nonce + proof)
+        case .proof(let proof): Frame(.proof, proof)
         case .subscribe(let subscription): subscription.frame
         case .segment(let segment): Frame(.segment, segment.encoded())
         case .ack(let ack): ack.frame
@@ -75,6 +82,7 @@ enum Message: Sendable {
         switch self {
         case .hello: "HELLO"
         case .welcome: "WELCOME"
+        case .proof: "PROOF"
         case .subscribe: "SUBSCRIBE"
         case .segment: "SEGMENT"
         case .ack: "ACK"
@@ -91,12 +99,15 @@ enum Message: Sendable {
         guard body.count >= 2 else { throw ReplicationError(.malformed, "WELCOME of \(body.count) bytes") }
         let version = body.withUnsafeBytes { $0.loadBigEndian(as: UInt16.self) }
         // Another version's WELCOME: report the version, whatever its layout.
-        guard version == Frame.protocolVersion else { return .welcome(version: version, node: NodeID(0), head: .zero) }
-        guard body.count == 26 else { throw ReplicationError(.malformed, "WELCOME of \(body.count) bytes") }
+        guard version == Frame.protocolVersion else { return .welcome(version: version, node: NodeID(0), head: .zero, nonce: [], proof: []) }
+        guard body.count == 26 + Handshake.nonceBytes + Handshake.proofBytes else {
+            throw ReplicationError(.malformed, "WELCOME of \(body.count) bytes")
+        }
         return body.withUnsafeBytes {
             .welcome(
                 version: version, node: NodeID($0.loadBigEndian(fromByteOffset: 2, as: UInt64.self)),
-                head: HLCTimestamp(loadingFrom: $0.baseAddress! + 10))
+                head: HLCTimestamp(loadingFrom: $0.baseAddress! + 10),
+                nonce: Array(body[26..<(26 + Handshake.nonceBytes)]), proof: Array(body[(26 + Handshake.nonceBytes)...]))
         }
     }
 

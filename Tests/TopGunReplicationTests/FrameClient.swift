@@ -34,10 +34,21 @@ final class FrameClient {
         return nil
     }
 
-    /// HELLO as `node`; returns the server's answer (WELCOME or ERROR).
+    /// The handshake as `node` knowing `token`: HELLO, then (on a WELCOME whose proof
+    /// checks out) PROOF. Returns the server's WELCOME or ERROR.
     func hello(node: NodeID, token: String = "secret") async throws -> Frame? {
-        try await send(Hello(version: Frame.protocolVersion, node: node, token: Array(token.utf8), offersLog: false).frame)
-        return try await next()
+        let hello = Hello(version: Frame.protocolVersion, node: node, offersLog: false)
+        try await send(hello.frame)
+        guard let answer = try await next() else { return nil }
+        guard case .welcome(_, let server, _, let nonce, let proof) = try Message(answer) else { return answer }
+        let secret = Array(token.utf8)
+        guard Handshake.verify(proof, secret: secret, role: .server, clientNonce: hello.nonce, serverNonce: nonce, client: node, server: server) else {
+            return answer
+        }
+        try await send(
+            Message.proof(Handshake.proof(secret: secret, role: .client, clientNonce: hello.nonce, serverNonce: nonce, client: node, server: server))
+                .frame)
+        return answer
     }
 
     func close() async throws {

@@ -94,7 +94,7 @@ struct FuzzTests {
         for e in entries { WireOperation.encode(e, into: &payload) }
         let value: Value = ["a": [1, 2.5, "x", nil, true, .bytes([0, 1])], "b": ["c": -300, "d": .int(.max)], "s": .string(String(repeating: "z", count: 40))]
         let frames: [[UInt8]] = [
-            [Frame.Kind.hello.rawValue] + Hello(version: 1, node: NodeID(3), token: Array("secret".utf8)).frame.body,
+            [Frame.Kind.hello.rawValue] + Hello(version: Frame.protocolVersion, node: NodeID(3), nonce: [UInt8](repeating: 7, count: Handshake.nonceBytes)).frame.body,
             [Frame.Kind.subscribe.rawValue] + Subscription(cursor: HLCTimestamp(millis: 5, counter: 1, node: NodeID(1)), maps: ["users"], partitions: [1, 2]).frame.body,
             [Frame.Kind.digests.rawValue] + Digests(maps: ["m": [3: [UInt64](repeating: 7, count: MerkleBuckets.bucketCount)]]).frame.body,
         ]

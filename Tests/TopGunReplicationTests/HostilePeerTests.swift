@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import NIOPosix
+import Synchronization
 import Testing
 import TopGunCore
 import TopGunStore
@@ -90,7 +91,7 @@ struct HostilePeerTests {
             let store = try openStore(root + "/a", node: 1)
             _ = try store.apply([Mutation.set(map: "m", key: "k", value: 1, ttlMillis: nil)])
             let server = try await RunningNode(store)
-            let hello = framed(Hello(version: Frame.protocolVersion, node: NodeID(5), token: Array("secret".utf8), offersLog: false).frame)
+            let hello = framed(Hello(version: Frame.protocolVersion, node: NodeID(5), offersLog: false).frame)
             // HELLO twice: the second is a protocol violation.
             let replay = try await rawSession(port: server.port, send: [hello, hello])
             #expect(replay.closed)
@@ -172,43 +173,137 @@ struct HostilePeerTests {
 
 @Suite(.timeLimit(.minutes(2)))
 struct ImpostorServerTests {
-    /// A server that completes the handshake as node 50, then sends a segment that
-    /// claims to come from node 51: the puller must refuse it whole.
-    @Test func segmentClaimingAnotherOriginIsRejected() async throws {
-        try await withTemporaryDirectory { root in
-            let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    /// A raw server on 127.0.0.1: reads the client's HELLO, answers with `answer(hello)`,
+    /// then records every byte the client sends afterwards.
+    final class RawServer: Sendable {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let port: Int
+        let task: Task<Void, any Error>
+        let log = ByteLog()
+
+        init(answer: @escaping @Sendable (_ node: NodeID, _ nonce: [UInt8]) -> [Frame]) async throws {
             let server = try await ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0) { channel in
                 channel.eventLoop.makeCompletedFuture { try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel) }
             }
-            let port = server.channel.localAddress!.port!
-            let impostor = Task {
+            port = server.channel.localAddress!.port!
+            let log = self.log
+            task = Task {
                 try await server.executeThenClose { inbound in
                     for try await connection in inbound {
                         try await connection.executeThenClose { input, output in
-                            var frames = input.makeAsyncIterator()
-                            _ = try await frames.next()  // HELLO (and maybe SUBSCRIBE)
-                            for frame in [Message.welcome(version: Frame.protocolVersion, node: NodeID(50), head: .zero).frame, Frame(.segment, Segment(origin: NodeID(51), entries: sampleEntries(5)).encoded())] {
+                            var chunks = input.makeAsyncIterator()
+                            // HELLO: length, type, version 2, node 8, flags 1, nonce 32.
+                            guard let first = try await chunks.next(), first.readableBytes >= 48 else { return }
+                            let bytes = Array(first.readableBytesView)
+                            let node = NodeID(bytes[7..<15].reduce(0) { $0 << 8 | UInt64($1) })
+                            let nonce = Array(bytes[16..<48])
+                            log.bytes.withLock { $0 += Array(bytes.dropFirst(48)) }
+                            for frame in answer(node, nonce) {
                                 var b = ByteBuffer()
                                 b.writeInteger(UInt32(1 + frame.body.count))
                                 b.writeInteger(frame.kind.rawValue)
                                 b.writeBytes(frame.body)
                                 try await output.write(b)
                             }
-                            while try await frames.next() != nil {}
+                            while let chunk = try await chunks.next() { log.bytes.withLock { $0 += chunk.readableBytesView } }
                         }
                         return
                     }
                 }
             }
-            let store = try openStore(root + "/b", node: 2)
-            let puller = try await RunningNode(store, listen: false, peers: [port])
-            let rejected = try await eventually { puller.node.statistics.segmentsRejected > 0 }
-            #expect(rejected)
-            #expect(store.maps.isEmpty, "nothing of the impostor's segment applied")
-            #expect(try store.peerCursor(NodeID(50)) == nil)
-            await puller.stop()
-            impostor.cancel()
+        }
+
+        var received: [UInt8] { log.bytes.withLock { $0 } }
+
+        func stop() async throws {
+            task.cancel()
             try await group.shutdownGracefully()
         }
     }
+
+    /// A malicious server that knows the secret completes the handshake as node 50,
+    /// then sends a segment that claims to come from node 51: refused whole.
+    @Test func segmentClaimingAnotherOriginIsRejected() async throws {
+        try await withTemporaryDirectory { root in
+            let impostor = try await RawServer { client, nonce in
+                let serverNonce = Handshake.nonce()
+                let proof = Handshake.proof(
+                    secret: Array("secret".utf8), role: .server, clientNonce: nonce, serverNonce: serverNonce, client: client, server: NodeID(50))
+                return [
+                    Message.welcome(version: Frame.protocolVersion, node: NodeID(50), head: .zero, nonce: serverNonce, proof: proof).frame,
+                    Frame(.segment, Segment(origin: NodeID(51), entries: sampleEntries(5)).encoded()),
+                ]
+            }
+            let store = try openStore(root + "/b", node: 2)
+            let puller = try await RunningNode(store, listen: false, peers: [impostor.port])
+            #expect(try await eventually { puller.node.statistics.segmentsRejected > 0 })
+            #expect(store.maps.isEmpty, "nothing of the impostor's segment applied")
+            #expect(try store.peerCursor(NodeID(50)) == nil)
+            await puller.stop()
+            try await impostor.stop()
+        }
+    }
+
+    /// A fake server without the secret cannot prove it knows it: the client stops at
+    /// its WELCOME, sends no proof of its own and no data, and pulls nothing.
+    @Test func aServerWithoutTheSecretGetsNothing() async throws {
+        try await withTemporaryDirectory { root in
+            let fake = try await RawServer { _, _ in
+                [
+                    Message.welcome(
+                        version: Frame.protocolVersion, node: NodeID(60), head: .zero, nonce: Handshake.nonce(),
+                        proof: [UInt8](repeating: 0xAB, count: Handshake.proofBytes)
+                    ).frame,
+                    Frame(.segment, Segment(origin: NodeID(60), entries: sampleEntries(5)).encoded()),
+                ]
+            }
+            let store = try openStore(root + "/b", node: 2)
+            _ = try store.apply([Mutation.set(map: "private", key: "k", value: "v", ttlMillis: nil)])
+            let puller = try await RunningNode(store, listen: false, peers: [fake.port])
+            #expect(try await eventually { puller.node.statistics.linksDown >= 2 })
+            #expect(fake.received.isEmpty, "no PROOF, no SUBSCRIBE, no segment after HELLO")
+            #expect(try store.state(map: "tags", key: "k2") == nil, "nothing of the fake segment applied")
+            await puller.stop()
+            try await fake.stop()
+        }
+    }
+
+    /// A captured handshake (HELLO and a valid PROOF) replayed on a new connection gets
+    /// nothing: the server's nonce is new, so the old proof does not match.
+    @Test func aReplayedHandshakeGetsNothing() async throws {
+        try await withTemporaryDirectory { root in
+            let store = try openStore(root + "/a", node: 1)
+            _ = try store.apply([Mutation.set(map: "m", key: "k", value: 1, ttlMillis: nil)])
+            let server = try await RunningNode(store)
+            // A genuine client's exchange, as an eavesdropper records it.
+            let client = try await FrameClient(port: server.port)
+            let hello = Hello(version: Frame.protocolVersion, node: NodeID(7), offersLog: false)
+            try await client.send(hello.frame)
+            guard case .welcome(_, let serverID, _, let nonce, _)? = try await client.next().map({ try Message($0) }) else {
+                Issue.record("no WELCOME")
+                return
+            }
+            let proof = Handshake.proof(
+                secret: Array("secret".utf8), role: .client, clientNonce: hello.nonce, serverNonce: nonce, client: NodeID(7), server: serverID)
+            try await client.send(Message.proof(proof).frame)
+            try await client.close()
+            // The replay on a new connection.
+            let replay = try await FrameClient(port: server.port)
+            try await replay.send(hello.frame)
+            _ = try await replay.next()  // WELCOME with a fresh nonce
+            try await replay.send(Message.proof(proof).frame)
+            try await replay.send(Message.subscribe(Subscription()).frame)
+            var kinds: [Frame.Kind] = []
+            while let frame = try await replay.next() { kinds.append(frame.kind) }
+            #expect(kinds == [.error], "refused, and no segment: \(kinds)")
+            #expect(server.node.statistics.handshakesRefused >= 1 && server.node.statistics.segmentsSent == 0)
+            try await replay.close()
+            await server.stop()
+        }
+    }
+}
+
+/// Bytes appended from one task and read from another.
+final class ByteLog: Sendable {
+    let bytes = Mutex<[UInt8]>([])
 }

@@ -5,7 +5,7 @@ import TopGunStore
 import TopGunTestSupport
 
 /// Real `topgun serve` processes behind a proxy that cuts or freezes their link.
-@Suite(.timeLimit(.minutes(2)))
+@Suite(.timeLimit(.minutes(4)))
 struct LinkFaultProcessTests {
     static func cli(_ binary: String, _ args: [String]) throws {
         let result = try runTopGun(args)
@@ -21,7 +21,7 @@ struct LinkFaultProcessTests {
 
     /// Reads a data directory next to the server that has it open.
     static func state(_ dir: String, _ map: String, _ key: String) throws -> StoredState? {
-        try Store(path: dir).state(map: map, key: key)
+        try Store(path: dir, options: .init(readOnly: true)).state(map: map, key: key)
     }
 
     /// A link frozen without FIN or RST is dropped by the idle timeout and dialled
@@ -40,10 +40,10 @@ struct LinkFaultProcessTests {
                 b.stop()
             }
             try Self.cli(binary, ["put", "--data", root + "/a", "users", "before", "1"])
-            #expect(try await eventually { try Self.state(root + "/b", "users", "before") != nil })
+            #expect(try await eventually(within: .seconds(60)) { try Self.state(root + "/b", "users", "before") != nil })
             proxy.freeze()
             try Self.cli(binary, ["put", "--data", root + "/a", "users", "while-frozen", "2"])
-            #expect(try await eventually { try Self.state(root + "/b", "users", "while-frozen") != nil }, "re-dialled past the frozen link")
+            #expect(try await eventually(within: .seconds(60)) { try Self.state(root + "/b", "users", "while-frozen") != nil }, "re-dialled past the frozen link")
             #expect(proxy.connectionCount >= 2)
             try await proxy.shutdown()
         }
@@ -68,8 +68,8 @@ struct LinkFaultProcessTests {
             // Tombstones on B that A acknowledges, so B's GC has something to collect.
             try Self.cli(binary, ["put", "--data", bDir, "users", "gone", "1"])
             try Self.cli(binary, ["delete", "--data", bDir, "users", "gone"])
-            #expect(try await eventually { if case .lww(let r)? = try Self.state(root + "/a", "users", "gone") { r.value == nil } else { false } })
-            #expect(try await eventually { try Self.state(bDir, "users", "gone") == nil }, "B collected the acknowledged tombstone")
+            #expect(try await eventually(within: .seconds(60)) { if case .lww(let r)? = try Self.state(root + "/a", "users", "gone") { r.value == nil } else { false } })
+            #expect(try await eventually(within: .seconds(60)) { try Self.state(bDir, "users", "gone") == nil }, "B collected the acknowledged tombstone")
             proxy.sever()
             try Self.cli(binary, ["put", "--data", root + "/a", "users", "during-cut", "2"])
             let written = SystemWallClock().milliseconds()
@@ -77,7 +77,7 @@ struct LinkFaultProcessTests {
             var runs = 0
             var last: UInt64 = 0
             #expect(
-                try await eventually {
+                try await eventually(within: .seconds(60)) {
                     if let run = try Store(path: bDir).lastGarbageCollection(), run > written + 1_500, run != last {
                         runs += 1
                         last = run
@@ -85,7 +85,7 @@ struct LinkFaultProcessTests {
                     return runs >= 2
                 })
             proxy.restore()
-            #expect(try await eventually { try Self.state(bDir, "users", "during-cut") != nil }, "the write made during the cut arrived")
+            #expect(try await eventually(within: .seconds(60)) { try Self.state(bDir, "users", "during-cut") != nil }, "the write made during the cut arrived")
             #expect(try Store(path: bDir).peers().allSatisfy { $0.refusedBeyondHorizon == 0 })
             try await proxy.shutdown()
         }
@@ -179,7 +179,7 @@ extension LinkFaultProcessTests {
                 // Garbage collection runs on every node while the fault lasts.
                 let before = try dirs.map(Self.lastCollection)
                 #expect(
-                    try await eventually {
+                    try await eventually(within: .seconds(60)) {
                         let now = try dirs.map(Self.lastCollection)
                         return (0..<3).allSatisfy { now[$0] > before[$0] }
                     })
@@ -188,7 +188,7 @@ extension LinkFaultProcessTests {
             for proxy in proxies { proxy.restore() }
             var last: [[String: String]] = []
             let expected = live
-            let converged = try await eventually {
+            let converged = try await eventually(within: .seconds(60)) {
                 last = try dirs.map(Self.users)
                 return last.allSatisfy { $0 == expected }
             }

@@ -107,7 +107,7 @@ struct ReplicationTests {
             let server = try await RunningNode(a)
             let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
             // Oversized length, garbage handshake, truncated frame, unknown version.
-            var hello = Hello(version: 99, node: NodeID(5), token: Array("secret".utf8)).frame
+            var hello = Hello(version: 99, node: NodeID(5)).frame
             var badVersion = ByteBuffer()
             badVersion.writeInteger(UInt32(1 + hello.body.count))
             badVersion.writeInteger(hello.kind.rawValue)
