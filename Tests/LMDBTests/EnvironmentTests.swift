@@ -187,9 +187,12 @@ struct EnvironmentTests {
             let a = env.database("a")
             try env.write { try $0.put([1], forKey: [1], in: a) }
             try env.read { txn in
-                let writer = Thread { try? env.write { try $0.put([2], forKey: [1], in: a) } }
-                writer.start()
-                while !writer.isFinished { usleep(1_000) }
+                let committed = DispatchSemaphore(value: 0)
+                Thread {
+                    try? env.write { try $0.put([2], forKey: [1], in: a) }
+                    committed.signal()
+                }.start()
+                committed.wait()
                 let seen = try txn.value(forKey: [1], in: a)
                 #expect(seen == [1])
             }

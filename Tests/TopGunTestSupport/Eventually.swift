@@ -2,7 +2,7 @@
 /// another task or process changes, with a deadline (never a bare sleep).
 ///
 /// - Returns: whether `condition` held before the deadline.
-public func eventually(within limit: Duration = .seconds(20), _ condition: () throws -> Bool) async throws -> Bool {
+public func eventually(within limit: Duration = .seconds(60), _ condition: () throws -> Bool) async throws -> Bool {
     let deadline = ContinuousClock.now + limit
     while ContinuousClock.now < deadline {
         if try condition() { return true }
