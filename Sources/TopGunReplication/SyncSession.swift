@@ -225,9 +225,12 @@ extension Database {
     /// or `wss://…`), presenting `token`: this database's writes are pushed, the
     /// server's pulled, over one connection this side opens, until `stop()`.
     ///
+    /// `watchOtherProcesses`: also push writes other processes make on the same files
+    /// (one read of the log head per 20 ms); in-process writes are pushed at once.
+    ///
     /// - Throws: `ReplicationError(.malformed)` for a URL that is none of these.
     public func sync(
-        with url: String, token: [UInt8], trustRoots: String? = nil,
+        with url: String, token: [UInt8], trustRoots: String? = nil, watchOtherProcesses: Bool = false,
         logger: Logger = Logger(label: "topgun.sync"), eventLoopGroup: (any EventLoopGroup)? = nil
     ) throws -> SyncSession {
         guard let server = ReplicaNode.PeerAddress(url: url) else {
@@ -235,7 +238,8 @@ extension Database {
         }
         let node = try ReplicaNode(
             store: store,
-            configuration: .init(listen: nil, peers: [server], token: token, push: true, watchOtherProcesses: false, trustRoots: trustRoots),
+            configuration: .init(
+                listen: nil, peers: [server], token: token, push: true, watchOtherProcesses: watchOtherProcesses, trustRoots: trustRoots),
             logger: logger, eventLoopGroup: eventLoopGroup)
         let session = SyncSession(node: node, server: server)
         session.start()

@@ -49,7 +49,8 @@ struct Sync: AsyncParsableCommand {
             db.close()
             return
         }
-        let session = try db.sync(with: server, token: secret, trustRoots: tlsCA)
+        // Writes by other processes (`topgun put` on the same files) are pushed too.
+        let session = try db.sync(with: server, token: secret, trustRoots: tlsCA, watchOtherProcesses: true)
         try await withTaskCancellationHandler {
             for await status in session.statusUpdates() { print("\(status)") }
         } onCancel: {

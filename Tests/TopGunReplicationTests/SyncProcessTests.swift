@@ -65,6 +65,50 @@ struct SyncProcessTests {
         }
     }
 
+    /// `topgun sync` running while other processes write the app's files, killed with
+    /// SIGKILL at random moments and restarted: every write reaches the server, and
+    /// `--once` afterwards finds both sides caught up.
+    @Test func continuousSyncSurvivesKillNine() async throws {
+        let binary = try #require(topgunBinary, "build the topgun executable first (swift build)")
+        try await withTemporaryDirectory { root in
+            let token = try Self.tokenFile(root)
+            let port = reservePorts(1)[0]
+            let url = "ws://127.0.0.1:\(port)/sync"
+            let server = try ServeProcess(data: root + "/server", listen: port, peers: [], token: token, extra: ["--http", "127.0.0.1:\(port)"], listenFlag: "--http")
+            defer { server.stop() }
+            var rng = SystemRandomNumberGenerator()
+            var written = 0
+            for round in 0..<5 {
+                let sync = Process()
+                sync.executableURL = URL(fileURLWithPath: binary)
+                sync.arguments = ["sync", "--data", root + "/app", "--server", url, "--token-file", token]
+                sync.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+                sync.standardError = FileHandle(forWritingAtPath: "/dev/null")
+                try sync.run()
+                for _ in 0..<Int.random(in: 3...8, using: &rng) {
+                    try Self.put(root + "/app", "k\(written)", "r\(round)")
+                    written += 1
+                }
+                if round == 0 {
+                    // A running `topgun sync` pushes writes other processes make.
+                    let last = written - 1
+                    #expect(try await eventually { try Self.value(root + "/server", "k\(last)") != nil })
+                }
+                // Killed at a random moment: mid-push, mid-handshake or idle.
+                usleep(UInt32.random(in: 0...300_000, using: &rng))
+                kill(sync.processIdentifier, SIGKILL)
+                sync.waitUntilExit()
+            }
+            let final = try Self.sync(root + "/app", url, token: token)
+            #expect(final.status == 0, "\(final.err)")
+            for i in 0..<written {
+                #expect(try Self.value(root + "/server", "k\(i)") != nil, "k\(i) reached the server")
+            }
+            let check = try runTopGun(["check", "--data", root + "/app"])
+            #expect(check.status == 0, "\(check.out) \(check.err)")
+        }
+    }
+
     /// nginx in front of `topgun serve --http`, as a WebSocket reverse proxy: apps sync
     /// both ways through it, also after the server behind it restarts.
     @Test func appsSyncThroughNginx() async throws {
