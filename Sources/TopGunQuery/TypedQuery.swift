@@ -3,8 +3,11 @@ import TopGunStore
 
 /// A row of a typed map's query: the key and its decoded value.
 public struct TypedRow<V: Sendable>: Sendable {
+    /// The record's key.
     public var key: String
+    /// Its value, decoded.
     public var value: V
+    /// The HLC of the write that made the value.
     public var timestamp: HLCTimestamp
 }
 

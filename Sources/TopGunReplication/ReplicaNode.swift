@@ -25,8 +25,11 @@ public final class ReplicaNode: Sendable {
             case webSocket(path: String, secure: Bool)
         }
 
+        /// Host name or IP address.
         public var host: String
+        /// TCP port.
         public var port: Int
+        /// TCP or WebSocket.
         public var transport: Transport
 
         public init(host: String, port: Int, transport: Transport = .tcp) {

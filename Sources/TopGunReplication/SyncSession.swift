@@ -47,6 +47,7 @@ public final class SyncSession: Sendable {
 
     /// The node underneath (no listen address; one link to the server).
     public let node: ReplicaNode
+    /// The server this session syncs with.
     public let server: ReplicaNode.PeerAddress
     let state = Mutex(State())
     /// Bumped on every change of progress or connection.

@@ -4,9 +4,12 @@ import TopGunCore
 /// Decodes `Decodable` values straight from `Value` (no JSON text in between); the
 /// counterpart of `ValueEncoder`, with the same date and data strategies.
 public struct ValueDecoder: Sendable {
+    /// How dates were stored; must match the encoder's.
     public var dateStrategy: ValueEncoder.DateStrategy = .millisecondsSince1970
+    /// How `Data` was stored; must match the encoder's.
     public var dataStrategy: ValueEncoder.DataStrategy = .bytes
 
+    /// A decoder with the default strategies.
     public init() {}
 
     /// A `T` read from `value`.

@@ -31,9 +31,12 @@ public struct ValueEncoder: Sendable {
         case base64
     }
 
+    /// How dates are stored (integer milliseconds since 1970 by default).
     public var dateStrategy: DateStrategy = .millisecondsSince1970
+    /// How `Data` is stored (`Value.bytes` by default).
     public var dataStrategy: DataStrategy = .bytes
 
+    /// An encoder with the default strategies.
     public init() {}
 
     /// The `Value` form of `value`.

@@ -12,6 +12,7 @@ public final class ChangeSignal: Sendable {
 
     private let state = Mutex(State())
 
+    /// A signal at generation 0.
     public init() {}
 
     /// How many times `notify()` was called.
