@@ -59,7 +59,7 @@ let package = Package(
         ),
         .executableTarget(name: "topgun", dependencies: [
                 "TopGunStore", "TopGunQuery", "TopGunReplication", "TopGunCore", argumentParser, logging, serviceLifecycle,
-                metrics, prometheus, nioCore, nioPosix, nioHTTP1,
+                metrics, prometheus,
             ]),
         .target(
             name: "TopGunTestSupport",

@@ -26,7 +26,7 @@ struct Serve: AsyncParsableCommand {
     @Option(
         help: "HTTP listener on HOST:PORT: WebSocket sync on GET /sync, Prometheus metrics on /metrics, /healthz (port 0 picks one).")
     var http: String?
-    @Option(help: "Serve Prometheus metrics alone on HOST:PORT (GET /metrics); --http serves them too.") var metrics: String?
+    @Option(help: "Another name for --http (it serves /metrics).") var metrics: String?
     @Option(
         help: ArgumentHelp(
             "Collect op-log entries and tombstones older than this many seconds once every known peer has acknowledged them (default: keep).",
@@ -47,11 +47,7 @@ struct Serve: AsyncParsableCommand {
         LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
         let logger = Logger(label: "topgun.serve")
         let secret = try token.secret()
-        let listenAddress = try listen.map { text in
-            guard let a = ReplicaNode.PeerAddress(text) ?? (text.hasSuffix(":0") ? ReplicaNode.PeerAddress(host: String(text.dropLast(2)), port: 0) : nil)
-            else { throw CLIError("bad --listen \(text), expected HOST:PORT") }
-            return a
-        }
+        let listenAddress = try listen.map { try Self.listenAddress($0, flag: "--listen") }
         let peerAddresses = try peers.map { text in
             guard let a = ReplicaNode.PeerAddress(text) else { throw CLIError("bad --peer \(text), expected HOST:PORT") }
             return a
@@ -77,12 +73,9 @@ struct Serve: AsyncParsableCommand {
                 ])
         }
         let store = try Store(path: options.data, options: durability.storeOptions)
-        let httpAddress = try http.map { text in
-            guard let a = ReplicaNode.PeerAddress(text) ?? (text.hasSuffix(":0") ? ReplicaNode.PeerAddress(host: String(text.dropLast(2)), port: 0) : nil)
-            else { throw CLIError("bad --http \(text), expected HOST:PORT") }
-            return a
-        }
-        let registry = metrics != nil || http != nil ? MetricsEndpoint.bootstrap() : nil
+        if let http, let metrics, http != metrics { throw CLIError("--metrics is another name for --http: give one address") }
+        let httpAddress = try (http ?? metrics).map { try Self.listenAddress($0, flag: http != nil ? "--http" : "--metrics") }
+        let registry = httpAddress != nil ? MetricsEndpoint.bootstrap() : nil
         var routes: [String: @Sendable () -> (contentType: String, body: String)] = [:]
         if let registry {
             routes["/metrics"] = {
@@ -105,17 +98,18 @@ struct Serve: AsyncParsableCommand {
                 heartbeatInterval: .milliseconds(Int(idleTimeout * 250)), idleTimeout: .milliseconds(Int(idleTimeout * 1_000)),
                 http: httpAddress, httpRoutes: routes),
             logger: logger)
-        var metricsAddress: ReplicaNode.PeerAddress?
-        if let metrics {
-            guard let a = ReplicaNode.PeerAddress(metrics) ?? (metrics.hasSuffix(":0") ? ReplicaNode.PeerAddress(host: String(metrics.dropLast(2)), port: 0) : nil)
-            else { throw CLIError("bad --metrics \(metrics), expected HOST:PORT") }
-            metricsAddress = a
-        }
-        let service = NodeService(node: node, logger: logger, metrics: metricsAddress, registry: registry)
+        let service = NodeService(node: node, logger: logger, registry: registry)
         let group = ServiceGroup(
             configuration: .init(services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
         logger.info("stopped", metadata: ["node": "\(store.nodeID)"])
+    }
+
+    /// `HOST:PORT` for a listener (port 0 picks a free one).
+    static func listenAddress(_ text: String, flag: String) throws -> ReplicaNode.PeerAddress {
+        if let address = ReplicaNode.PeerAddress(text) { return address }
+        if text.hasSuffix(":0"), text.count > 2 { return ReplicaNode.PeerAddress(host: String(text.dropLast(2)), port: 0) }
+        throw CLIError("bad \(flag) \(text), expected HOST:PORT")
     }
 }
 
@@ -123,7 +117,6 @@ struct Serve: AsyncParsableCommand {
 struct NodeService: Service {
     let node: ReplicaNode
     let logger: Logger
-    let metrics: ReplicaNode.PeerAddress?
     let registry: PrometheusCollectorRegistry?
 
     func run() async throws {
@@ -139,17 +132,12 @@ struct NodeService: Service {
             try await withThrowingTaskGroup(of: Void.self) { tasks in
                 tasks.addTask { try await node.run() }
                 if let registry {
-                    let endpoint = MetricsEndpoint(registry: registry, node: node)
-                    if let metrics {
-                        tasks.addTask { try await endpoint.serve(host: metrics.host, port: metrics.port) }
-                    } else {
-                        tasks.addTask { try await endpoint.publish() }
-                    }
+                    tasks.addTask { try await MetricsEndpoint(registry: registry, node: node).publish() }
                 }
                 tasks.addTask {
                     // Announce the bound port once listening (scripts and tests read it).
                     if node.configuration.http != nil, let port = try? await node.listeningHTTP() {
-                        FileHandle.standardOutput.write(Data("http on port \(port)\n".utf8))
+                        FileHandle.standardOutput.write(Data("http on port \(port)\nmetrics on port \(port)\n".utf8))
                     }
                     if node.configuration.listen != nil, let port = try? await node.listening() {
                         FileHandle.standardOutput.write(Data("listening on port \(port)\n".utf8))

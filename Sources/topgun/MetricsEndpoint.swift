@@ -1,17 +1,14 @@
 import CoreMetrics
 import Foundation
 import Metrics
-import NIOCore
-import NIOHTTP1
-import NIOPosix
 import Prometheus
 import TopGunCore
 import TopGunReplication
 import TopGunStore
 
-/// Serves the Prometheus text format on `GET /metrics` and keeps the metrics of a node
-/// current: merge ops, commit latency histogram, op-log size, per-peer lag, bytes in
-/// and out, rejected segments.
+/// Keeps the Prometheus metrics of a node current (its HTTP listener serves them on
+/// `GET /metrics`): merge ops, commit latency histogram, op-log size, per-peer lag,
+/// bytes in and out, rejected segments.
 struct MetricsEndpoint {
     let registry: PrometheusCollectorRegistry
     let node: ReplicaNode
@@ -26,26 +23,6 @@ struct MetricsEndpoint {
         ]
         MetricsSystem.bootstrap(factory)
         return registry
-    }
-
-    func serve(host: String, port: Int) async throws {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let registry = self.registry
-        let channel = try await ServerBootstrap(group: group)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelInitializer { channel in
-                channel.pipeline.configureHTTPServerPipeline().flatMap {
-                    channel.pipeline.addHandler(MetricsHTTPHandler(registry: registry))
-                }
-            }
-            .bind(host: host, port: port).get()
-        FileHandle.standardOutput.write(Data("metrics on port \(channel.localAddress?.port ?? 0)\n".utf8))
-        try await withTaskCancellationHandler {
-            try await publish()
-        } onCancel: {
-            channel.close(promise: nil)
-        }
-        try await group.shutdownGracefully()
     }
 
     /// Copies node and store counters into swift-metrics once a second.
@@ -93,41 +70,6 @@ struct MetricsEndpoint {
             Gauge(label: "topgun_connected_peers").record(Double(connected.count))
             last = (store, stats)
             try await Task.sleep(for: .seconds(1))
-        }
-    }
-}
-
-/// Answers `GET /metrics` with the registry's text exposition; anything else is 404.
-final class MetricsHTTPHandler: ChannelInboundHandler, @unchecked Sendable {
-    // @unchecked: used only on its channel's event loop.
-    typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundOut = HTTPServerResponsePart
-    let registry: PrometheusCollectorRegistry
-    var path = ""
-
-    init(registry: PrometheusCollectorRegistry) { self.registry = registry }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
-        case .head(let head): path = head.uri
-        case .body: break
-        case .end:
-            var body = context.channel.allocator.buffer(capacity: 4_096)
-            var status = HTTPResponseStatus.ok
-            if path == "/metrics" {
-                var bytes: [UInt8] = []
-                registry.emit(into: &bytes)
-                body.writeBytes(bytes)
-            } else {
-                status = .notFound
-                body.writeString("not found\n")
-            }
-            var headers = HTTPHeaders()
-            headers.add(name: "Content-Type", value: "text/plain; version=0.0.4")
-            headers.add(name: "Content-Length", value: "\(body.readableBytes)")
-            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
-            context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         }
     }
 }

@@ -40,22 +40,22 @@ public struct ToolFailed: Error {
     public var status: Int32
 }
 
-/// An IPv4 loopback address for `port`, for raw socket calls.
-public func loopback(_ port: Int) -> sockaddr_in {
+/// Calls `body` (`bind` or `connect`) on a fresh TCP socket with 127.0.0.1:`port`;
+/// true when it returned 0. The socket is closed afterwards.
+func onLoopbackSocket(_ port: Int, _ body: (Int32, UnsafePointer<sockaddr>, socklen_t) -> Int32) -> Bool {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return false }
+    defer { close(fd) }
     var addr = sockaddr_in()
     addr.sin_family = sa_family_t(AF_INET)
     addr.sin_addr.s_addr = inet_addr("127.0.0.1")
     addr.sin_port = UInt16(port).bigEndian
-    return addr
+    return withUnsafePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    } == 0
 }
 
 /// Whether something accepts TCP connections on 127.0.0.1:`port`.
 public func acceptsConnections(_ port: Int) -> Bool {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { return false }
-    defer { close(fd) }
-    var addr = loopback(port)
-    return withUnsafePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-    } == 0
+    onLoopbackSocket(port) { connect($0, $1, $2) }
 }

@@ -79,13 +79,7 @@ public func reservePorts(_ n: Int) -> [Int] {
 private let nextPort = Mutex(20_000 + Int(getpid() % 1_000) * 12)
 
 private func portIsFree(_ port: Int) -> Bool {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { return false }
-    defer { close(fd) }
-    var addr = loopback(port)
-    return withUnsafePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-    } == 0
+    onLoopbackSocket(port) { bind($0, $1, $2) }
 }
 
 /// A running `topgun serve`; the initialiser returns once it listens.

@@ -306,8 +306,10 @@ struct Batch {
                 var old: StoredState?
                 if wins && needOld { old = try? StoredState(decoding: raw, kind: .lww) }
                 var oldFields: [Value?] = []
-                if wins && !mapIndexes.isEmpty {
-                    oldFields = try mapIndexes.map { try $0.field(ofRecord: raw) }
+                if wins && !mapIndexes.isEmpty && !header.flags.contains(.tombstone) {
+                    // The header is parsed already: the fields come from its payload.
+                    let payload = UnsafeRawBufferPointer(rebasing: raw[header.payloadOffset...])
+                    oldFields = try mapIndexes.map { try $0.field(ofValue: payload) }
                 }
                 return (wins, header.timestamp, header.digest, old, oldFields)
             }
