@@ -17,7 +17,7 @@ import TopGunCore
 /// re-read the value) and, with has-TTL, the TTL in ms. LWW decisions read only the
 /// first 16 bytes in place.
 enum Layout {
-    static let schemaVersion: UInt32 = 1
+    static let schemaVersion: UInt32 = 2
     static let databases = ["meta", "maps", "records", "oplog", "merkle", "index", "peers"]
     static let maxKeyBytes = 400  // LMDB's key limit is 511 bytes; 6 go to the prefix.
 
@@ -135,10 +135,11 @@ struct RecordHeader {
     }
 
     /// The digest the header should hold for the record `raw`: 0 for a tombstone,
-    /// else the hash of the payload bytes.
+    /// else the state digest of the payload (`StatePayload.digest(of:kind:)`).
     func payloadDigest(of raw: UnsafeRawBufferPointer) -> UInt64 {
         let payload = UnsafeRawBufferPointer(rebasing: raw[payloadOffset...])
-        return payload.isEmpty && flags.contains(.tombstone) ? 0 : Digest64.hash(payload)
+        if payload.isEmpty && flags.contains(.tombstone) { return 0 }
+        return StatePayload.digest(of: payload, kind: flags.kind ?? .lww)
     }
 
     static func size(hasTTL: Bool) -> Int { Layout.headerBytes + (hasTTL ? Layout.ttlBytes : 0) }

@@ -131,6 +131,65 @@ enum StatePayload {
         layout.tombstoneCount = tombstones
     }
 
+    /// The digest of an OR-Map payload: its live entries only. Tombstoned tags are left
+    /// out so that a replica that has collected a tag (see `Store.collectGarbage`) and
+    /// one that still holds it digest alike: they hold the same values, and a Merkle
+    /// difference between them would start a repair that only brings the tag back.
+    /// Entries are self-delimiting, so their bytes name the set of entries exactly.
+    /// A payload too short to hold the counts digests whole (it then fails checks).
+    static func liveDigest(ofORSet raw: UnsafeRawBufferPointer) -> UInt64 {
+        guard raw.count >= 8 else { return Digest64.hash(raw) }
+        let tombstones = Int(raw.loadBigEndian(fromByteOffset: 4, as: UInt32.self))
+        guard tombstones <= (raw.count - 8) / 16 else { return Digest64.hash(raw) }
+        return Digest64.hash(UnsafeRawBufferPointer(rebasing: raw[8..<(raw.count - tombstones * 16)]))
+    }
+
+    /// The digest a state payload of `kind` is stored and compared under.
+    static func digest(of raw: UnsafeRawBufferPointer, kind: CRDTKind) -> UInt64 {
+        kind == .orMap ? liveDigest(ofORSet: raw) : Digest64.hash(raw)
+    }
+
+    /// Removes `tags` from the tombstones of the OR-Map payload `raw`, writing the result
+    /// to `out`. Live entries are untouched, so the digest does not change.
+    ///
+    /// - Returns: how many tags were removed (0 leaves `out` empty) and the newest.
+    static func pruneTombstones(
+        _ raw: UnsafeRawBufferPointer, removing tags: Set<HLCTimestamp>, into out: inout [UInt8]
+    ) throws(StoreError) -> (count: Int, newest: HLCTimestamp) {
+        var l = ORLayout()
+        try layout(raw, into: &l)
+        out.removeAll(keepingCapacity: true)
+        var kept: [Int] = []
+        var newest = HLCTimestamp.zero
+        for i in 0..<l.tombstoneCount {
+            let tag = stamp(raw, l.tombstonesAt + i * 16)
+            if tags.contains(tag) { newest = max(newest, tag) } else { kept.append(l.tombstonesAt + i * 16) }
+        }
+        let removed = l.tombstoneCount - kept.count
+        guard removed > 0 else { return (0, .zero) }
+        out.append(contentsOf: UnsafeRawBufferPointer(rebasing: raw[0..<4]))
+        out.appendBigEndian(UInt32(kept.count))
+        out.append(contentsOf: UnsafeRawBufferPointer(rebasing: raw[8..<l.tombstonesAt]))
+        for offset in kept { out.append(contentsOf: UnsafeRawBufferPointer(rebasing: raw[offset..<(offset + 16)])) }
+        return (removed, newest)
+    }
+
+    /// True when the well-formed OR-Map payload `raw` holds `tag` among its tombstones
+    /// (they are the payload's last, sorted, 16-byte items).
+    static func hasTombstone(_ raw: UnsafeRawBufferPointer, _ tag: HLCTimestamp) -> Bool {
+        let count = Int(raw.loadBigEndian(fromByteOffset: 4, as: UInt32.self))
+        let start = raw.count - count * 16
+        var lo = 0
+        var hi = count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            let t = stamp(raw, start + mid * 16)
+            if t == tag { return true }
+            if t < tag { lo = mid + 1 } else { hi = mid }
+        }
+        return false
+    }
+
     static func decodeORSet(_ raw: UnsafeRawBufferPointer) throws(StoreError) -> ORSet {
         var l = ORLayout()
         try layout(raw, into: &l)

@@ -23,7 +23,10 @@ extension Store {
     ) throws -> [ApplyOutcome] {
         try commit { batch, txn in
             batch.overridesHorizon = overridingHorizon
-            if let peer { batch.horizon = min(batch.horizon, try Store.readPeer(peer, txn.reads, dbs)?.joinedAtHorizon ?? batch.horizon) }
+            if let peer {
+                batch.horizon = min(batch.horizon, try Store.readPeer(peer, txn.reads, dbs)?.joinedAtHorizon ?? batch.horizon)
+                batch.checksCollectedTags = false
+            }
             var outcomes: [ApplyOutcome] = []
             outcomes.reserveCapacity(operations.count)
             for op in operations { outcomes.append(try batch.applyRemote(op, txn)) }
@@ -95,6 +98,8 @@ struct Batch {
     /// `Store.collectGarbage`); a peer's batch lowers it to the peer's join horizon.
     var horizon: HLCTimestamp
     var overridesHorizon = false
+    /// OR-Map adds with tags at or before the horizon are checked (batches from no peer).
+    var checksCollectedTags = true
     let resolvers: [String: ConflictResolver]
     let indexes: [String: [IndexDefinition]]
 
@@ -260,8 +265,30 @@ struct Batch {
         switch op.payload {
         case .lww(let encoded, let ttl):
             return try applyLWW(op, local: local, info: info, partition: partition, encoded: encoded, ttl: ttl, txn)
-        case .orSet, .counter:
+        case .orSet(let delta):
+            if checksCollectedTags && !local && !overridesHorizon && horizon > .zero, delta.entries.keys.contains(where: { $0 <= horizon }),
+                try addsCollectedTag(delta, map: op.map, key: op.key, txn)
+            {
+                return .rejected(.beyondHorizon(horizon))
+            }
             return try applyState(op, local: local, info: info, partition: partition, txn)
+        case .counter:
+            return try applyState(op, local: local, info: info, partition: partition, txn)
+        }
+    }
+
+    /// True when `delta` adds a tag at or before the horizon that the record neither
+    /// holds nor has tombstoned: the tag may have been removed and collected (see
+    /// `Store.collectGarbage`), so the add is refused like a stale LWW write. Only for
+    /// ops that come from no peer (imports, unordered merges): a peer's ordered stream
+    /// and its repairs cannot carry a collected tag (the GC rule, and logs never carry
+    /// an add their node has tombstoned), while a replica that joined late may hold
+    /// offline adds with old tags that are new everywhere.
+    func addsCollectedTag(_ delta: ORSet, map: String, key: String, _ txn: borrowing WriteTransaction) throws -> Bool {
+        var stored = ORSet()
+        if case .orMap(let set)? = try readState(map: map, key: key, kind: .orMap, txn) { stored = set }
+        return delta.entries.keys.contains { tag in
+            tag <= horizon && stored.entries[tag] == nil && !stored.tombstones.contains(tag) && !delta.tombstones.contains(tag)
         }
     }
 
@@ -421,8 +448,17 @@ struct Batch {
             return .unchanged
         }
 
+        if case .orSet(let d) = payload, found != nil, !d.entries.isEmpty,
+            merged.withUnsafeBytes({ m in d.entries.keys.contains { StatePayload.hasTombstone(m, $0) } })
+        {
+            // The log (and so every subscriber) must never carry an add this replica has
+            // tombstoned: a subscriber that collected the tag would take it as new.
+            let live = merged.withUnsafeBytes { m in d.entries.filter { !StatePayload.hasTombstone(m, $0.key) } }
+            deltaBuffer.removeAll(keepingCapacity: true)
+            StatePayload.encode(ORSet(entries: live, tombstones: d.tombstones), into: &deltaBuffer)
+        }
         let timestamp = max(found?.header.timestamp ?? .zero, op.timestamp)
-        let digest = merged.withUnsafeBytes { Digest64.hash($0) }
+        let digest = merged.withUnsafeBytes { StatePayload.digest(of: $0, kind: kind) }
         let flags = Layout.Flags(kind: kind, tombstone: false, hasTTL: false)
         let count = merged.count
         if deferred != nil || Layout.headerBytes + count > Self.deferredRecordBytes {

@@ -5,6 +5,8 @@ import TopGunCore
 public struct GarbageCollectionReport: Sendable, Equatable {
     /// LWW tombstones removed from `records`.
     public var tombstonesRemoved = 0
+    /// OR-Map tombstoned tags removed from their records.
+    public var tagsRemoved = 0
     /// Op-log entries removed.
     public var logEntriesRemoved = 0
     /// True when the step stopped at its bound and more may remain.
@@ -86,20 +88,28 @@ extension Store {
                         report.hasMore = true
                         break
                     }
-                    if let tombstone = try Self.loggedTombstone(cursor.currentValue, into: &recordKey) {
+                    switch try Self.loggedRemoval(cursor.currentValue, into: &recordKey) {
+                    case nil:
+                        break
+                    case let (.tags(payloadAt), _, _)?:
+                        let delta = UnsafeRawBufferPointer(rebasing: cursor.currentValue[payloadAt...])
+                        let collected = try recordKey.withUnsafeBytes { try Self.collectTags(key: $0, delta: delta, txn, dbs) }
+                        report.tagsRemoved += collected.count
+                        horizon = max(horizon, collected.newest)
+                    case let (.tombstone(origin), mapID, partition)?:
                         let removed = try recordKey.withUnsafeBytes { k -> Bool in
                             let current = try txn.withValue(forKey: k, in: dbs.records) { RecordHeader($0) } ?? nil
-                            guard let current, current.flags.contains(.tombstone), current.timestamp == tombstone.origin else {
+                            guard let current, current.flags.contains(.tombstone), current.timestamp == origin else {
                                 return false
                             }
                             let keyHash = Layout.keyHash(ofRecordKey: k)
                             let entry = Layout.merkleEntry(kind: .lww, keyHash: keyHash, timestamp: current.timestamp, digest: current.digest)
-                            merkle.record(mapID: tombstone.mapID, partition: tombstone.partition, keyHash: keyHash, entryDelta: entry)
+                            merkle.record(mapID: mapID, partition: partition, keyHash: keyHash, entryDelta: entry)
                             return try txn.delete(k, in: dbs.records)
                         }
                         if removed {
                             report.tombstonesRemoved += 1
-                            horizon = max(horizon, tombstone.origin)
+                            horizon = max(horizon, origin)
                         }
                     }
                     try txn.deleteEntry(at: &cursor)
@@ -119,25 +129,63 @@ extension Store {
         }
     }
 
-    /// When the op-log entry `v` wrote an LWW tombstone: its origin stamp, map and
-    /// partition, with the record key built in `key`.
-    static func loggedTombstone(
+    /// What a collected op-log entry leaves behind in its record.
+    enum LoggedRemoval {
+        /// An LWW tombstone written at `origin`.
+        case tombstone(origin: HLCTimestamp)
+        /// OR-Map tags tombstoned by the op; its payload (an OR-Map delta) starts at
+        /// `payloadAt` in the entry.
+        case tags(payloadAt: Int)
+    }
+
+    /// When the op-log entry `v` removed something — an LWW tombstone, or OR-Map tags —
+    /// what it was, with its map and partition, and the record key built in `key`.
+    static func loggedRemoval(
         _ v: UnsafeRawBufferPointer, into key: inout [UInt8]
-    ) throws -> (origin: HLCTimestamp, mapID: UInt32, partition: UInt16)? {
+    ) throws -> (removal: LoggedRemoval, mapID: UInt32, partition: UInt16)? {
         guard v.count >= 16 + 4 + 1 + 2, let base = v.baseAddress else { throw StoreError(.corruptRecord, "op-log entry during GC") }
         let flags = Layout.Flags(rawValue: v[20])
-        guard flags.kind == .lww, flags.contains(.tombstone) else { return nil }
+        guard (flags.kind == .lww && flags.contains(.tombstone)) || flags.kind == .orMap else { return nil }
         let mapID = base.loadBigEndian(fromByteOffset: 16, as: UInt32.self)
         let offset = flags.contains(.hasTTL) ? 29 : 21
         guard v.count >= offset + 2 else { throw StoreError(.corruptRecord, "op-log entry during GC") }
         let count = Int(base.loadBigEndian(fromByteOffset: offset, as: UInt16.self))
-        guard v.count >= offset + 2 + count,
-            let name = String(validating: UnsafeRawBufferPointer(rebasing: v[(offset + 2)..<(offset + 2 + count)]), as: UTF8.self)
+        let payloadAt = offset + 2 + count
+        guard v.count >= payloadAt,
+            let name = String(validating: UnsafeRawBufferPointer(rebasing: v[(offset + 2)..<payloadAt]), as: UTF8.self)
         else { throw StoreError(.corruptRecord, "op-log entry key during GC") }
+        let removal: LoggedRemoval
+        if flags.kind == .orMap {
+            guard v.count >= payloadAt + 8 else { throw StoreError(.corruptRecord, "op-log OR-Map payload during GC") }
+            guard base.loadBigEndian(fromByteOffset: payloadAt + 4, as: UInt32.self) > 0 else { return nil }
+            removal = .tags(payloadAt: payloadAt)
+        } else {
+            removal = .tombstone(origin: HLCTimestamp(loadingFrom: base))
+        }
         let partition = Partitioner.partition(of: name)
         key = Layout.recordPrefix(mapID: mapID, partition: partition)
         key.append(contentsOf: name.utf8)
-        return (HLCTimestamp(loadingFrom: base), mapID, partition)
+        return (removal, mapID, partition)
+    }
+
+    /// Drops from the OR-Map record at `key` the tags the logged delta `delta`
+    /// tombstoned. The record's digest (live entries) and so its Merkle entry stay.
+    ///
+    /// - Returns: how many tags left the record, and the newest of them.
+    static func collectTags(
+        key: UnsafeRawBufferPointer, delta: UnsafeRawBufferPointer, _ txn: borrowing WriteTransaction, _ dbs: DBs
+    ) throws -> (count: Int, newest: HLCTimestamp) {
+        let tags = try StatePayload.decodeORSet(delta).tombstones
+        var payload: [UInt8] = []
+        let found: (header: [UInt8], removed: (count: Int, newest: HLCTimestamp))? = try txn.withValue(forKey: key, in: dbs.records) { raw in
+            guard let header = RecordHeader(raw), header.flags.kind == .orMap else { return nil }
+            let removed = try StatePayload.pruneTombstones(
+                UnsafeRawBufferPointer(rebasing: raw[header.payloadOffset...]), removing: tags, into: &payload)
+            return (Array(UnsafeRawBufferPointer(rebasing: raw[..<header.payloadOffset])), removed)
+        } ?? nil
+        guard let found, found.removed.count > 0 else { return (0, .zero) }
+        try txn.put(found.header + payload, forKey: Array(key), in: dbs.records)
+        return found.removed
     }
 
     /// The newest op-log key removed by GC; a peer whose cursor is older needs

@@ -23,6 +23,7 @@ extension Store {
     ) throws -> [ApplyOutcome] {
         try commit { batch, txn in
             batch.horizon = min(batch.horizon, try Self.readPeer(peer, txn.reads, dbs)?.joinedAtHorizon ?? batch.horizon)
+            batch.checksCollectedTags = false
             var outcomes: [ApplyOutcome] = []
             outcomes.reserveCapacity(entries.count)
             var stop: HLCTimestamp?

@@ -182,7 +182,9 @@ public final class Store: Sendable {
     private static func initialize(_ env: Environment, _ dbs: DBs, nodeID: NodeID?) throws {
         try env.write { txn in
             if let raw = try txn.value(forKey: Layout.Meta.schema, in: dbs.meta) {
-                try checkSchema(raw)
+                let version = schemaVersion(raw)
+                if version < Layout.schemaVersion { try migrate(from: version, txn, dbs) }
+                try checkSchema(txn.value(forKey: Layout.Meta.schema, in: dbs.meta) ?? raw)
             } else {
                 try txn.put([UInt8](bigEndian: Layout.schemaVersion), forKey: Layout.Meta.schema, in: dbs.meta)
             }
@@ -193,10 +195,15 @@ public final class Store: Sendable {
         }
     }
 
+    private static func schemaVersion(_ raw: [UInt8]) -> UInt32 {
+        raw.count == 4 ? raw.withUnsafeBytes { $0.loadBigEndian(as: UInt32.self) } : 0
+    }
+
     private static func checkSchema(_ raw: [UInt8]) throws {
-        let version = raw.count == 4 ? raw.withUnsafeBytes { $0.loadBigEndian(as: UInt32.self) } : 0
+        let version = schemaVersion(raw)
         guard version == Layout.schemaVersion else {
-            throw StoreError(.unsupportedSchema, "database schema \(version); this library reads \(Layout.schemaVersion)")
+            let upgrade = version > 0 && version < Layout.schemaVersion ? " (open it once read-write to upgrade it)" : ""
+            throw StoreError(.unsupportedSchema, "database schema \(version); this library reads \(Layout.schemaVersion)\(upgrade)")
         }
     }
 

@@ -1,0 +1,40 @@
+import LMDB
+import TopGunCore
+
+extension Store {
+    /// Upgrades a database written under an older schema, in the open's write
+    /// transaction, so a crash leaves either the old schema or the new one.
+    ///
+    /// Schema 1 → 2: an OR-Map record's digest covers its live entries only (tombstoned
+    /// tags left out, see `StatePayload.liveDigest(ofORSet:)`). Every OR-Map record whose
+    /// digest changes is rewritten with the new one, and its Merkle bucket follows.
+    static func migrate(from version: UInt32, _ txn: borrowing WriteTransaction, _ dbs: DBs) throws {
+        guard version == 1 else {
+            throw StoreError(.unsupportedSchema, "database schema \(version); this library reads \(Layout.schemaVersion)")
+        }
+        var rewrites: [(key: [UInt8], record: [UInt8])] = []
+        var merkle = MerkleDeltas()
+        try txn.forEach(in: dbs.records) { key, value in
+            key.withUnsafeBytes { k in
+                value.withUnsafeBytes { v in
+                    guard let header = RecordHeader(v), header.flags.kind == .orMap, k.count >= Layout.recordPrefixBytes else { return }
+                    let digest = header.payloadDigest(of: v)
+                    guard digest != header.digest else { return }
+                    var record = Array(v)
+                    record.withUnsafeMutableBytes { $0.storeBigEndian(digest, toByteOffset: 17) }
+                    rewrites.append((Array(k), record))
+                    let keyHash = Layout.keyHash(ofRecordKey: k)
+                    merkle.record(
+                        mapID: k.loadBigEndian(as: UInt32.self), partition: k.loadBigEndian(fromByteOffset: 4, as: UInt16.self),
+                        keyHash: keyHash,
+                        entryDelta: Layout.merkleEntry(kind: .orMap, keyHash: keyHash, timestamp: header.timestamp, digest: digest)
+                            ^ Layout.merkleEntry(kind: .orMap, keyHash: keyHash, timestamp: header.timestamp, digest: header.digest))
+                }
+            }
+            return true
+        }
+        for (key, record) in rewrites { try txn.put(record, forKey: key, in: dbs.records) }
+        try merkle.write(txn, dbs.merkle)
+        try txn.put([UInt8](bigEndian: Layout.schemaVersion), forKey: Layout.Meta.schema, in: dbs.meta)
+    }
+}
