@@ -7,12 +7,14 @@ let nioCore: Target.Dependency = .product(name: "NIOCore", package: "swift-nio")
 let nioPosix: Target.Dependency = .product(name: "NIOPosix", package: "swift-nio")
 let logging: Target.Dependency = .product(name: "Logging", package: "swift-log")
 let serviceLifecycle: Target.Dependency = .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
+let unixSignals: Target.Dependency = .product(name: "UnixSignals", package: "swift-service-lifecycle")
 let metrics: Target.Dependency = .product(name: "Metrics", package: "swift-metrics")
 let prometheus: Target.Dependency = .product(name: "Prometheus", package: "swift-prometheus")
 let nioSSL: Target.Dependency = .product(name: "NIOSSL", package: "swift-nio-ssl")
 let nioHTTP1: Target.Dependency = .product(name: "NIOHTTP1", package: "swift-nio")
 let nioWebSocket: Target.Dependency = .product(name: "NIOWebSocket", package: "swift-nio")
 let crypto: Target.Dependency = .product(name: "Crypto", package: "swift-crypto")
+let jwtKit: Target.Dependency = .product(name: "JWTKit", package: "jwt-kit")
 
 let package = Package(
     name: "TopGun",
@@ -36,7 +38,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
-        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/vapor/jwt-kit", from: "5.7.1"),
     ],
     targets: [
         .systemLibrary(
@@ -55,10 +58,10 @@ let package = Package(
         .target(name: "TopGunQuery", dependencies: ["TopGunStore", "TopGunCore"]),
         .target(
             name: "TopGunReplication",
-            dependencies: ["TopGunStore", "TopGunCore", "CLZ4", nioCore, nioPosix, nioSSL, nioHTTP1, nioWebSocket, crypto, logging]
+            dependencies: ["TopGunStore", "TopGunCore", "CLZ4", nioCore, nioPosix, nioSSL, nioHTTP1, nioWebSocket, crypto, jwtKit, logging]
         ),
         .executableTarget(name: "topgun", dependencies: [
-                "TopGunStore", "TopGunQuery", "TopGunReplication", "TopGunCore", argumentParser, logging, serviceLifecycle,
+                "TopGunStore", "TopGunQuery", "TopGunReplication", "TopGunCore", argumentParser, logging, serviceLifecycle, unixSignals,
                 metrics, prometheus,
             ]),
         .target(

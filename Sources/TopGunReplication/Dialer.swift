@@ -61,9 +61,12 @@ extension ReplicaNode {
             // backfill by digests (they cover maps this node has never seen, too).
             let covered = try store.peer(peer)?.scope
             let widened = subscription.cursor != nil && !(covered?.covers(scope) ?? false)
+            // The server is trusted as a replica here; this node's own policy, if any,
+            // still applies to what it serves and takes.
             let link = Link(
                 node: self, peer: peer, subscription: pulls ? subscription : nil, couldPull: true, widened: widened, serves: configuration.push,
-                remoteHead: remoteHead, observer: observer)
+                remoteHead: remoteHead, observer: observer, access: access(for: .replica(peer)),
+                ownWritesOnly: configuration.bearerToken != nil)
             try await link.run(channel.channel, &frames, outbound)
         }
     }
@@ -81,7 +84,7 @@ extension ReplicaNode {
             if !welcomed.isSet { raw.close(promise: nil) }
         }
         defer { deadline.cancel() }
-        let hello = Hello(version: Frame.protocolVersion, node: store.nodeID, offersLog: offersLog)
+        let hello = Hello(version: Frame.protocolVersion, node: store.nodeID, offersLog: offersLog, bearer: configuration.bearerToken)
         try await outbound.write(Message.hello(hello).frame)
         guard let first = try await frames.next() else { throw ReplicationError(.protocolViolation, "closed during handshake") }
         let message = try Message(first)
@@ -94,7 +97,7 @@ extension ReplicaNode {
                 : text.hasPrefix(ReplicationError.Code.unsupportedVersion.rawValue) ? .unsupportedVersion : .unauthorized
             let prefix = code.rawValue + ": "
             throw ReplicationError(code, text.hasPrefix(prefix) ? String(text.dropFirst(prefix.count)) : text)
-        case .hello, .proof, .subscribe, .segment, .ack, .digests, .needDigests, .repair, .resume, .heartbeat:
+        case .hello, .proof, .subscribe, .segment, .ack, .digests, .needDigests, .repair, .resume, .heartbeat, .rejected:
             throw ReplicationError(.protocolViolation, "expected WELCOME, got \(message.name)")
         }
         welcomed.set()
@@ -103,6 +106,9 @@ extension ReplicaNode {
             throw ReplicationError(
                 .duplicateNodeID, "the server at \(address) has this node's own id \(peer): one of the two data directories is a copy; give it a fresh id with `topgun reset-id`")
         }
+        // A user's app presents its JWT in HELLO; the server is authenticated by TLS
+        // (`wss://`), not by the replicas' secret, which the app does not hold.
+        if configuration.bearerToken != nil { return (peer, head) }
         // The server proves it knows the secret before this node proves anything (or
         // sends anything else): a fake server learns nothing and gets nothing.
         guard
@@ -118,11 +124,17 @@ extension ReplicaNode {
         return (peer, head)
     }
 
-    /// This store's Merkle bucket digests of `maps` (every map when empty).
-    func digests(for maps: [String]) throws -> Digests {
+    /// This store's Merkle bucket digests of `maps` (every map when empty), over the
+    /// records `access` lets the remote read: digests of what it may not see never
+    /// leave this node.
+    func digests(for maps: [String], visibleTo access: Access) throws -> Digests {
         let names = maps.isEmpty ? Array(store.maps.keys) : maps
         var out: [String: [UInt16: [UInt64]]] = [:]
-        for map in names { out[map] = try store.bucketDigests(map: map) }
+        for map in names {
+            let filter = access.readable(in: map)
+            if case .none = filter { continue }
+            out[map] = try store.bucketDigests(map: map, filter)
+        }
         return Digests(maps: out)
     }
 }

@@ -33,6 +33,9 @@ public struct Frame: Sendable, Equatable {
         public static let heartbeat = Kind(rawValue: 11)
         /// Client → server: the client's proof that it knows the secret.
         public static let proof = Kind(rawValue: 12)
+        /// Server → client: an operation the client pushed was refused (policy or
+        /// origin), with the server's state of that record for the client to return to.
+        public static let rejected = Kind(rawValue: 13)
     }
 
     public var kind: Kind
@@ -49,7 +52,8 @@ public struct Frame: Sendable, Equatable {
     ///    accepting node then subscribes to it on the same connection); WELCOME carries
     ///    the accepting node's log head.
     /// 4: the secret is never sent: a mutual challenge–response (`Handshake`), PROOF.
-    public static let protocolVersion: UInt16 = 4
+    /// 5: HELLO may carry a JWT instead (then no PROOF follows); REJECTED.
+    public static let protocolVersion: UInt16 = 5
     /// Largest frame accepted by default (segments are bounded well below it).
     public static let defaultMaxBytes = 32 << 20
 }
@@ -94,21 +98,32 @@ struct Hello: Equatable {
     var offersLog: Bool
     /// The client's fresh nonce for the challenge–response (see `Handshake`).
     var nonce: [UInt8]
+    /// A JWT bearer token: the client authenticates as a user rather than proving the
+    /// replicas' shared secret (flag bit 1, then `length u16 | token`).
+    var bearer: String?
+
+    /// Longest bearer token accepted.
+    static let maxBearerBytes = 8192
 
     var frame: Frame {
         var b: [UInt8] = []
         b.appendBigEndian(version)
         b.appendBigEndian(node.rawValue)
-        b.append(offersLog ? 1 : 0)
+        b.append((offersLog ? 1 : 0) | (bearer != nil ? 2 : 0))
         b.append(contentsOf: nonce)
+        if let bearer {
+            b.appendBigEndian(UInt16(bearer.utf8.count))
+            b.append(contentsOf: bearer.utf8)
+        }
         return Frame(.hello, b)
     }
 
-    init(version: UInt16, node: NodeID, offersLog: Bool = true, nonce: [UInt8] = Handshake.nonce()) {
+    init(version: UInt16, node: NodeID, offersLog: Bool = true, nonce: [UInt8] = Handshake.nonce(), bearer: String? = nil) {
         self.version = version
         self.node = node
         self.offersLog = offersLog
         self.nonce = nonce
+        self.bearer = bearer
     }
 
     init(_ frame: Frame) throws(ReplicationError) {
@@ -125,8 +140,16 @@ struct Hello: Equatable {
                 let node = NodeID(try r.be(UInt64.self))
                 let flags = try r.u8()
                 let nonce = Array(try r.slice(Handshake.nonceBytes))
+                var bearer: String?
+                if flags & 2 != 0 {
+                    let count = Int(try r.be(UInt16.self))
+                    guard count > 0, count <= Hello.maxBearerBytes, let text = String(validating: try r.slice(count), as: UTF8.self) else {
+                        throw ReplicationError(.malformed, "HELLO bearer token")
+                    }
+                    bearer = text
+                }
                 guard r.remaining == 0 else { throw ReplicationError(.malformed, "bytes after HELLO") }
-                return .success(Hello(version: version, node: node, offersLog: flags & 1 != 0, nonce: nonce))
+                return .success(Hello(version: version, node: node, offersLog: flags & 1 != 0, nonce: nonce, bearer: bearer))
             } catch { return .failure(error) }
         }
         self = try result.get()

@@ -32,6 +32,11 @@ struct Link {
     /// The remote's log head when the link opened (zero when unknown or empty).
     let remoteHead: HLCTimestamp
     let observer: (any LinkObserver)?
+    /// What the remote may read and write on this node.
+    let access: Access
+    /// Push only writes this node made (an app syncing as a user: the server takes
+    /// nothing else from it).
+    let ownWritesOnly: Bool
 
     /// State of the publisher half, shared by the reader and the stream.
     final class Publisher: Sendable {
@@ -103,7 +108,7 @@ struct Link {
                 out.yield(.subscribe(subscription))
                 node.logger.info(
                     "pulling", metadata: ["peer": "\(peer)", "cursor": "\(subscription.cursor.map { "\($0)" } ?? "start")", "backfill": "\(widened)"])
-                if widened { out.yield(.digests(try node.digests(for: subscription.maps))) }
+                if widened { out.yield(.digests(try node.digests(for: subscription.maps, visibleTo: access))) }
                 // Once an entry was refused, the link goes on without moving the cursor;
                 // after a pause it ends, and the next one offers the entry again.
                 tasks.addTask(operation: closing {
@@ -113,11 +118,12 @@ struct Link {
                     node.logger.info("ending the session to offer refused operations again", metadata: ["peer": "\(peer)"])
                     channel.close(promise: nil)
                 })
-                if let interval = node.configuration.antiEntropyInterval {
+                // A server does not ask users' apps for repairs: they push by log.
+                if let interval = node.configuration.antiEntropyInterval, access.principal.isReplica {
                     tasks.addTask(operation: closing {
                         while true {
                             try await Task.sleep(for: interval)
-                            out.yield(.digests(try node.digests(for: subscription.maps)))
+                            out.yield(.digests(try node.digests(for: subscription.maps, visibleTo: access)))
                         }
                     })
                 }
@@ -174,7 +180,9 @@ struct Link {
             node.acknowledged.withLock { $0[peer] = max($0[peer] ?? .zero, ack.cursor) }
             // A partial subscriber's cursor passes entries it filtered out, tombstones
             // included: its acknowledgement cannot let them go.
-            if let subscription = publisher.values.withLock({ $0.subscription }), subscription.maps.isEmpty, subscription.partitions.isEmpty {
+            if access.principal.isReplica, let subscription = publisher.values.withLock({ $0.subscription }), subscription.maps.isEmpty,
+                subscription.partitions.isEmpty
+            {
                 node.acknowledgements.withLock { $0.record(peer, acked: ack.cursor, peerHead: ack.head) }
             }
             observer?.pushed(through: ack.cursor)
@@ -202,7 +210,7 @@ struct Link {
             try await apply(segment, isRepair: { if case .repair = message { true } else { false } }(), held, scope, publisher, out)
         case .needDigests(let maps):
             guard subscription != nil else { throw message.unexpected(from: "a peer this node did not subscribe to") }
-            out.yield(.digests(try node.digests(for: maps)))
+            out.yield(.digests(try node.digests(for: maps, visibleTo: access)))
         case .resume(let head):
             guard subscription != nil else { throw message.unexpected(from: "a peer this node did not subscribe to") }
             if !held.isSet {
@@ -210,6 +218,9 @@ struct Link {
                 observer?.pulled(through: try node.store.peerCursor(peer) ?? .zero, remoteHead: remoteHead)
             }
 
+        case .rejected(let rejection):
+            guard serves else { throw message.unexpected(from: "a peer this node does not push to") }
+            try reverted(rejection)
         case .error(let text):
             if text.contains(ReplicationError.Code.duplicateNodeID.rawValue) {
                 throw ReplicationError(.duplicateNodeID, "peer error: \(text)")
@@ -229,19 +240,21 @@ struct Link {
     ) async throws {
         let store = node.store
         let outcomes: [ApplyOutcome]
+        let (entries, rejections) = try screened(segment.entries, isRepair: isRepair)
         if !isRepair {
-            outcomes = try store.apply(segment.entries, fromPeer: peer, cursor: segment.lastSequence, scope: scope, holdingCursor: held.isSet)
+            outcomes = try store.apply(entries, fromPeer: peer, cursor: segment.lastSequence, scope: scope, holdingCursor: held.isSet)
             // The stored cursor, which stops before a refused entry.
             let cursor = try store.peerCursor(peer) ?? .zero
             out.yield(.ack(Acknowledgement(cursor: cursor, head: serves ? try store.lastSequence() : nil)))
             observer?.pulled(through: cursor, remoteHead: remoteHead)
         } else {
-            outcomes = try store.apply(segment.entries.map(\.operation), repairFrom: peer)
+            outcomes = try store.apply(entries.map(\.operation), repairFrom: peer)
         }
+        for rejection in rejections { out.yield(.rejected(rejection)) }
         // Only while the remote subscribes on this link: the stream prunes the map.
         if serves, publisher.values.withLock({ $0.subscription != nil }) {
             publisher.received.withLock { received in
-                for (outcome, entry) in zip(outcomes, segment.entries) {
+                for (outcome, entry) in zip(outcomes, entries) {
                     if case .applied(let sequence) = outcome { received[sequence] = entry.operation }
                 }
             }
@@ -272,12 +285,53 @@ struct Link {
         }
     }
 
+    /// The entries of a pushed segment this node takes (restricted to what the remote
+    /// may contribute), and a rejection for each it refuses; the rest applies.
+    func screened(_ entries: [LoggedOperation], isRepair: Bool) throws -> ([LoggedOperation], [WriteRejection]) {
+        if access.isUnrestricted && access.principal.isReplica { return (entries, []) }
+        let screen = WriteScreen(access: access, peer: peer)
+        var taken: [LoggedOperation] = []
+        var rejections: [WriteRejection] = []
+        taken.reserveCapacity(entries.count)
+        for entry in entries {
+            switch screen.screen(entry.operation, isRepair: isRepair) {
+            case .take(let op): taken.append(LoggedOperation(sequence: entry.sequence, operation: op))
+            case .ignore: continue
+            case .reject(let reason):
+                let op = entry.operation
+                let current = access.mayRead(map: op.map, key: op.key) ? try node.store.stateOperation(map: op.map, key: op.key) : nil
+                rejections.append(WriteRejection(reason: reason, operation: op, current: current.flatMap { $0.payload.kind == op.payload.kind ? $0 : nil }))
+            }
+        }
+        if !rejections.isEmpty {
+            node.stats.withLock { for r in rejections { $0.writesRejected[r.category, default: 0] += 1 } }
+            node.logger.warning(
+                "refused pushed writes; the rest of the segment applied",
+                metadata: ["peer": "\(peer)", "principal": "\(access.principal)", "count": "\(rejections.count)", "first": "\(rejections[0].reason)"])
+        }
+        return (taken, rejections)
+    }
+
+    /// A server refused a write this node pushed: the record returns to the server's
+    /// state here, and sync sessions hear of it.
+    func reverted(_ rejection: WriteRejection) throws {
+        try node.store.revert(rejection.operation, serverState: rejection.current)
+        node.stats.withLock { $0.rejectionsReceived += 1 }
+        node.logger.warning(
+            "the server refused a write; reverted it here",
+            metadata: ["peer": "\(peer)", "map": "\(rejection.map)", "key": "\(rejection.key)", "reason": "\(rejection.reason)"])
+        for observer in node.rejectionObservers.withLock({ Array($0.values) }) { observer(rejection) }
+    }
+
     /// Sends the records of every bucket whose digest differs from the remote's, in the
     /// subscribed maps (all maps either side has when it subscribed to everything).
     func repair(_ digests: Digests, _ subscription: Subscription, _ out: AsyncStream<Message>.Continuation) throws {
         // Maps another process created since this one loaded the table are covered too.
         try node.store.refreshMaps()
-        let ops = try node.store.repairOperations(theirs: digests.maps, maps: subscription.maps, partitions: subscription.partitions)
+        let access = self.access
+        let visible: (@Sendable (String) -> Store.RecordFilter)? = access.isUnrestricted ? nil : { @Sendable map in access.readable(in: map) }
+        let ops = try node.store.repairOperations(
+            theirs: digests.maps, maps: subscription.maps, partitions: subscription.partitions, visible: visible)
         // Chunks bounded like stream segments: by count and by bytes.
         let budget = max(1, node.configuration.maxFrameBytes / 4)
         var sequence: UInt64 = 0
@@ -343,7 +397,10 @@ struct Link {
                 guard !entries.isEmpty else { break }
                 let echoes = publisher.received.withLock { $0 }
                 for entry in entries {
-                    let covered = subscription.accepts(entry.operation)
+                    let op = entry.operation
+                    let covered =
+                        subscription.accepts(op) && access.mayRead(map: op.map, key: op.key)
+                        && (!ownWritesOnly || op.timestamp.node == node.store.nodeID)
                     if covered && echoes[entry.sequence] != entry.operation {
                         let size = entry.operation.rawSize
                         if !wanted.isEmpty && (wantedBytes + size > budget || wanted.count >= config.segmentSize) { break reading }

@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import NIOCore
 import TopGunCore
@@ -23,37 +24,74 @@ struct Listener {
             var frames = inbound.makeAsyncIterator()
             guard let first = try await frames.next() else { return }
             let hello: Hello
+            let principal: Principal
             do {
                 hello = try admit(first)
-                // Challenge–response: prove knowing the secret, then check the client's
-                // proof before anything else happens on this connection.
-                let nonce = Handshake.nonce()
-                let proof = Handshake.proof(
-                    secret: node.configuration.token, role: .server, clientNonce: hello.nonce, serverNonce: nonce,
-                    client: hello.node, server: node.store.nodeID)
-                try await outbound.write(
-                    Message.welcome(version: Frame.protocolVersion, node: node.store.nodeID, head: try node.store.logHead(), nonce: nonce, proof: proof).frame)
-                guard let answer = try await frames.next() else {
-                    throw ReplicationError(.unauthorized, "closed during the handshake (the client did not accept this node's proof)")
-                }
-                guard case .proof(let theirs) = try Message(answer),
-                    Handshake.verify(
-                        theirs, secret: node.configuration.token, role: .client, clientNonce: hello.nonce, serverNonce: nonce,
+                if let bearer = hello.bearer {
+                    // A user's app: its JWT names the principal; no secret is involved
+                    // (the app authenticates the server by TLS).
+                    principal = try await verify(bearer)
+                    try claimIdentity(hello.node, principal)
+                    try claimSession(hello.node)
+                    try await outbound.write(
+                        Message.welcome(
+                            version: Frame.protocolVersion, node: node.store.nodeID, head: try node.store.logHead(), nonce: Handshake.nonce(),
+                            proof: [UInt8](repeating: 0, count: Handshake.proofBytes)
+                        ).frame)
+                } else {
+                    principal = .replica(hello.node)
+                    // Challenge–response: prove knowing the secret, then check the
+                    // client's proof before anything else happens on this connection.
+                    let nonce = Handshake.nonce()
+                    let proof = Handshake.proof(
+                        secret: node.configuration.token, role: .server, clientNonce: hello.nonce, serverNonce: nonce,
                         client: hello.node, server: node.store.nodeID)
-                else {
-                    throw ReplicationError(.unauthorized, "wrong secret: the client's proof does not match")
+                    try await outbound.write(
+                        Message.welcome(version: Frame.protocolVersion, node: node.store.nodeID, head: try node.store.logHead(), nonce: nonce, proof: proof).frame)
+                    guard let answer = try await frames.next() else {
+                        throw ReplicationError(.unauthorized, "closed during the handshake (the client did not accept this node's proof)")
+                    }
+                    guard case .proof(let theirs) = try Message(answer),
+                        Handshake.verify(
+                            theirs, secret: node.configuration.token, role: .client, clientNonce: hello.nonce, serverNonce: nonce,
+                            client: hello.node, server: node.store.nodeID)
+                    else {
+                        throw ReplicationError(.unauthorized, "wrong secret: the client's proof does not match")
+                    }
+                    try claimIdentity(hello.node, principal)
+                    try claimSession(hello.node)
                 }
-                try claimSession(hello.node)
             } catch {
                 node.stats.withLock { $0.handshakesRefused += 1 }
                 node.logger.warning("refused peer", metadata: ["reason": "\(error)"])
                 try? await outbound.write(Message.error("\(error)").frame)
                 return
             }
+            try await serve(hello, principal, raw, admitted, &frames, outbound)
+        }
+    }
+
+    /// Runs the link of an admitted peer until it ends (or its credential expires).
+    func serve(
+        _ hello: Hello, _ principal: Principal, _ raw: any Channel, _ admitted: Flag,
+        _ frames: inout NIOAsyncChannelInboundStream<Frame>.AsyncIterator, _ outbound: NIOAsyncChannelOutboundWriter<Frame>
+    ) async throws {
             admitted.set()
             let peer = hello.node
             defer { _ = node.liveSessions.withLock { $0.remove(peer) } }
-            node.logger.info("peer connected", metadata: ["peer": "\(peer)", "pushes": "\(hello.offersLog)"])
+            let session = node.openSession(principal) { raw.close(promise: nil) }
+            defer { node.closeSession(session) }
+            var expiry: Scheduled<Void>?
+            if let expires = principal.expiresAtMillis {
+                let now = UInt64(max(0, Date().timeIntervalSince1970 * 1000))
+                let logger = node.logger
+                expiry = raw.eventLoop.scheduleTask(in: .milliseconds(Int64(expires > now ? expires - now : 0))) {
+                    logger.notice("session ended: the token expired", metadata: ["peer": "\(peer)", "principal": "\(principal)"])
+                    raw.close(promise: nil)
+                }
+            }
+            defer { expiry?.cancel() }
+            node.logger.info("peer connected", metadata: ["peer": "\(peer)", "principal": "\(principal)", "pushes": "\(hello.offersLog)"])
             var subscription: Subscription?
             var widened = false
             // Pulled here unless a link this node dialled to the peer already pulls it.
@@ -67,8 +105,29 @@ struct Listener {
             }
             let link = Link(
                 node: node, peer: peer, subscription: subscription, couldPull: hello.offersLog, widened: widened, serves: true,
-                remoteHead: .zero, observer: nil)
+                remoteHead: .zero, observer: nil, access: node.access(for: principal), ownWritesOnly: false)
             try await link.run(raw, &frames, outbound)
+    }
+
+    /// Binds node id `peer` to `principal` (persisted): an id one principal used is
+    /// refused to any other, so a user cannot write under another user's or a
+    /// replica's id (counter slots and origins are per node id).
+    func claimIdentity(_ peer: NodeID, _ principal: Principal) throws {
+        guard try node.store.claimPeer(peer, user: principal.isReplica ? nil : principal.subject) else {
+            throw ReplicationError(.unauthorized, "node id \(peer) belongs to another principal than \(principal); use a fresh id")
+        }
+    }
+
+    /// The principal a client's JWT names.
+    func verify(_ token: String) async throws -> Principal {
+        guard let verifier = node.configuration.tokenVerifier else {
+            throw ReplicationError(.unauthorized, "this server accepts no JWTs (it has no --jwt-secret-file or --jwt-public-key)")
+        }
+        do {
+            return try await verifier.principal(for: token)
+        } catch {
+            node.stats.withLock { $0.tokensRefused[error.message, default: 0] += 1 }
+            throw error
         }
     }
 

@@ -33,6 +33,8 @@ enum Message: Sendable {
     case resume(HLCTimestamp)
     /// Either way, when nothing else was sent for a while: the link is alive.
     case heartbeat
+    /// Subscriber → publisher: an op the publisher pushed was refused (policy, origin).
+    case rejected(WriteRejection)
 
     /// Decodes a frame.
     ///
@@ -54,6 +56,7 @@ enum Message: Sendable {
         case .repair: self = .repair(try Segment(decoding: frame.body))
         case .resume: self = .resume(try frame.stamp())
         case .heartbeat: self = .heartbeat
+        case .rejected: self = .rejected(try WriteRejection(frame))
         default: throw ReplicationError(.protocolViolation, "unknown message type \(frame.kind.rawValue)")
         }
     }
@@ -74,6 +77,7 @@ enum Message: Sendable {
         case .repair(let segment): Frame(.repair, segment.encoded())
         case .resume(let head): Frame.stamp(.resume, head)
         case .heartbeat: Frame(.heartbeat)
+        case .rejected(let rejection): rejection.frame(origin: NodeID(0))
         }
     }
 
@@ -92,6 +96,7 @@ enum Message: Sendable {
         case .repair: "REPAIR"
         case .resume: "RESUME"
         case .heartbeat: "HEARTBEAT"
+        case .rejected: "REJECTED"
         }
     }
 

@@ -29,7 +29,7 @@ extension ReplicaNode {
         return try await channel.executeThenClose { inbound, outbound in
             var frames = inbound.makeAsyncIterator()
             let (peer, _) = try await handshake(channel.channel, address, outbound, &frames, offersLog: false)
-            try await outbound.write(Message.digests(try digests(for: [])).frame)
+            try await outbound.write(Message.digests(try digests(for: [], visibleTo: Access(principal: .replica(peer), policy: nil))).frame)
             var report = RepairReport(peer: peer, received: 0, applied: 0, refused: 0, head: .zero)
             while let frame = try await frames.next() {
                 let message = try Message(frame)
@@ -51,7 +51,7 @@ extension ReplicaNode {
                     return report
                 case .error(let text):
                     throw ReplicationError(.protocolViolation, "peer error: \(text)")
-                case .hello, .welcome, .proof, .subscribe, .segment, .ack, .digests, .needDigests, .heartbeat:
+                case .hello, .welcome, .proof, .subscribe, .segment, .ack, .digests, .needDigests, .heartbeat, .rejected:
                     throw message.unexpected(from: "a server during a repair")
                 }
             }

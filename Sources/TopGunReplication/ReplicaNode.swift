@@ -143,6 +143,16 @@ public final class ReplicaNode: Sendable {
         /// read per `pollInterval` for the whole node); commits of this process wake the
         /// streams directly.
         public var watchOtherProcesses: Bool
+        /// A JWT this node presents to the servers it dials instead of proving the
+        /// shared secret: it then syncs as that user, within the server's policy, and
+        /// pushes only its own writes (an app). `token` is unused then.
+        public var bearerToken: String?
+        /// Who may read and write what on this node (nil: every authenticated peer may
+        /// do everything). Replaced at run time with `ReplicaNode.reload(policy:)`.
+        public var policy: Policy?
+        /// Verifies the JWTs of connecting clients (nil: only the shared secret is
+        /// accepted).
+        public var tokenVerifier: TokenVerifier?
 
         public init(
             listen: PeerAddress?, peers: [PeerAddress] = [], token: [UInt8], subscription: Subscription = .init(),
@@ -152,8 +162,11 @@ public final class ReplicaNode: Sendable {
             gcInterval: Duration = .seconds(60), heartbeatInterval: Duration = .seconds(1), idleTimeout: Duration = .seconds(5),
             heldRetryInterval: Duration = .seconds(10), push: Bool = true, watchOtherProcesses: Bool = true,
             http: PeerAddress? = nil, httpRoutes: [String: @Sendable () -> (contentType: String, body: String)] = [:],
-            trustRoots: String? = nil
+            trustRoots: String? = nil, bearerToken: String? = nil, policy: Policy? = nil, tokenVerifier: TokenVerifier? = nil
         ) {
+            self.bearerToken = bearerToken
+            self.policy = policy
+            self.tokenVerifier = tokenVerifier
             self.trustRoots = trustRoots
             self.http = http
             self.httpRoutes = httpRoutes
@@ -199,6 +212,12 @@ public final class ReplicaNode: Sendable {
         /// Links to peers this node pulls from that ended in an error (refused, cut,
         /// timed out, failed TLS); each is dialled again after a backoff.
         public var linksDown = 0
+        /// Pushed writes this node refused, by reason ("not permitted", "foreign origin").
+        public var writesRejected: [String: Int] = [:]
+        /// This node's pushed writes that a server refused (and that were reverted here).
+        public var rejectionsReceived = 0
+        /// Connections refused for a bad JWT, by reason.
+        public var tokensRefused: [String: Int] = [:]
         public init() {}
     }
 
@@ -209,6 +228,12 @@ public final class ReplicaNode: Sendable {
     /// The node made `group` and shuts it down.
     let ownsGroup: Bool
     let stats = Mutex(Statistics())
+    /// The policy now in force (see `reload(policy:)`).
+    let policy: Mutex<Policy?>
+    /// Accepted sessions: who, and how to end them.
+    let sessions = Mutex<(next: Int, open: [Int: (principal: Principal, close: @Sendable () -> Void)])>((0, [:]))
+    /// Writes servers refused, for sync sessions (see `SyncSession.rejections`).
+    let rejectionObservers = Mutex<[Int: @Sendable (WriteRejection) -> Void]>([:])
     /// Cursors acknowledged by subscribers, for write concern.
     let acknowledged = Mutex<[NodeID: HLCTimestamp]>([:])
     /// Acknowledgements waiting to count for garbage collection.
@@ -273,6 +298,7 @@ public final class ReplicaNode: Sendable {
     ) throws {
         self.store = store
         self.configuration = configuration
+        self.policy = Mutex(configuration.policy)
         self.logger = logger
         self.group = eventLoopGroup ?? MultiThreadedEventLoopGroup(numberOfThreads: 1)
         self.ownsGroup = eventLoopGroup == nil
@@ -296,6 +322,49 @@ public final class ReplicaNode: Sendable {
     deinit { if ownsGroup { group.shutdownGracefully { _ in } } }
 
     public var statistics: Statistics { stats.withLock { $0 } }
+
+    /// Puts `policy` in force: new sessions get it, and every accepted session open now
+    /// is closed, so its peer reconnects under the new rules (`topgun serve` calls this
+    /// on SIGHUP).
+    public func reload(policy: Policy?) {
+        self.policy.withLock { $0 = policy }
+        let closers = sessions.withLock { $0.open.values.map(\.close) }
+        logger.notice("policy reloaded; closing open sessions", metadata: ["sessions": "\(closers.count)", "rules": "\(policy?.rules.count ?? 0)"])
+        for close in closers { close() }
+    }
+
+    /// Open accepted sessions by principal (`user:alice`, `node:…`).
+    public var sessionsByPrincipal: [String: Int] {
+        sessions.withLock { open in
+            var out: [String: Int] = [:]
+            for session in open.open.values { out[session.principal.description, default: 0] += 1 }
+            return out
+        }
+    }
+
+    func openSession(_ principal: Principal, close: @escaping @Sendable () -> Void) -> Int {
+        sessions.withLock {
+            $0.next += 1
+            $0.open[$0.next] = (principal, close)
+            return $0.next
+        }
+    }
+
+    func closeSession(_ id: Int) { _ = sessions.withLock { $0.open.removeValue(forKey: id) } }
+
+    /// Calls `observer` with every write a server refuses from this node (after it was
+    /// reverted here); returns a token for `removeRejectionObserver`.
+    public func addRejectionObserver(_ observer: @escaping @Sendable (WriteRejection) -> Void) -> Int {
+        let id = standbyIDs.add(1, ordering: .relaxed).newValue
+        rejectionObservers.withLock { $0[id] = observer }
+        return id
+    }
+
+    /// Stops calling an observer added with `addRejectionObserver`.
+    public func removeRejectionObserver(_ id: Int) { _ = rejectionObservers.withLock { $0.removeValue(forKey: id) } }
+
+    /// What a peer authenticated as `principal` may do here.
+    func access(for principal: Principal) -> Access { Access(principal: principal, policy: policy.withLock { $0 }) }
 
     /// Peers with a live link now, accepted or dialled.
     public var connectedPeers: Set<NodeID> {

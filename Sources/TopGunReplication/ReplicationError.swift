@@ -19,6 +19,13 @@ public struct ReplicationError: Error, Sendable, Equatable, CustomStringConverti
         public static let timeout = Code(rawValue: "timeout")
         /// Two nodes present one node id (a copied data directory).
         public static let duplicateNodeID = Code(rawValue: "duplicate node id")
+        /// A policy file that cannot be read or does not parse.
+        public static let badPolicy = Code(rawValue: "bad policy")
+        /// A JWT was refused: malformed, badly signed, expired, not yet valid, or for
+        /// another issuer or audience.
+        public static let badToken = Code(rawValue: "bad token")
+        /// The session's credential expired.
+        public static let expired = Code(rawValue: "expired")
     }
 
     public var code: Code

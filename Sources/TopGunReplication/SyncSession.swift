@@ -41,6 +41,7 @@ public final class SyncSession: Sendable {
         var pulledOps = 0
         var status: Status = .offline(lastError: nil)
         var watchers: [Int: AsyncStream<Status>.Continuation] = [:]
+        var rejectionWatchers: [Int: AsyncStream<WriteRejection>.Continuation] = [:]
         var nextWatcher = 0
         var stopped = false
     }
@@ -126,13 +127,18 @@ public final class SyncSession: Sendable {
         }
         for t in running { t.cancel() }
         for t in running { await t.value }
-        let (status, watchers) = state.withLock { state -> (Status, [AsyncStream<Status>.Continuation]) in
+        let (status, watchers, rejectionWatchers) = state.withLock {
+            state -> (Status, [AsyncStream<Status>.Continuation], [AsyncStream<WriteRejection>.Continuation]) in
             state.stopped = true
             state.connected = false
             state.status = .offline(lastError: state.lastError)
-            defer { state.watchers = [:] }
-            return (state.status, Array(state.watchers.values))
+            defer {
+                state.watchers = [:]
+                state.rejectionWatchers = [:]
+            }
+            return (state.status, Array(state.watchers.values), Array(state.rejectionWatchers.values))
         }
+        for watcher in rejectionWatchers { watcher.finish() }
         progress.notify()
         for watcher in watchers {
             watcher.yield(status)
@@ -146,6 +152,28 @@ public final class SyncSession: Sendable {
 
     /// Ops received from the server so far.
     public var opsPulled: Int { node.statistics.opsApplied }
+
+    /// Writes of this database the server refused (its policy does not let this user
+    /// write there), from now on until the session stops. Each was already reverted
+    /// here: the record is back to the server's state.
+    public func rejections() -> AsyncStream<WriteRejection> {
+        let (stream, continuation) = AsyncStream.makeStream(of: WriteRejection.self, bufferingPolicy: .bufferingNewest(1_000))
+        if state.withLock({ $0.stopped }) {
+            continuation.finish()
+            return stream
+        }
+        let id = node.addRejectionObserver { continuation.yield($0) }
+        let stops = state.withLock { state -> Int in
+            state.nextWatcher += 1
+            state.rejectionWatchers[state.nextWatcher] = continuation
+            return state.nextWatcher
+        }
+        continuation.onTermination = { [weak self] _ in
+            self?.node.removeRejectionObserver(id)
+            _ = self?.state.withLock { $0.rejectionWatchers.removeValue(forKey: stops) }
+        }
+        return stream
+    }
 
     func start() {
         let observer = Observer(session: self)
@@ -234,13 +262,33 @@ extension Database {
         with url: String, token: [UInt8], trustRoots: String? = nil, watchOtherProcesses: Bool = false,
         logger: Logger = Logger(label: "topgun.sync"), eventLoopGroup: (any EventLoopGroup)? = nil
     ) throws -> SyncSession {
+        try sync(url, token: token, jwt: nil, trustRoots, watchOtherProcesses, logger, eventLoopGroup)
+    }
+
+    /// Starts syncing as a user: like `sync(with:token:)`, but the database presents
+    /// `jwt` (a JSON Web Token the server verifies) instead of the replicas' secret. The
+    /// server's policy decides what it reads and writes; writes it refuses are reverted
+    /// here and reported by `SyncSession.rejections()`. Use `wss://` or TLS: the token
+    /// is a bearer credential.
+    public func sync(
+        with url: String, jwt: String, trustRoots: String? = nil, watchOtherProcesses: Bool = false,
+        logger: Logger = Logger(label: "topgun.sync"), eventLoopGroup: (any EventLoopGroup)? = nil
+    ) throws -> SyncSession {
+        try sync(url, token: [], jwt: jwt, trustRoots, watchOtherProcesses, logger, eventLoopGroup)
+    }
+
+    private func sync(
+        _ url: String, token: [UInt8], jwt: String?, _ trustRoots: String?, _ watchOtherProcesses: Bool, _ logger: Logger,
+        _ eventLoopGroup: (any EventLoopGroup)?
+    ) throws -> SyncSession {
         guard let server = ReplicaNode.PeerAddress(url: url) else {
             throw ReplicationError(.malformed, "\(url) is not a tcp://, ws:// or wss:// URL")
         }
         let node = try ReplicaNode(
             store: store,
             configuration: .init(
-                listen: nil, peers: [server], token: token, push: true, watchOtherProcesses: watchOtherProcesses, trustRoots: trustRoots),
+                listen: nil, peers: [server], token: token, push: true, watchOtherProcesses: watchOtherProcesses, trustRoots: trustRoots,
+                bearerToken: jwt),
             logger: logger, eventLoopGroup: eventLoopGroup)
         let session = SyncSession(node: node, server: server)
         session.start()

@@ -51,6 +51,8 @@ struct Inspect: AsyncParsableCommand {
                     ])
                 } ?? .null,
             ]
+            // The principal the node id is bound to: a user's app, or a replica.
+            fields["principal"] = .string(p.user.map { "user:\($0)" } ?? "replica")
             if p.refusedBeyondHorizon > 0 {
                 fields["needs_repair"] = .string("writes from this peer older than the GC horizon were refused: topgun repair --from <its address>")
             }

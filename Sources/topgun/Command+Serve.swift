@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import Prometheus
 import ServiceLifecycle
+import UnixSignals
 import TopGunCore
 import TopGunReplication
 import TopGunStore
@@ -42,6 +43,12 @@ struct Serve: AsyncParsableCommand {
             "durable (default: fsync every commit), no-meta-sync (a machine crash may lose the newest commits), or no-sync.",
             valueName: "mode"))
     var durability: DurabilityMode = .durable
+    @Option(help: "JSON policy file: who may read and write which maps and keys (deny by default; SIGHUP reloads it).")
+    var policy: String?
+    @Option(help: "File holding the HS256 key for client JWTs (its text, surrounding whitespace trimmed).") var jwtSecretFile: String?
+    @Option(help: "PEM public key (ES256 or RS256) for client JWTs (repeatable).") var jwtPublicKey: [String] = []
+    @Option(help: "Required iss claim of client JWTs.") var jwtIssuer: String?
+    @Option(help: "Required aud claim of client JWTs.") var jwtAudience: String?
 
     func run() async throws {
         LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
@@ -72,6 +79,28 @@ struct Serve: AsyncParsableCommand {
                     "seconds_per_gb": "\(file.fileBytes > 0 ? file.seconds / (Double(file.fileBytes) / 1e9) : 0)",
                 ])
         }
+        let policyRules = try policy.map { path in
+            do { return try Policy.load(path: path) } catch { throw CLIError("\(error)") }
+        }
+        var verifier: TokenVerifier?
+        if jwtSecretFile != nil || !jwtPublicKey.isEmpty {
+            let secret = try jwtSecretFile.map { path in
+                guard let data = FileManager.default.contents(atPath: path) else { throw CLIError("cannot read --jwt-secret-file \(path)") }
+                return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            }
+            let keys = try jwtPublicKey.map { path in
+                guard let data = FileManager.default.contents(atPath: path) else { throw CLIError("cannot read --jwt-public-key \(path)") }
+                return String(decoding: data, as: UTF8.self)
+            }
+            do {
+                verifier = try await TokenVerifier(hmacSecret: secret, publicKeysPEM: keys, issuer: jwtIssuer, audience: jwtAudience)
+            } catch {
+                throw CLIError("\(error)")
+            }
+            if policyRules == nil {
+                logger.warning("client JWTs are accepted without --policy: every user may read and write everything")
+            }
+        }
         let store = try Store(path: options.data, options: durability.storeOptions)
         if let http, let metrics, http != metrics { throw CLIError("--metrics is another name for --http: give one address") }
         let httpAddress = try (http ?? metrics).map { try Self.listenAddress($0, flag: http != nil ? "--http" : "--metrics") }
@@ -96,9 +125,9 @@ struct Serve: AsyncParsableCommand {
                 // Collect at least twice per retention period, at most once a minute.
                 gcInterval: .seconds(max(1, min(60, (retention ?? 120) / 2))),
                 heartbeatInterval: .milliseconds(Int(idleTimeout * 250)), idleTimeout: .milliseconds(Int(idleTimeout * 1_000)),
-                http: httpAddress, httpRoutes: routes),
+                http: httpAddress, httpRoutes: routes, policy: policyRules, tokenVerifier: verifier),
             logger: logger)
-        let service = NodeService(node: node, logger: logger, registry: registry)
+        let service = NodeService(node: node, logger: logger, registry: registry, policyFile: policy)
         let group = ServiceGroup(
             configuration: .init(services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
@@ -118,6 +147,8 @@ struct NodeService: Service {
     let node: ReplicaNode
     let logger: Logger
     let registry: PrometheusCollectorRegistry?
+    /// Reloaded on SIGHUP.
+    let policyFile: String?
 
     func run() async throws {
         do {
@@ -133,6 +164,21 @@ struct NodeService: Service {
                 tasks.addTask { try await node.run() }
                 if let registry {
                     tasks.addTask { try await MetricsEndpoint(registry: registry, node: node).publish() }
+                }
+                tasks.addTask {
+                    // SIGHUP: read the policy file again; a file that does not parse
+                    // leaves the old policy in force.
+                    for await _ in await UnixSignalsSequence(trapping: .sighup) {
+                        guard let policyFile else {
+                            logger.info("SIGHUP: no --policy file to reload")
+                            continue
+                        }
+                        do {
+                            node.reload(policy: try Policy.load(path: policyFile))
+                        } catch {
+                            logger.error("SIGHUP: the policy file was not reloaded; the old policy stays", metadata: ["error": "\(error)"])
+                        }
+                    }
                 }
                 tasks.addTask {
                     // Announce the bound port once listening (scripts and tests read it).

@@ -25,6 +25,11 @@ struct Sync: AsyncParsableCommand {
     @Option(help: "With --once: give up after this many seconds.") var timeout: Double = 60
     @Option(help: "PEM certificates trusted for a wss:// server (default: the system's).") var tlsCA: String?
 
+    /// One line per write the server refused (already reverted here).
+    static func report(_ rejection: WriteRejection) {
+        print("refused by the server, reverted here: \(rejection.map)/\(rejection.key): \(rejection.reason)")
+    }
+
     func run() async throws {
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -35,10 +40,14 @@ struct Sync: AsyncParsableCommand {
             throw CLIError("bad --server \(server), expected tcp://HOST:PORT, ws://HOST:PORT/PATH or wss://HOST:PORT/PATH")
         }
         let secret = try token.secret()
+        let jwt = try token.jwt()
         let db = try Database(path: options.data, options: .init(durability: .durable))
         if once {
             let node = try ReplicaNode(
-                store: db.store, configuration: .init(listen: nil, token: secret, push: true, watchOtherProcesses: false, trustRoots: tlsCA))
+                store: db.store,
+                configuration: .init(listen: nil, token: secret, push: true, watchOtherProcesses: false, trustRoots: tlsCA, bearerToken: jwt))
+            let refusals = node.addRejectionObserver { Self.report($0) }
+            defer { node.removeRejectionObserver(refusals) }
             let report: SyncReport
             do {
                 report = try await node.syncOnce(with: address, timeout: .milliseconds(Int(timeout * 1_000)))
@@ -50,9 +59,15 @@ struct Sync: AsyncParsableCommand {
             return
         }
         // Writes by other processes (`topgun put` on the same files) are pushed too.
-        let session = try db.sync(with: server, token: secret, trustRoots: tlsCA, watchOtherProcesses: true)
+        let session =
+            try jwt.map { try db.sync(with: server, jwt: $0, trustRoots: tlsCA, watchOtherProcesses: true) }
+            ?? db.sync(with: server, token: secret, trustRoots: tlsCA, watchOtherProcesses: true)
         try await withTaskCancellationHandler {
-            for await status in session.statusUpdates() { print("\(status)") }
+            await withTaskGroup(of: Void.self) { tasks in
+                tasks.addTask { for await rejection in session.rejections() { Self.report(rejection) } }
+                tasks.addTask { for await status in session.statusUpdates() { print("\(status)") } }
+                await tasks.waitForAll()
+            }
         } onCancel: {
             Task { await session.stop() }
         }

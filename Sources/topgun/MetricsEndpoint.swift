@@ -8,7 +8,8 @@ import TopGunStore
 
 /// Keeps the Prometheus metrics of a node current (its HTTP listener serves them on
 /// `GET /metrics`): merge ops, commit latency histogram, op-log size, per-peer lag,
-/// bytes in and out, rejected segments.
+/// bytes in and out, rejected segments, sessions by principal, refused writes and
+/// tokens by reason.
 struct MetricsEndpoint {
     let registry: PrometheusCollectorRegistry
     let node: ReplicaNode
@@ -39,6 +40,7 @@ struct MetricsEndpoint {
         let idle = Counter(label: "topgun_replication_idle_timeouts_total")
         let duplicates = Counter(label: "topgun_replication_duplicate_node_ids_total")
         var last = (StoreCounters.Snapshot(), ReplicaNode.Statistics())
+        var seenPrincipals = Set<String>()
         while !Task.isCancelled {
             let store = node.store.counters.snapshot
             let stats = node.statistics
@@ -68,6 +70,20 @@ struct MetricsEndpoint {
                 Gauge(label: "topgun_peer_last_seen_ms", dimensions: id).record(Double(peer.lastSeenMillis))
             }
             Gauge(label: "topgun_connected_peers").record(Double(connected.count))
+            // Sessions by principal (zero for those that ended since the last second).
+            let sessions = node.sessionsByPrincipal
+            for principal in Set(sessions.keys).union(seenPrincipals) {
+                Gauge(label: "topgun_sessions", dimensions: [("principal", principal)]).record(Double(sessions[principal] ?? 0))
+            }
+            seenPrincipals.formUnion(sessions.keys)
+            for (reason, count) in stats.writesRejected {
+                Counter(label: "topgun_writes_rejected_total", dimensions: [("reason", reason)])
+                    .increment(by: Int64(count - (last.1.writesRejected[reason] ?? 0)))
+            }
+            for (reason, count) in stats.tokensRefused {
+                Counter(label: "topgun_tokens_refused_total", dimensions: [("reason", reason)])
+                    .increment(by: Int64(count - (last.1.tokensRefused[reason] ?? 0)))
+            }
             last = (store, stats)
             try await Task.sleep(for: .seconds(1))
         }

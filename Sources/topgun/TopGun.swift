@@ -111,4 +111,19 @@ struct TokenOption: ParsableArguments {
         }
         return Array(String(decoding: token, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines).utf8)
     }
+
+    /// The file's text when it holds a JWT (three base64url parts whose first decodes
+    /// to a JSON header naming an `alg`): this node then syncs as that user.
+    func jwt() throws -> String? {
+        let text = String(decoding: try secret(), as: UTF8.self)
+        let parts = text.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 3, parts.allSatisfy({ !$0.isEmpty && $0.allSatisfy { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" } })
+        else { return nil }
+        var header = parts[0].replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        while header.count % 4 != 0 { header += "=" }
+        guard let data = Data(base64Encoded: header), let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+            json["alg"] != nil
+        else { return nil }
+        return text
+    }
 }

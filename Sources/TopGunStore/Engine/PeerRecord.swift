@@ -6,6 +6,7 @@ import TopGunCore
 /// cursor 16 B | last seen ms u64 | acknowledged 16 B | refused u32 | joined at 16 B
 /// | scope: map count u16 (0xFFFF = all), (length u16, UTF-8)…,
 ///          partition count u16 (0xFFFF = all), partition u16…
+/// | user: length u16, UTF-8 (absent: a replica)
 /// ```
 /// Records written before acknowledgements existed hold only the first 24 bytes; the
 /// rest reads as nothing acknowledged, joined at the end of time (the whole GC horizon
@@ -31,11 +32,17 @@ public struct PeerState: Sendable, Equatable {
     public var joinedAtHorizon: HLCTimestamp
     /// The maps and partitions the cursor covers (nil: unknown, from an older record).
     public var scope: PeerScope?
+    /// The subject of the user whose app this peer is (it authenticated with a JWT);
+    /// nil for a replica. A node id stays bound to the principal that first used it,
+    /// and users' apps do not hold garbage collection back: they see only part of the
+    /// data, so their acknowledgements cannot speak for the rest.
+    public var user: String?
 
     public init(
         node: NodeID, cursor: HLCTimestamp = .zero, lastSeenMillis: UInt64 = 0, acknowledged: HLCTimestamp = .zero,
-        refusedBeyondHorizon: Int = 0, joinedAtHorizon: HLCTimestamp = .zero, scope: PeerScope? = nil
+        refusedBeyondHorizon: Int = 0, joinedAtHorizon: HLCTimestamp = .zero, scope: PeerScope? = nil, user: String? = nil
     ) {
+        self.user = user
         self.joinedAtHorizon = joinedAtHorizon
         self.node = node
         self.cursor = cursor
@@ -54,7 +61,12 @@ public struct PeerState: Sendable, Equatable {
         out += acknowledged.bytes
         out.appendBigEndian(UInt32(clamping: refusedBeyondHorizon))
         out += joinedAtHorizon.bytes
-        if let scope { scope.encode(into: &out) }
+        if let scope { scope.encode(into: &out) } else if user != nil { PeerScope.all.encode(into: &out) }
+        if let user {
+            let bytes = Array(user.utf8.prefix(Int(UInt16.max)))
+            out.appendBigEndian(UInt16(bytes.count))
+            out += bytes
+        }
         return out
     }
 
@@ -68,11 +80,20 @@ public struct PeerState: Sendable, Equatable {
         refusedBeyondHorizon = 0
         joinedAtHorizon = Self.endOfTime
         scope = nil
+        user = nil
         guard raw.count >= Self.fixedBytes else { return }
         joinedAtHorizon = HLCTimestamp(loadingFrom: base + 44)
         acknowledged = HLCTimestamp(loadingFrom: base + 24)
         refusedBeyondHorizon = Int(raw.loadBigEndian(fromByteOffset: 40, as: UInt32.self))
-        scope = PeerScope(decoding: UnsafeRawBufferPointer(rebasing: raw[Self.fixedBytes...]))
+        var consumed = 0
+        scope = PeerScope(decoding: UnsafeRawBufferPointer(rebasing: raw[Self.fixedBytes...]), consumed: &consumed)
+        let userAt = Self.fixedBytes + consumed
+        if scope != nil, raw.count >= userAt + 2 {
+            let n = Int(raw.loadBigEndian(fromByteOffset: userAt, as: UInt16.self))
+            if raw.count >= userAt + 2 + n {
+                user = String(decoding: UnsafeRawBufferPointer(rebasing: raw[(userAt + 2)..<(userAt + 2 + n)]), as: UTF8.self)
+            }
+        }
     }
 }
 
@@ -122,8 +143,9 @@ public struct PeerScope: Sendable, Equatable {
         for p in partitions { out.appendBigEndian(p) }
     }
 
-    init?(decoding raw: UnsafeRawBufferPointer) {
+    init?(decoding raw: UnsafeRawBufferPointer, consumed: inout Int) {
         var offset = 0
+        defer { consumed = offset }
         func u16() -> UInt16? {
             guard offset + 2 <= raw.count else { return nil }
             defer { offset += 2 }

@@ -72,6 +72,24 @@ extension Store {
         }
     }
 
+    /// Records that node id `peer` is used by `user` (a user's app; nil: a replica)
+    /// and binds it to that principal.
+    ///
+    /// - Returns: false, changing nothing, when the id is already bound to another
+    ///   principal (a user's app cannot take a replica's id or another user's, nor a
+    ///   replica a user's).
+    public func claimPeer(_ peer: NodeID, user: String?) throws -> Bool {
+        let wall = options.wallClock.milliseconds()
+        return try write { txn in
+            if let stored = try Self.readPeer(peer, txn.reads, dbs), stored.user != user { return false }
+            try Self.updatePeer(peer, txn, dbs) { state, isNew in
+                state.lastSeenMillis = wall
+                if isNew { state.user = user }
+            }
+            return true
+        }
+    }
+
     /// Declares `peer` gone for good: garbage collection stops waiting for it. If it
     /// comes back, whatever of its writes is older than the GC horizon is refused
     /// (counted on its record) until a repair.
@@ -152,13 +170,21 @@ extension Store {
     /// The state operations that repair a replica whose bucket digests are `theirs`:
     /// the records of every bucket (of `maps`, or all maps; of `partitions`, or all) whose
     /// digest differs from ours.
+    ///
+    /// - Parameter visible: when given, the records a peer may see, by map: digests
+    ///   are computed over those alone (so records it may not see neither leak nor
+    ///   differ for ever) and only those are sent. Maps it returns nil for are whole;
+    ///   maps it may see nothing of are skipped.
     public func repairOperations(
-        theirs: [String: [UInt16: [UInt64]]], maps: [String] = [], partitions: [UInt16] = []
+        theirs: [String: [UInt16: [UInt64]]], maps: [String] = [], partitions: [UInt16] = [],
+        visible: (@Sendable (String) -> RecordFilter)? = nil
     ) throws -> [ReplicatedOperation] {
         var ops: [ReplicatedOperation] = []
         let names = maps.isEmpty ? Array(Set(self.maps.keys).union(theirs.keys)).sorted() : maps
         for map in names {
-            let ours = try bucketDigests(map: map)
+            let filter = visible?(map) ?? .all
+            if case .none = filter { continue }
+            let ours = try bucketDigests(map: map, filter)
             let their = theirs[map] ?? [:]
             for partition in Set(ours.keys).union(their.keys).sorted() {
                 if !partitions.isEmpty && !partitions.contains(partition) { continue }
@@ -166,10 +192,54 @@ extension Store {
                 let a = ours[partition] ?? zero
                 let b = their[partition] ?? zero
                 let differing = Set((0..<MerkleBuckets.bucketCount).filter { a[$0] != b[$0] }.map { UInt8($0) })
-                if !differing.isEmpty { ops += try stateOperations(map: map, partition: partition, buckets: differing) }
+                if !differing.isEmpty {
+                    var found = try stateOperations(map: map, partition: partition, buckets: differing)
+                    if case .some(let admits) = filter { found = found.filter { admits($0.key) } }
+                    ops += found
+                }
             }
         }
         return ops
+    }
+
+    /// Which records of a map a peer may see.
+    public enum RecordFilter: Sendable {
+        case all
+        case none
+        /// The keys the closure admits.
+        case some(@Sendable (String) -> Bool)
+    }
+
+    /// Bucket digests of the records of `map` that `filter` admits: the stored digests
+    /// for `.all`, else computed by a scan of the map.
+    public func bucketDigests(map: String, _ filter: RecordFilter) throws -> [UInt16: [UInt64]] {
+        switch filter {
+        case .all: return try bucketDigests(map: map)
+        case .none: return [:]
+        case .some(let admits):
+            guard let info = mapInfo(map) else { return [:] }
+            return try read { txn in
+                var out: [UInt16: [UInt64]] = [:]
+                try txn.forEach(in: dbs.records, range: .prefix(Layout.recordPrefix(mapID: info.id))) { key, value in
+                    try key.withUnsafeBytes { k in
+                        try value.withUnsafeBytes { v in
+                            guard k.count > Layout.recordPrefixBytes, let header = RecordHeader(v) else {
+                                throw StoreError(.corruptRecord, "record of \(map)")
+                            }
+                            let name = String(decoding: UnsafeRawBufferPointer(rebasing: k[Layout.recordPrefixBytes...]), as: UTF8.self)
+                            guard admits(name) else { return }
+                            let partition = k.loadBigEndian(fromByteOffset: 4, as: UInt16.self)
+                            let keyHash = Layout.keyHash(ofRecordKey: k)
+                            out[partition, default: [UInt64](repeating: 0, count: MerkleBuckets.bucketCount)][
+                                Int(MerkleBuckets.bucket(ofKeyHash: keyHash))] ^=
+                                Layout.merkleEntry(kind: info.kind, keyHash: keyHash, timestamp: header.timestamp, digest: header.digest)
+                        }
+                    }
+                    return true
+                }
+                return out.filter { $0.value.contains { $0 != 0 } }
+            }
+        }
     }
 
     /// Bucket digests of every partition of `map` that has any (absent = all zero).
@@ -199,15 +269,7 @@ extension Store {
         try scan(map: map, partition: partition) { key, state in
             let bucket = Array(key.utf8).withUnsafeBytes { MerkleBuckets.bucket(ofKeyHash: MerkleBuckets.keyHash($0)) }
             guard buckets.contains(bucket) else { return true }
-            switch state {
-            case .lww(let r):
-                out.append(ReplicatedOperation(map: map, key: key, timestamp: r.timestamp, payload: .lww(encodedValue: r.value?.encoded, ttlMillis: r.ttlMillis)))
-            case .orMap(let s):
-                let stamp = s.entries.values.map(\.timestamp).max() ?? s.tombstones.max() ?? .zero
-                out.append(ReplicatedOperation(map: map, key: key, timestamp: stamp, payload: .orSet(s)))
-            case .counter(let c):
-                out.append(ReplicatedOperation(map: map, key: key, timestamp: .zero, payload: .counter(c)))
-            }
+            out.append(ReplicatedOperation(map: map, key: key, state: state))
             return true
         }
         return out

@@ -1,0 +1,93 @@
+import Foundation
+import JWTKit
+
+/// Verifies client JWTs (vapor/jwt-kit): HS256 with a shared secret, ES256 and RS256
+/// with PEM public keys. `exp` and `sub` are required; `nbf`, `iss` and `aud` are
+/// checked when present in the token or required by the configuration. The principal
+/// is `sub` plus the `roles` array claim.
+public struct TokenVerifier: Sendable {
+    /// One collection per key: a token is checked against each until one signature
+    /// verifies (keys are rarely given `kid`s by simple issuers).
+    private let keys: [JWTKeyCollection]
+    public let issuer: String?
+    public let audience: String?
+
+    /// - Parameters:
+    ///   - hmacSecret: the HS256 key (a secret file's text, surrounding whitespace
+    ///     trimmed by the caller).
+    ///   - publicKeysPEM: ES256 (P-256) or RS256 public keys in PEM.
+    /// - Throws: `ReplicationError(.badToken)` for a PEM that is neither.
+    public init(hmacSecret: String?, publicKeysPEM: [String], issuer: String? = nil, audience: String? = nil) async throws(ReplicationError) {
+        var keys: [JWTKeyCollection] = []
+        if let hmacSecret {
+            guard !hmacSecret.isEmpty else { throw ReplicationError(.badToken, "the JWT secret is empty") }
+            keys.append(await JWTKeyCollection().add(hmac: HMACKey(from: hmacSecret), digestAlgorithm: .sha256))
+        }
+        for pem in publicKeysPEM {
+            if let key = try? ES256PublicKey(pem: pem) {
+                keys.append(await JWTKeyCollection().add(ecdsa: key))
+            } else if let key = try? Insecure.RSA.PublicKey(pem: pem) {
+                keys.append(await JWTKeyCollection().add(rsa: key, digestAlgorithm: .sha256))
+            } else {
+                throw ReplicationError(.badToken, "a JWT public key is neither a P-256 (ES256) nor an RSA (RS256) public key in PEM")
+            }
+        }
+        self.keys = keys
+        self.issuer = issuer
+        self.audience = audience
+    }
+
+    /// The claims read from a token.
+    struct Claims: JWTPayload {
+        var sub: SubjectClaim
+        var exp: ExpirationClaim?
+        var nbf: NotBeforeClaim?
+        var iss: IssuerClaim?
+        var aud: AudienceClaim?
+        var roles: [String]?
+
+        func verify(using algorithm: some JWTAlgorithm) async throws {}
+    }
+
+    /// Why a token was refused: one clear reason.
+    enum Refusal: String, Error {
+        case malformed = "malformed token"
+        case badSignature = "bad signature (no configured key verifies it)"
+        case expired = "token expired"
+        case notYetValid = "token not yet valid (nbf)"
+        case noExpiry = "token has no exp claim"
+        case noSubject = "token has no sub claim"
+        case wrongIssuer = "wrong issuer"
+        case wrongAudience = "wrong audience"
+    }
+
+    /// The principal a token names, at wall time `now`.
+    ///
+    /// - Throws: `ReplicationError(.badToken)` with the reason.
+    public func principal(for token: String, now: Date = Date()) async throws(ReplicationError) -> Principal {
+        var claims: Claims?
+        var malformed = false
+        for collection in keys {
+            do {
+                claims = try await collection.verify(token, as: Claims.self)
+                break
+            } catch let error as JWTError where error.errorType == .signatureVerificationFailed {
+                continue
+            } catch {
+                malformed = true
+            }
+        }
+        guard let claims else { throw refuse(malformed ? .malformed : .badSignature) }
+        guard let exp = claims.exp else { throw refuse(.noExpiry) }
+        guard now < exp.value else { throw refuse(.expired) }
+        if let nbf = claims.nbf, now < nbf.value { throw refuse(.notYetValid) }
+        if let issuer, claims.iss?.value != issuer { throw refuse(.wrongIssuer) }
+        if let audience, !(claims.aud?.value.contains(audience) ?? false) { throw refuse(.wrongAudience) }
+        guard !claims.sub.value.isEmpty else { throw refuse(.noSubject) }
+        return Principal(
+            subject: claims.sub.value, roles: (claims.roles ?? []).filter { $0 != "replica" },
+            expiresAtMillis: UInt64(max(0, exp.value.timeIntervalSince1970 * 1000)))
+    }
+
+    private func refuse(_ refusal: Refusal) -> ReplicationError { ReplicationError(.badToken, refusal.rawValue) }
+}
