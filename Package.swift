@@ -86,7 +86,7 @@ let package = Package(
         .testTarget(name: "TopGunSimulationTests", dependencies: ["TopGunSimulation", "TopGunTestSupport"]),
         .testTarget(
             name: "TopGunReplicationTests",
-            dependencies: ["TopGunReplication", "TopGunStore", "TopGunTestSupport", nioCore, nioPosix]
+            dependencies: ["TopGunReplication", "TopGunStore", "TopGunTestSupport", nioCore, nioPosix, jwtKit]
         ),
     ],
     swiftLanguageModes: [.v6]

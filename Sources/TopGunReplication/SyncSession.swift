@@ -54,6 +54,8 @@ public final class SyncSession: Sendable {
     /// Bumped on every change of progress or connection.
     let progress = ChangeSignal()
     let task = Mutex<[Task<Void, Never>]>([])
+    /// Log scanned through, and the newest own write found (see `headToPush`).
+    let ownHead = Mutex<(scanned: HLCTimestamp, own: HLCTimestamp)>((.zero, .zero))
 
     init(node: ReplicaNode, server: ReplicaNode.PeerAddress) {
         self.node = node
@@ -80,9 +82,26 @@ public final class SyncSession: Sendable {
         return stream
     }
 
-    /// Local op-log entries the server has not acknowledged yet.
+    /// Local op-log entries the server has not acknowledged yet (syncing as a user:
+    /// this database's own writes among them; it pushes nothing else).
     public func pendingChanges() throws -> Int {
-        try node.store.logEntryCount(after: state.withLock { $0.pushed })
+        let pushed = state.withLock { $0.pushed }
+        if node.configuration.bearerToken != nil { return try node.store.ownEntries(of: node.store.nodeID, after: pushed).count }
+        return try node.store.logEntryCount(after: pushed)
+    }
+
+    /// The newest log entry the server must acknowledge: the log head, or syncing as a
+    /// user the newest of this database's own writes (the rest is never pushed, so
+    /// the server's cursor moves past it only with a later own write).
+    func headToPush() throws -> HLCTimestamp {
+        guard node.configuration.bearerToken != nil else { return try node.store.lastSequence() ?? .zero }
+        let (scanned, known) = ownHead.withLock { $0 }
+        let head = try node.store.lastSequence() ?? .zero
+        guard head > scanned else { return known }
+        let newest = try node.store.ownEntries(of: node.store.nodeID, after: scanned == .zero ? nil : scanned).last
+        let own = max(known, newest ?? .zero)
+        ownHead.withLock { $0 = (head, own) }
+        return own
     }
 
     /// Waits until the server has acknowledged every local write made before the call
@@ -90,7 +109,8 @@ public final class SyncSession: Sendable {
     ///
     /// - Throws: `CancellationError` when the task is cancelled or the session stopped.
     public func waitUntilPushed() async throws {
-        guard let head = try node.store.lastSequence() else { return }
+        let head = try headToPush()
+        guard head > .zero else { return }
         var seen = progress.generation
         while state.withLock({ $0.pushed }) < head {
             try checkRunning()
@@ -107,7 +127,7 @@ public final class SyncSession: Sendable {
         var seen = progress.generation
         while true {
             try checkRunning()
-            let head = try node.store.lastSequence() ?? .zero
+            let head = try headToPush()
             if status == .idle && state.withLock({ $0.pushed >= head }) { return }
             seen = await progress.wait(after: seen)
         }
@@ -210,7 +230,7 @@ public final class SyncSession: Sendable {
 
     /// Changes the state, recomputes the status and tells the watchers.
     func update(_ change: (inout State) -> Void) {
-        let localHead = (try? node.store.lastSequence()) ?? .zero
+        let localHead = (try? headToPush()) ?? .zero
         let (status, watchers) = state.withLock { state -> (Status?, [AsyncStream<Status>.Continuation]) in
             change(&state)
             let next: Status =
@@ -314,7 +334,10 @@ extension ReplicaNode {
     ///   `.protocolViolation` when the server closed the link before both sides were
     ///   caught up.
     public func syncOnce(with server: PeerAddress, timeout: Duration) async throws -> SyncReport {
-        let localHead = try store.lastSequence() ?? .zero
+        // As a user, only this node's own writes are pushed.
+        let localHead =
+            configuration.bearerToken != nil
+            ? try store.ownEntries(of: store.nodeID, after: nil).last ?? .zero : try store.lastSequence() ?? .zero
         let progress = OnceProgress()
         let caughtUp = try await withThrowingTaskGroup(of: Bool.self) { group in
             group.addTask {

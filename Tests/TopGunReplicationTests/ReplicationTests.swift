@@ -17,7 +17,8 @@ final class RunningNode: Sendable {
         _ store: Store, listen: Bool = true, port: Int = 0, http: Int? = nil, peers: [Int] = [],
         addresses: [ReplicaNode.PeerAddress] = [], token: String = "secret", subscription: Subscription = .init(),
         antiEntropy: Duration? = nil, tls: ReplicaNode.TLSFiles? = nil, retention: Duration? = nil,
-        idleTimeout: Duration = .seconds(5), segmentSize: Int = 1_000, push: Bool = true, maxFrameBytes: Int = Frame.defaultMaxBytes
+        idleTimeout: Duration = .seconds(5), segmentSize: Int = 1_000, push: Bool = true, maxFrameBytes: Int = Frame.defaultMaxBytes,
+        bearer: String? = nil, policy: Policy? = nil, verifier: TokenVerifier? = nil
     ) async throws {
         node = try ReplicaNode(
             store: store,
@@ -27,7 +28,8 @@ final class RunningNode: Sendable {
                 token: Array(token.utf8), subscription: subscription, maxFrameBytes: maxFrameBytes, segmentSize: segmentSize,
                 antiEntropyInterval: antiEntropy, tls: tls,
                 retention: retention, gcInterval: .milliseconds(100), heartbeatInterval: idleTimeout / 4, idleTimeout: idleTimeout,
-                push: push, http: http.map { .init(host: "127.0.0.1", port: $0) }))
+                push: push, http: http.map { .init(host: "127.0.0.1", port: $0) }, bearerToken: bearer, policy: policy,
+                tokenVerifier: verifier))
         let node = self.node
         task = Task { try await node.run() }
         if listen { _ = try await node.listening() }

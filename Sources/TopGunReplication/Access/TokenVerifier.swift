@@ -20,7 +20,11 @@ public struct TokenVerifier: Sendable {
     public init(hmacSecret: String?, publicKeysPEM: [String], issuer: String? = nil, audience: String? = nil) async throws(ReplicationError) {
         var keys: [JWTKeyCollection] = []
         if let hmacSecret {
-            guard !hmacSecret.isEmpty else { throw ReplicationError(.badToken, "the JWT secret is empty") }
+            // RFC 7518 §3.2: an HS256 key is at least as long as the hash (jwt-kit
+            // stops the process on a shorter one).
+            guard hmacSecret.utf8.count >= 32 else {
+                throw ReplicationError(.badToken, "the JWT secret is \(hmacSecret.utf8.count) bytes; HS256 needs at least 32")
+            }
             keys.append(await JWTKeyCollection().add(hmac: HMACKey(from: hmacSecret), digestAlgorithm: .sha256))
         }
         for pem in publicKeysPEM {

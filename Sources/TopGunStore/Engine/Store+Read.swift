@@ -105,6 +105,25 @@ extension Store {
         return n
     }
 
+    /// The op-log entries after `sequence` (all when nil) whose origin stamp is from
+    /// `node` (the writes `node` made, not those it received): how many, and the newest
+    /// one's key. Read without decoding the entries.
+    public func ownEntries(of node: NodeID, after sequence: HLCTimestamp?) throws -> (count: Int, last: HLCTimestamp?) {
+        var count = 0
+        var last: HLCTimestamp?
+        try read { txn in
+            try txn.forEach(in: dbs.oplog, range: KeyRange(from: sequence.map { $0.successor.bytes })) { key, value in
+                let own = value.withUnsafeBytes { v in v.count >= 16 && v.loadBigEndian(fromByteOffset: 8, as: UInt64.self) == node.rawValue }
+                if own {
+                    count += 1
+                    last = key.withUnsafeBytes { HLCTimestamp(loadingFrom: $0.baseAddress!) }
+                }
+                return true
+            }
+        }
+        return (count, last)
+    }
+
     /// The newest op-log key, or nil for an empty log.
     public func lastSequence() throws -> HLCTimestamp? {
         try read { txn in try lastSequence(in: txn) }

@@ -1,0 +1,288 @@
+import Foundation
+import JWTKit
+import Synchronization
+import Testing
+import TopGunCore
+import TopGunStore
+import TopGunTestSupport
+
+@testable import TopGunReplication
+
+/// The policy of the README's example, enforced by a server over real connections:
+/// what each principal reads (segments, repairs, digests) and writes.
+@Suite(.timeLimit(.minutes(3)))
+struct PermissionTests {
+    static let policyJSON = """
+        {"rules": [
+          {"who": "role:replica", "maps": "*",      "allow": ["read", "write"]},
+          {"who": "*",            "maps": "public", "allow": ["read"]},
+          {"who": "*",            "maps": "notes",  "keys": "{sub}:*", "allow": ["read", "write"]},
+          {"who": "user:admin",   "maps": "*",      "allow": ["read", "write"]},
+          {"who": "role:banned",  "maps": "*",      "deny":  ["read", "write"]}
+        ]}
+        """
+    static let secret = "test-jwt-secret-of-at-least-32-bytes"
+
+    struct Claims: JWTPayload {
+        var sub: SubjectClaim
+        var exp: ExpirationClaim?
+        var nbf: NotBeforeClaim?
+        var iss: IssuerClaim?
+        var aud: AudienceClaim?
+        var roles: [String]?
+        func verify(using algorithm: some JWTAlgorithm) async throws {}
+    }
+
+    /// An HS256 token for `sub`, valid for an hour unless told otherwise.
+    static func token(
+        _ sub: String, roles: [String] = [], expiresIn: TimeInterval = 3_600, notBefore: TimeInterval? = nil, audience: String? = nil,
+        secret: String = Self.secret
+    ) async throws -> String {
+        let keys = await JWTKeyCollection().add(hmac: HMACKey(from: secret), digestAlgorithm: .sha256)
+        return try await keys.sign(
+            Claims(
+                sub: .init(value: sub), exp: .init(value: Date().addingTimeInterval(expiresIn)),
+                nbf: notBefore.map { .init(value: Date().addingTimeInterval($0)) }, aud: audience.map { .init(value: [$0]) },
+                roles: roles))
+    }
+
+    static func verifier(audience: String? = nil) async throws -> TokenVerifier {
+        try await TokenVerifier(hmacSecret: secret, publicKeysPEM: [], audience: audience)
+    }
+
+    static func keys(_ store: Store, _ map: String) throws -> Set<String> {
+        Set(try records(store, map).filter { if case .lww(let r) = $0.value { r.value != nil } else { true } }.keys)
+    }
+
+    static func value(_ store: Store, _ map: String, _ key: String) throws -> Value? {
+        guard case .lww(let record)? = try store.state(map: map, key: key) else { return nil }
+        return record.value
+    }
+
+    /// The app's address on the server for `transport`.
+    static func url(_ transport: TwoWaySyncTests.Transport, _ port: Int) -> String {
+        transport == .tcp ? "tcp://127.0.0.1:\(port)" : "ws://127.0.0.1:\(port)/sync"
+    }
+
+    @Test(arguments: TwoWaySyncTests.Transport.allCases)
+    func eachPrincipalReadsAndWritesWhatThePolicyGrants(_ transport: TwoWaySyncTests.Transport) async throws {
+        try await withTemporaryDirectory { root in
+            let port = reservePorts(1)[0]
+            let serverStore = try openStore(root + "/server", node: 1)
+            _ = try serverStore.apply([
+                .set(map: "public", key: "p1", value: "hello", ttlMillis: nil),
+                .set(map: "notes", key: "alice:1", value: "a1", ttlMillis: nil),
+                .set(map: "notes", key: "bob:1", value: "b1", ttlMillis: nil),
+                .set(map: "secret", key: "s1", value: "x", ttlMillis: nil),
+            ])
+            // The log is gone: everyone starts with a Merkle repair, which must be
+            // filtered like the log (no replica is known, users do not hold GC back).
+            _ = try serverStore.collectGarbage(olderThan: HLCTimestamp(millis: HLCTimestamp.maxMillis, counter: 0, node: NodeID(0)))
+            #expect(try serverStore.opLogCount() == 0)
+            let policy = try Policy(json: Array(Self.policyJSON.utf8))
+            let verifier = try await Self.verifier()
+            let server =
+                transport == .tcp
+                ? try await RunningNode(serverStore, port: port, segmentSize: 2, policy: policy, verifier: verifier)
+                : try await RunningNode(serverStore, listen: false, http: port, segmentSize: 2, policy: policy, verifier: verifier)
+
+            // Apps as users: alice, bob, a banned carol, the admin; and one replica.
+            func app(_ name: String, _ node: UInt64, roles: [String] = []) async throws -> (Database, SyncSession) {
+                let db = try Database(path: root + "/" + name, options: .init(durability: .noSync, nodeID: NodeID(node)))
+                let session = try db.sync(with: Self.url(transport, port), jwt: try await Self.token(name, roles: roles))
+                return (db, session)
+            }
+            let (alice, aliceSync) = try await app("alice", 2)
+            let (bob, bobSync) = try await app("bob", 3)
+            let (carol, carolSync) = try await app("carol", 4, roles: ["banned"])
+            let (admin, adminSync) = try await app("admin", 5)
+            let replicaStore = try openStore(root + "/replica", node: 9)
+            let replica =
+                transport == .tcp
+                ? try await RunningNode(replicaStore, listen: false, peers: [port], segmentSize: 2)
+                : try await RunningNode(
+                    replicaStore, listen: false, addresses: [try #require(ReplicaNode.PeerAddress(url: Self.url(transport, port)))], segmentSize: 2)
+
+            for session in [aliceSync, bobSync, carolSync, adminSync] { try await session.waitUntilIdle() }
+            #expect(try await eventually { try Self.keys(replicaStore, "secret") == ["s1"] && Self.keys(replicaStore, "notes").count == 2 })
+            // Reads: each sees what it may, through the repair and the log.
+            #expect(try Self.keys(alice.store, "notes") == ["alice:1"])
+            #expect(try Self.keys(alice.store, "public") == ["p1"])
+            #expect(try Self.keys(alice.store, "secret").isEmpty)
+            #expect(try Self.keys(bob.store, "notes") == ["bob:1"])
+            #expect(try Self.keys(carol.store, "public").isEmpty && Self.keys(carol.store, "notes").isEmpty)
+            #expect(try Self.keys(admin.store, "secret") == ["s1"] && Self.keys(admin.store, "notes").count == 2)
+
+            // Writes: alice's own note goes up; her writes to a read-only map, to bob's
+            // note and to a map she may not see are refused one by one, reported, and
+            // undone on her side; the rest of the segment applies.
+            let refusals = Mutex<[WriteRejection]>([])
+            let listening = Task {
+                for await r in aliceSync.rejections() { refusals.withLock { $0.append(r) } }
+            }
+            _ = try alice.store.apply([
+                .set(map: "public", key: "p1", value: "defaced", ttlMillis: nil),
+                .set(map: "notes", key: "alice:2", value: "a2", ttlMillis: nil),
+                .set(map: "notes", key: "bob:1", value: "stolen", ttlMillis: nil),
+                .set(map: "secret", key: "s2", value: "planted", ttlMillis: nil),
+                .increment(map: "public-likes", key: "p1", by: 5),
+            ])
+            #expect(try await eventually { try Self.value(serverStore, "notes", "alice:2") == "a2" })
+            #expect(try await eventually { refusals.withLock { $0.count } == 4 })
+            let refused = refusals.withLock { $0 }.map { "\($0.map)/\($0.key)" }.sorted()
+            #expect(refused == ["notes/bob:1", "public-likes/p1", "public/p1", "secret/s2"])
+            #expect(refusals.withLock { $0 }.allSatisfy { $0.reason.hasPrefix("not permitted") })
+            #expect(try Self.value(serverStore, "public", "p1") == "hello")
+            #expect(try Self.value(serverStore, "notes", "bob:1") == "b1")
+            #expect(try serverStore.state(map: "secret", key: "s2") == nil)
+            #expect(try serverStore.state(map: "public-likes", key: "p1") == nil)
+            // Alice's copy equals the server's again (or holds nothing she may not read).
+            #expect(try await eventually { try Self.value(alice.store, "public", "p1") == "hello" })
+            #expect(try Self.value(alice.store, "notes", "bob:1") == nil)
+            #expect(try alice.store.state(map: "secret", key: "s2") == nil)
+            #expect(try alice.store.state(map: "public-likes", key: "p1").map { if case .counter(let c) = $0 { c.value } else { -1 } } ?? 0 == 0)
+            #expect(server.node.statistics.writesRejected["not permitted"] == 4)
+            // A banned user's write to its own {sub}: keys is refused: deny wins.
+            _ = try carol.store.apply([.set(map: "notes", key: "carol:1", value: "c1", ttlMillis: nil)])
+            try await carolSync.waitUntilPushed()
+            #expect(try serverStore.state(map: "notes", key: "carol:1") == nil)
+            #expect(try await eventually { try carol.store.state(map: "notes", key: "carol:1") == nil })
+
+            // Bob and the replica get alice's note; bob never sees it.
+            #expect(try await eventually { try Self.value(replicaStore, "notes", "alice:2") == "a2" })
+            try await bobSync.waitUntilIdle()
+            #expect(try Self.keys(bob.store, "notes") == ["bob:1"])
+
+            // Repeated repairs converge: scoped digests neither leak nor differ for ever.
+            let repairsBefore = server.node.statistics.repairsSent
+            for session in [aliceSync, bobSync] { try await session.waitUntilIdle() }
+            _ = try alice.store.apply([.set(map: "notes", key: "alice:3", value: "a3", ttlMillis: nil)])
+            try await aliceSync.waitUntilPushed()
+            #expect(server.node.statistics.repairsSent == repairsBefore, "no repair without a difference")
+            #expect(server.node.sessionsByPrincipal["user:alice"] == 1)
+
+            listening.cancel()
+            for session in [aliceSync, bobSync, carolSync, adminSync] { await session.stop() }
+            for db in [alice, bob, carol, admin] {
+                #expect(try db.check().isConsistent)
+                db.close()
+            }
+            await replica.stop()
+            await server.stop()
+        }
+    }
+
+    /// A user's app that subscribes to the server's log after its own digests ask for
+    /// a repair: the server answers with the records it may read only, and digests the
+    /// same subset, so a second round finds nothing to send.
+    @Test func scopedRepairsSendOnlyReadableRecordsAndSettle() async throws {
+        try await withTemporaryDirectory { root in
+            let serverStore = try openStore(root + "/server", node: 1)
+            _ = try serverStore.apply((0..<50).map { .set(map: "notes", key: ($0 % 2 == 0 ? "alice:" : "bob:") + "\($0)", value: .int(Int64($0)), ttlMillis: nil) })
+            let policy = try Policy(json: Array(Self.policyJSON.utf8))
+            let access = Access(principal: Principal(subject: "alice", roles: []), policy: policy)
+            let filter: @Sendable (String) -> Store.RecordFilter = { access.readable(in: $0) }
+            let appStore = try openStore(root + "/alice", node: 2)
+            // The app's digests (empty) against the server's, twice.
+            var ops = try serverStore.repairOperations(theirs: try appStore.bucketDigests(map: "notes").isEmpty ? [:] : ["notes": appStore.bucketDigests(map: "notes")], visible: filter)
+            #expect(ops.count == 25 && ops.allSatisfy { $0.key.hasPrefix("alice:") })
+            _ = try appStore.apply(ops)
+            ops = try serverStore.repairOperations(theirs: ["notes": try appStore.bucketDigests(map: "notes")], visible: filter)
+            #expect(ops.isEmpty, "the second round sends nothing")
+            // The digests the server would send the app describe alice's records only.
+            #expect(try serverStore.bucketDigests(map: "notes", access.readable(in: "notes")) == appStore.bucketDigests(map: "notes"))
+        }
+    }
+
+    @Test func badTokensAreRefusedWithTheirReason() async throws {
+        try await withTemporaryDirectory { root in
+            let serverStore = try openStore(root + "/server", node: 1)
+            let server = try await RunningNode(serverStore, policy: try Policy(json: Array(Self.policyJSON.utf8)), verifier: try await Self.verifier(audience: "topgun"))
+            let cases: [(String, String)] = [
+                (try await Self.token("alice", expiresIn: -60, audience: "topgun"), "token expired"),
+                (try await Self.token("alice", notBefore: 600, audience: "topgun"), "token not yet valid"),
+                (try await Self.token("alice", audience: "elsewhere"), "wrong audience"),
+                (try await Self.token("alice", audience: "topgun", secret: "another-secret-of-at-least-32-bytes!"), "bad signature"),
+                ("not.a.token", "malformed token"),
+            ]
+            for (i, (token, reason)) in cases.enumerated() {
+                let app = try openStore(root + "/app\(i)", node: UInt64(10 + i))
+                let node = try ReplicaNode(store: app, configuration: .init(listen: nil, token: [], bearerToken: token))
+                await #expect {
+                    try await node.syncOnce(with: .init(host: "127.0.0.1", port: server.port), timeout: .seconds(10))
+                } throws: { error in
+                    "\(error)".contains(reason)
+                }
+            }
+            let refused = server.node.statistics.tokensRefused
+            #expect(refused.values.reduce(0, +) == cases.count)
+            #expect(refused.keys.contains { $0.contains("expired") } && refused.keys.contains { $0.contains("audience") })
+            // A good token still works.
+            let app = try openStore(root + "/good", node: 30)
+            let node = try ReplicaNode(store: app, configuration: .init(listen: nil, token: [], bearerToken: try await Self.token("alice", audience: "topgun")))
+            _ = try await node.syncOnce(with: .init(host: "127.0.0.1", port: server.port), timeout: .seconds(10))
+            await server.stop()
+        }
+    }
+
+    @Test func aUserCannotTakeAnotherPrincipalsNodeID() async throws {
+        try await withTemporaryDirectory { root in
+            let serverStore = try openStore(root + "/server", node: 1)
+            let server = try await RunningNode(serverStore, policy: try Policy(json: Array(Self.policyJSON.utf8)), verifier: try await Self.verifier())
+            let replica = try openStore(root + "/replica", node: 7)
+            let replicaNode = try ReplicaNode(store: replica, configuration: .init(listen: nil, token: Array("secret".utf8)))
+            _ = try await replicaNode.syncOnce(with: .init(host: "127.0.0.1", port: server.port), timeout: .seconds(10))
+            // Alice's app claims the replica's id, then bob's app claims alice's.
+            let mallory = try openStore(root + "/mallory", node: 7)
+            let impostor = try ReplicaNode(store: mallory, configuration: .init(listen: nil, token: [], bearerToken: try await Self.token("alice")))
+            await #expect { try await impostor.syncOnce(with: .init(host: "127.0.0.1", port: server.port), timeout: .seconds(10)) } throws: {
+                "\($0)".contains("belongs to another principal")
+            }
+            let alice = try openStore(root + "/alice", node: 8)
+            _ = try await ReplicaNode(store: alice, configuration: .init(listen: nil, token: [], bearerToken: try await Self.token("alice")))
+                .syncOnce(with: .init(host: "127.0.0.1", port: server.port), timeout: .seconds(10))
+            let bob = try openStore(root + "/bob", node: 8)
+            let bobNode = try ReplicaNode(store: bob, configuration: .init(listen: nil, token: [], bearerToken: try await Self.token("bob")))
+            await #expect { try await bobNode.syncOnce(with: .init(host: "127.0.0.1", port: server.port), timeout: .seconds(10)) } throws: {
+                "\($0)".contains("belongs to another principal")
+            }
+            #expect(try serverStore.peer(NodeID(8))?.user == "alice")
+            #expect(try serverStore.peer(NodeID(7))?.user == nil)
+            await server.stop()
+        }
+    }
+
+    @Test func aShortHMACSecretIsRefusedNotFatal() async throws {
+        await #expect { try await TokenVerifier(hmacSecret: "short", publicKeysPEM: []) } throws: { "\($0)".contains("at least 32") }
+    }
+
+    @Test func policyRulesMatchAsDocumented() throws {
+        let policy = try Policy(json: Array(Self.policyJSON.utf8))
+        let alice = Principal(subject: "alice", roles: [])
+        let banned = Principal(subject: "eve", roles: ["banned"])
+        let admin = Principal(subject: "admin", roles: [])
+        let replica = Principal.replica(NodeID(3))
+        #expect(policy.permits(alice, .read, map: "public", key: "x"))
+        #expect(!policy.permits(alice, .write, map: "public", key: "x"))
+        #expect(policy.permits(alice, .write, map: "notes", key: "alice:1"))
+        #expect(!policy.permits(alice, .read, map: "notes", key: "bob:1"))
+        #expect(!policy.permits(alice, .read, map: "notes", key: "alice"), "the glob needs the colon")
+        #expect(!policy.permits(banned, .read, map: "public", key: "x"), "deny wins")
+        #expect(!policy.permits(banned, .write, map: "notes", key: "eve:1"))
+        #expect(policy.permits(admin, .write, map: "secret", key: "s"))
+        #expect(policy.permits(replica, .write, map: "anything", key: "k"))
+        #expect(!policy.permits(alice, .read, map: "secret", key: "s"), "deny by default")
+        // A subject is taken literally in a key glob.
+        let star = Principal(subject: "*", roles: [])
+        #expect(!policy.permits(star, .read, map: "notes", key: "alice:1"))
+        #expect(policy.permits(star, .read, map: "notes", key: "*:1"))
+        // JWT roles never make a replica.
+        #expect(!Principal(subject: "node:1", roles: []).isReplica)
+        for bad in [#"{"rules": [{"who": "everyone", "maps": "*", "allow": ["read"]}]}"#, #"{"rules": [{"who": "*", "maps": "*", "allow": ["delete"]}]}"#, "[]"] {
+            #expect(throws: ReplicationError.self) { try Policy(json: Array(bad.utf8)) }
+        }
+        #expect(Access(principal: alice, policy: policy).readCoverage(of: "notes") == .some)
+        #expect(Access(principal: alice, policy: policy).readCoverage(of: "public") == .all)
+        #expect(Access(principal: banned, policy: policy).readCoverage(of: "public") == .none)
+    }
+}
