@@ -39,7 +39,7 @@ extension ReplicaNode {
         let channel = try await connect(address)
         try await channel.executeThenClose { inbound, outbound in
             var frames = inbound.makeAsyncIterator()
-            let (peer, remoteHead) = try await handshake(channel.channel, address, outbound, &frames, offersLog: configuration.push)
+            let (peer, remoteHead, repairFirst) = try await handshake(channel.channel, address, outbound, &frames, offersLog: configuration.push)
             connected()
             dialled.withLock { $0[peer, default: 0] += 1 }
             defer {
@@ -66,7 +66,7 @@ extension ReplicaNode {
             let link = Link(
                 node: self, peer: peer, subscription: pulls ? subscription : nil, couldPull: true, widened: widened, serves: configuration.push,
                 remoteHead: remoteHead, observer: observer, access: access(for: .replica(peer)),
-                ownWritesOnly: configuration.bearerToken != nil)
+                ownWritesOnly: configuration.bearerToken != nil, repairFirst: repairFirst)
             try await link.run(channel.channel, &frames, outbound)
         }
     }
@@ -78,7 +78,7 @@ extension ReplicaNode {
     func handshake(
         _ raw: any Channel, _ address: PeerAddress, _ outbound: NIOAsyncChannelOutboundWriter<Frame>,
         _ frames: inout NIOAsyncChannelInboundStream<Frame>.AsyncIterator, offersLog: Bool
-    ) async throws -> (NodeID, HLCTimestamp) {
+    ) async throws -> (NodeID, HLCTimestamp, repairFirst: Bool) {
         let welcomed = Flag()
         let deadline = raw.eventLoop.scheduleTask(in: .nanoseconds(nanoseconds(configuration.handshakeTimeout))) {
             if !welcomed.isSet { raw.close(promise: nil) }
@@ -88,9 +88,10 @@ extension ReplicaNode {
         try await outbound.write(Message.hello(hello).frame)
         guard let first = try await frames.next() else { throw ReplicationError(.protocolViolation, "closed during handshake") }
         let message = try Message(first)
-        let (version, peer, head, serverNonce, serverProof): (UInt16, NodeID, HLCTimestamp, [UInt8], [UInt8])
+        let (version, peer, head, serverNonce, serverProof, repairFirst): (UInt16, NodeID, HLCTimestamp, [UInt8], [UInt8], Bool)
         switch message {
-        case .welcome(let v, let n, let h, let nonce, let proof): (version, peer, head, serverNonce, serverProof) = (v, n, h, nonce, proof)
+        case .welcome(let v, let n, let h, let nonce, let proof, let repair):
+            (version, peer, head, serverNonce, serverProof, repairFirst) = (v, n, h, nonce, proof, repair)
         case .error(let text):
             let code: ReplicationError.Code =
                 text.hasPrefix(ReplicationError.Code.duplicateNodeID.rawValue) ? .duplicateNodeID
@@ -108,7 +109,7 @@ extension ReplicaNode {
         }
         // A user's app presents its JWT in HELLO; the server is authenticated by TLS
         // (`wss://`), not by the replicas' secret, which the app does not hold.
-        if configuration.bearerToken != nil { return (peer, head) }
+        if configuration.bearerToken != nil { return (peer, head, repairFirst) }
         // The server proves it knows the secret before this node proves anything (or
         // sends anything else): a fake server learns nothing and gets nothing.
         guard
@@ -121,7 +122,7 @@ extension ReplicaNode {
         let proof = Handshake.proof(
             secret: configuration.token, role: .client, clientNonce: hello.nonce, serverNonce: serverNonce, client: store.nodeID, server: peer)
         try await outbound.write(Message.proof(proof).frame)
-        return (peer, head)
+        return (peer, head, repairFirst)
     }
 
     /// This store's Merkle bucket digests of `maps` (every map when empty), over the

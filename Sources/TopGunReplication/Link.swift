@@ -37,6 +37,11 @@ struct Link {
     /// Push only writes this node made (an app syncing as a user: the server takes
     /// nothing else from it).
     let ownWritesOnly: Bool
+    /// The remote starts by asking for digests (WELCOME said so): progress is reported
+    /// only once that repair is in.
+    var repairFirst = false
+    /// This node told the remote (a user's app) in WELCOME that it starts with a repair.
+    var servesRepairFirst = false
 
     /// State of the publisher half, shared by the reader and the stream.
     final class Publisher: Sendable {
@@ -104,7 +109,7 @@ struct Link {
                 })
             }
             if let subscription {
-                observer?.pulled(through: subscription.cursor ?? .zero, remoteHead: remoteHead)
+                if !repairFirst { observer?.pulled(through: subscription.cursor ?? .zero, remoteHead: remoteHead) }
                 out.yield(.subscribe(subscription))
                 node.logger.info(
                     "pulling", metadata: ["peer": "\(peer)", "cursor": "\(subscription.cursor.map { "\($0)" } ?? "start")", "backfill": "\(widened)"])
@@ -196,6 +201,8 @@ struct Link {
             let head = try node.store.logHead()
             try repair(digests, subscription, out)
             out.yield(.resume(head))
+            let generation = node.policyGeneration.load(ordering: .relaxed)
+            node.repairedUnder.withLock { $0[peer] = generation }
             publisher.values.withLock {
                 if $0.repairPending {
                     $0.resumeFrom = head
@@ -241,16 +248,19 @@ struct Link {
         let store = node.store
         let outcomes: [ApplyOutcome]
         let (entries, rejections) = try screened(segment.entries, isRepair: isRepair)
+        // Refusals go before the acknowledgement: a client that sees its writes
+        // acknowledged has already heard which of them were refused.
         if !isRepair {
             outcomes = try store.apply(entries, fromPeer: peer, cursor: segment.lastSequence, scope: scope, holdingCursor: held.isSet)
+            for rejection in rejections { out.yield(.rejected(rejection)) }
             // The stored cursor, which stops before a refused entry.
             let cursor = try store.peerCursor(peer) ?? .zero
             out.yield(.ack(Acknowledgement(cursor: cursor, head: serves ? try store.lastSequence() : nil)))
             observer?.pulled(through: cursor, remoteHead: remoteHead)
         } else {
             outcomes = try store.apply(entries.map(\.operation), repairFrom: peer)
+            for rejection in rejections { out.yield(.rejected(rejection)) }
         }
-        for rejection in rejections { out.yield(.rejected(rejection)) }
         // Only while the remote subscribes on this link: the stream prunes the map.
         if serves, publisher.values.withLock({ $0.subscription != nil }) {
             publisher.received.withLock { received in
@@ -361,6 +371,14 @@ struct Link {
     func stream(_ subscription: Subscription, _ publisher: Publisher, _ out: AsyncStream<Message>.Continuation) async throws {
         var cursor = subscription.cursor
         let config = node.configuration
+        // A user's app whose grants may have changed since it was last brought up to
+        // date (first session since this process started or the policy was reloaded):
+        // compare digests over what it may read first, so records a wider grant now
+        // shows reach it even though its cursor passed them.
+        if servesRepairFirst {
+            publisher.values.withLock { $0.repairPending = true }
+            out.yield(.needDigests(maps: subscription.maps))
+        }
         while !Task.isCancelled {
             let generation = publisher.wake.generation
             let (pending, inFlight, resume) = publisher.values.withLock { values in
@@ -381,7 +399,6 @@ struct Link {
             // in bytes (one larger op goes alone), so it always fits in a frame.
             var wanted: [LoggedOperation] = []
             var wantedBytes = 0
-            var lastCovered: LoggedOperation?
             var truncated: HLCTimestamp?
             var read = 0
             let budget = max(1, config.maxFrameBytes / 4)
@@ -407,7 +424,6 @@ struct Link {
                         wanted.append(entry)
                         wantedBytes += size
                     }
-                    if covered { lastCovered = entry }
                     cursor = entry.sequence
                     read += 1
                 }
@@ -417,13 +433,8 @@ struct Link {
                     if !received.isEmpty { received = received.filter { $0.key > cursor } }
                 }
             }
-            // The segment ends with the last entry the subscription covers, echo or not,
-            // so the subscriber's cursor moves past the echoes left out (within budget).
-            if let lastCovered, wanted.last?.sequence != lastCovered.sequence,
-                wanted.isEmpty || wantedBytes + lastCovered.operation.rawSize <= budget
-            {
-                wanted.append(lastCovered)
-            }
+            // The segment's cursor end is where the log was read: past echoes and past
+            // what the subscription or the read grant left out.
             if let truncated, wanted.isEmpty {
                 node.logger.info(
                     "log truncated past the subscriber's cursor; repairing by digests",
@@ -436,13 +447,15 @@ struct Link {
                 _ = await publisher.wake.wait(after: generation)
                 continue
             }
-            guard !wanted.isEmpty else { continue }
+            guard let cursor else { continue }
+            // Nothing here may be for this subscriber: an empty segment still moves its
+            // cursor, so it is caught up without seeing what it may not.
             publisher.values.withLock { $0.sent += 1 }
             node.stats.withLock {
                 $0.segmentsSent += 1
                 $0.rawBytesSent += wanted.reduce(0) { $0 + $1.operation.rawSize }
             }
-            out.yield(.segment(Segment(origin: node.store.nodeID, entries: wanted)))
+            out.yield(.segment(Segment(origin: node.store.nodeID, entries: wanted, through: cursor)))
         }
     }
 }

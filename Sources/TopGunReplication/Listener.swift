@@ -25,6 +25,7 @@ struct Listener {
             guard let first = try await frames.next() else { return }
             let hello: Hello
             let principal: Principal
+            var repairFirst = false
             do {
                 hello = try admit(first)
                 if let bearer = hello.bearer {
@@ -33,10 +34,14 @@ struct Listener {
                     principal = try await verify(bearer)
                     try claimIdentity(hello.node, principal)
                     try claimSession(hello.node)
+                    // Grants may have changed since this app was last brought up to date
+                    // (a reload, or a restart): the session starts with a repair.
+                    let generation = node.policyGeneration.load(ordering: .relaxed)
+                    repairFirst = node.policy.withLock({ $0 }) != nil && node.repairedUnder.withLock({ $0[hello.node] }) != generation
                     try await outbound.write(
                         Message.welcome(
                             version: Frame.protocolVersion, node: node.store.nodeID, head: try node.store.logHead(), nonce: Handshake.nonce(),
-                            proof: [UInt8](repeating: 0, count: Handshake.proofBytes)
+                            proof: [UInt8](repeating: 0, count: Handshake.proofBytes), repairFirst: repairFirst
                         ).frame)
                 } else {
                     principal = .replica(hello.node)
@@ -67,13 +72,13 @@ struct Listener {
                 try? await outbound.write(Message.error("\(error)").frame)
                 return
             }
-            try await serve(hello, principal, raw, admitted, &frames, outbound)
+            try await serve(hello, principal, repairFirst, raw, admitted, &frames, outbound)
         }
     }
 
     /// Runs the link of an admitted peer until it ends (or its credential expires).
     func serve(
-        _ hello: Hello, _ principal: Principal, _ raw: any Channel, _ admitted: Flag,
+        _ hello: Hello, _ principal: Principal, _ repairFirst: Bool, _ raw: any Channel, _ admitted: Flag,
         _ frames: inout NIOAsyncChannelInboundStream<Frame>.AsyncIterator, _ outbound: NIOAsyncChannelOutboundWriter<Frame>
     ) async throws {
             admitted.set()
@@ -103,9 +108,10 @@ struct Listener {
                 let covered = try node.store.peer(peer)?.scope
                 widened = subscription?.cursor != nil && !(covered?.covers(.all) ?? false)
             }
-            let link = Link(
+            var link = Link(
                 node: node, peer: peer, subscription: subscription, couldPull: hello.offersLog, widened: widened, serves: true,
                 remoteHead: .zero, observer: nil, access: node.access(for: principal), ownWritesOnly: false)
+            link.servesRepairFirst = repairFirst
             try await link.run(raw, &frames, outbound)
     }
 

@@ -8,7 +8,9 @@ enum Message: Sendable {
     case hello(Hello)
     /// Server → client: protocol version, node id, op-log head, the server's nonce and
     /// its proof that it knows the secret.
-    case welcome(version: UInt16, node: NodeID, head: HLCTimestamp, nonce: [UInt8], proof: [UInt8])
+    /// `repairFirst`: the server starts by asking for digests (a user's app whose
+    /// grants may have changed); the client is not caught up before that repair.
+    case welcome(version: UInt16, node: NodeID, head: HLCTimestamp, nonce: [UInt8], proof: [UInt8], repairFirst: Bool = false)
     /// Client → server: the client's proof that it knows the secret.
     case proof([UInt8])
     // After the handshake either side may subscribe to the other's log; "subscriber"
@@ -65,8 +67,11 @@ enum Message: Sendable {
     var frame: Frame {
         switch self {
         case .hello(let hello): hello.frame
-        case .welcome(let version, let node, let head, let nonce, let proof):
-            Frame(.welcome, [UInt8](bigEndian: version) + [UInt8](bigEndian: node.rawValue) + Frame.stamp(.welcome, head).body + nonce + proof)
+        case .welcome(let version, let node, let head, let nonce, let proof, let repairFirst):
+            Frame(
+                .welcome,
+                [UInt8](bigEndian: version) + [UInt8](bigEndian: node.rawValue) + Frame.stamp(.welcome, head).body + nonce + proof
+                    + [repairFirst ? 1 : 0])
         case .proof(let proof): Frame(.proof, proof)
         case .subscribe(let subscription): subscription.frame
         case .segment(let segment): Frame(.segment, segment.encoded())
@@ -105,14 +110,16 @@ enum Message: Sendable {
         let version = body.withUnsafeBytes { $0.loadBigEndian(as: UInt16.self) }
         // Another version's WELCOME: report the version, whatever its layout.
         guard version == Frame.protocolVersion else { return .welcome(version: version, node: NodeID(0), head: .zero, nonce: [], proof: []) }
-        guard body.count == 26 + Handshake.nonceBytes + Handshake.proofBytes else {
+        guard body.count == 26 + Handshake.nonceBytes + Handshake.proofBytes + 1 else {
             throw ReplicationError(.malformed, "WELCOME of \(body.count) bytes")
         }
         return body.withUnsafeBytes {
             .welcome(
                 version: version, node: NodeID($0.loadBigEndian(fromByteOffset: 2, as: UInt64.self)),
                 head: HLCTimestamp(loadingFrom: $0.baseAddress! + 10),
-                nonce: Array(body[26..<(26 + Handshake.nonceBytes)]), proof: Array(body[(26 + Handshake.nonceBytes)...]))
+                nonce: Array(body[26..<(26 + Handshake.nonceBytes)]),
+                proof: Array(body[(26 + Handshake.nonceBytes)..<(26 + Handshake.nonceBytes + Handshake.proofBytes)]),
+                repairFirst: body.last! & 1 != 0)
         }
     }
 

@@ -28,7 +28,7 @@ extension ReplicaNode {
         let channel = try await connect(address)
         return try await channel.executeThenClose { inbound, outbound in
             var frames = inbound.makeAsyncIterator()
-            let (peer, _) = try await handshake(channel.channel, address, outbound, &frames, offersLog: false)
+            let (peer, _, _) = try await handshake(channel.channel, address, outbound, &frames, offersLog: false)
             try await outbound.write(Message.digests(try digests(for: [], visibleTo: Access(principal: .replica(peer), policy: nil))).frame)
             var report = RepairReport(peer: peer, received: 0, applied: 0, refused: 0, head: .zero)
             while let frame = try await frames.next() {

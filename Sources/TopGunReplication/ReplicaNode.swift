@@ -230,6 +230,12 @@ public final class ReplicaNode: Sendable {
     let stats = Mutex(Statistics())
     /// The policy now in force (see `reload(policy:)`).
     let policy: Mutex<Policy?>
+    /// Bumped by every policy reload.
+    let policyGeneration = Atomic<Int>(0)
+    /// The policy generation each user's app was last brought up to date under, by a
+    /// Merkle repair over what it may read (a changed grant can let it see records its
+    /// cursor already passed).
+    let repairedUnder = Mutex<[NodeID: Int]>([:])
     /// Accepted sessions: who, and how to end them.
     let sessions = Mutex<(next: Int, open: [Int: (principal: Principal, close: @Sendable () -> Void)])>((0, [:]))
     /// Writes servers refused, for sync sessions (see `SyncSession.rejections`).
@@ -328,6 +334,7 @@ public final class ReplicaNode: Sendable {
     /// on SIGHUP).
     public func reload(policy: Policy?) {
         self.policy.withLock { $0 = policy }
+        policyGeneration.add(1, ordering: .relaxed)
         let closers = sessions.withLock { $0.open.values.map(\.close) }
         logger.notice("policy reloaded; closing open sessions", metadata: ["sessions": "\(closers.count)", "rules": "\(policy?.rules.count ?? 0)"])
         for close in closers { close() }

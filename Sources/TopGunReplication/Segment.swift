@@ -26,8 +26,21 @@ public struct Segment: Sendable, Equatable {
         self.entries = entries
     }
 
+    /// Where the publisher read its log through, when that is past the last entry:
+    /// what followed was not for this subscriber (its subscription or its read grant
+    /// filtered it out), and its cursor moves there anyway — an empty segment does
+    /// only that.
+    public var through: HLCTimestamp = .zero
+
+    /// A segment whose cursor end is `through` (at or after its last entry).
+    public init(origin: NodeID, entries: [LoggedOperation], through: HLCTimestamp) {
+        self.init(origin: origin, entries: entries)
+        self.through = through
+    }
+
     public var firstSequence: HLCTimestamp { entries.first?.sequence ?? .zero }
-    public var lastSequence: HLCTimestamp { entries.last?.sequence ?? .zero }
+    /// The cursor after this segment.
+    public var lastSequence: HLCTimestamp { max(entries.last?.sequence ?? .zero, through) }
 
     /// The framed, compressed, checksummed bytes.
     public func encoded() -> [UInt8] {
@@ -91,13 +104,13 @@ public struct Segment: Sendable, Equatable {
             }
         }
         entries = try result.get()
-        guard entries.first?.sequence ?? .zero == first, entries.last?.sequence ?? .zero == last else {
+        guard entries.first?.sequence ?? .zero == first, entries.isEmpty || entries.last!.sequence <= last else {
             throw ReplicationError(.malformed, "first/last sequence do not match the ops")
         }
         for (a, b) in zip(entries, entries.dropFirst()) where !(a.sequence < b.sequence) {
             throw ReplicationError(.malformed, "sequences are not increasing")
         }
-        self.init(origin: origin, entries: entries)
+        self.init(origin: origin, entries: entries, through: entries.isEmpty || last > entries.last!.sequence ? last : .zero)
     }
 
     public init(decoding bytes: [UInt8]) throws(ReplicationError) {

@@ -40,7 +40,7 @@ final class FrameClient {
         let hello = Hello(version: Frame.protocolVersion, node: node, offersLog: false)
         try await send(hello.frame)
         guard let answer = try await next() else { return nil }
-        guard case .welcome(_, let server, _, let nonce, let proof) = try Message(answer) else { return answer }
+        guard case .welcome(_, let server, _, let nonce, let proof, _) = try Message(answer) else { return answer }
         let secret = Array(token.utf8)
         guard Handshake.verify(proof, secret: secret, role: .server, clientNonce: hello.nonce, serverNonce: nonce, client: node, server: server) else {
             return answer

@@ -279,7 +279,7 @@ struct ImpostorServerTests {
             let client = try await FrameClient(port: server.port)
             let hello = Hello(version: Frame.protocolVersion, node: NodeID(7), offersLog: false)
             try await client.send(hello.frame)
-            guard case .welcome(_, let serverID, _, let nonce, _)? = try await client.next().map({ try Message($0) }) else {
+            guard case .welcome(_, let serverID, _, let nonce, _, _)? = try await client.next().map({ try Message($0) }) else {
                 Issue.record("no WELCOME")
                 return
             }

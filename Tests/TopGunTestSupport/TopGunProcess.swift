@@ -92,7 +92,8 @@ public final class ServeProcess: @unchecked Sendable {
     /// `listenFlag` "--listen" (TCP, the default) puts `listen` there itself; with
     /// another flag (such as "--http") `extra` names the addresses.
     public init(
-        data: String, listen: Int, peers: [Int], token: String, extra: [String] = ["--anti-entropy", "2"], listenFlag: String = "--listen"
+        data: String, listen: Int, peers: [Int], token: String, extra: [String] = ["--anti-entropy", "2"], listenFlag: String = "--listen",
+        stderr: String? = nil
     ) throws {
         guard let binary = topgunBinary else { throw MissingBinary() }
         process.executableURL = URL(fileURLWithPath: binary)
@@ -101,7 +102,8 @@ public final class ServeProcess: @unchecked Sendable {
             + peers.flatMap { ["--peer", "127.0.0.1:\($0)"] }
         let out = Pipe()
         process.standardOutput = out
-        process.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        if let stderr { FileManager.default.createFile(atPath: stderr, contents: nil) }
+        process.standardError = FileHandle(forWritingAtPath: stderr ?? "/dev/null")
         try process.run()
         // The node prints its port once listening.
         var text = ""
@@ -122,6 +124,9 @@ public final class ServeProcess: @unchecked Sendable {
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
     }
+
+    /// Sends it SIGHUP (reload the policy file).
+    public func hangUp() { kill(process.processIdentifier, SIGHUP) }
 
     /// Stops it with SIGTERM and waits.
     public func stop() {
