@@ -48,7 +48,15 @@ extension ReplicaNode {
                     if $0[peer] == 0 { $0[peer] = nil }
                 }
             }
-            try store.registerPeer(peer)
+            // A server this node dials is a replica here; an id a user's app took first
+            // is refused loudly (that app may have pushed under the replica's name).
+            guard try store.claimPeer(peer, user: nil) else {
+                throw ReplicationError(
+                    .duplicateNodeID, "the node id \(peer) of \(address) is bound to a user's app in this database: a user presented a replica's id")
+            }
+            // A policy reload closes this link too, so it reopens under the new rules.
+            let session = openSession(.replica(peer)) { channel.channel.close(promise: nil) }
+            defer { closeSession(session) }
             _ = contacted.withLock { $0.insert(address) }
             // The peer's log is pulled here unless another link (the peer's own, dialled
             // to this node) already pulls it.

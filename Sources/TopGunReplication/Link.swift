@@ -182,7 +182,12 @@ struct Link {
         case .ack(let ack):
             guard serves else { throw message.unexpected(from: "a peer this node does not serve") }
             publisher.values.withLock { $0.acked += 1 }
-            node.acknowledged.withLock { $0[peer] = max($0[peer] ?? .zero, ack.cursor) }
+            // Write concern counts replicas only, and never past this log's head (a
+            // hostile acknowledgement could claim anything).
+            if access.principal.isReplica {
+                let head = try node.store.lastSequence() ?? .zero
+                node.acknowledged.withLock { $0[peer] = max($0[peer] ?? .zero, min(ack.cursor, head)) }
+            }
             // A partial subscriber's cursor passes entries it filtered out, tombstones
             // included: its acknowledgement cannot let them go.
             if access.principal.isReplica, let subscription = publisher.values.withLock({ $0.subscription }), subscription.maps.isEmpty,
@@ -226,7 +231,9 @@ struct Link {
             }
 
         case .rejected(let rejection):
-            guard serves else { throw message.unexpected(from: "a peer this node does not push to") }
+            // Only a server this node pushes to, trusted as a replica, may make it
+            // revert a write: a user's app must never rewrite a server's record.
+            guard serves, access.principal.isReplica else { throw message.unexpected(from: "a peer that may not refuse this node's writes") }
             try reverted(rejection)
         case .error(let text):
             if text.contains(ReplicationError.Code.duplicateNodeID.rawValue) {
@@ -247,19 +254,19 @@ struct Link {
     ) async throws {
         let store = node.store
         let outcomes: [ApplyOutcome]
-        let (entries, rejections) = try screened(segment.entries, isRepair: isRepair)
+        let (entries, screenedOut) = try screened(segment.entries, isRepair: isRepair)
         // Refusals go before the acknowledgement: a client that sees its writes
         // acknowledged has already heard which of them were refused.
         if !isRepair {
             outcomes = try store.apply(entries, fromPeer: peer, cursor: segment.lastSequence, scope: scope, holdingCursor: held.isSet)
-            for rejection in rejections { out.yield(.rejected(rejection)) }
+            for rejection in try screenedOut + horizonRejections(outcomes, entries) { out.yield(.rejected(rejection)) }
             // The stored cursor, which stops before a refused entry.
             let cursor = try store.peerCursor(peer) ?? .zero
             out.yield(.ack(Acknowledgement(cursor: cursor, head: serves ? try store.lastSequence() : nil)))
             observer?.pulled(through: cursor, remoteHead: remoteHead)
         } else {
             outcomes = try store.apply(entries.map(\.operation), repairFrom: peer)
-            for rejection in rejections { out.yield(.rejected(rejection)) }
+            for rejection in try screenedOut + horizonRejections(outcomes, entries) { out.yield(.rejected(rejection)) }
         }
         // Only while the remote subscribes on this link: the stream prunes the map.
         if serves, publisher.values.withLock({ $0.subscription != nil }) {
@@ -287,7 +294,12 @@ struct Link {
                 "refused operations older than the GC horizon for records this node no longer holds; if they are writes this node never saw, run `topgun repair` from that peer",
                 metadata: ["peer": "\(peer)", "refused": "\(horizon)"])
         }
-        if outcomes.contains(where: \.holdsCursor) && !held.isSet {
+        // A user's write refused for the horizon is final (it was just refused to the
+        // app); anything else refused for now holds the cursor.
+        let holding = outcomes.contains { outcome in
+            outcome.holdsCursor && (access.principal.isReplica || { if case .rejected(.beyondHorizon) = outcome { false } else { true } }())
+        }
+        if holding && !held.isSet {
             // The cursor (or, for a repair, the RESUME that would follow) stays before
             // the refused entry: later segments of this link must not move it.
             node.logger.info("operations refused for now; cursor held", metadata: ["peer": "\(peer)", "count": "\(outcomes.filter(\.holdsCursor).count)"])
@@ -320,6 +332,25 @@ struct Link {
                 metadata: ["peer": "\(peer)", "principal": "\(access.principal)", "count": "\(rejections.count)", "first": "\(rejections[0].reason)"])
         }
         return (taken, rejections)
+    }
+
+    /// A user's writes refused for the GC horizon (they may be writes a collected
+    /// tombstone superseded, or an add of a collected OR-Map tag): refused to the app
+    /// like a policy refusal, so it returns to the server's state.
+    func horizonRejections(_ outcomes: [ApplyOutcome], _ entries: [LoggedOperation]) throws -> [WriteRejection] {
+        guard !access.principal.isReplica else { return [] }
+        var out: [WriteRejection] = []
+        for (outcome, entry) in zip(outcomes, entries) {
+            guard case .rejected(.beyondHorizon(let horizon)) = outcome else { continue }
+            let op = entry.operation
+            let current = access.mayRead(map: op.map, key: op.key) ? try node.store.stateOperation(map: op.map, key: op.key) : nil
+            out.append(
+                WriteRejection(
+                    reason: "beyond the GC horizon: older than \(horizon), and this server may have collected what superseded it",
+                    operation: op, current: current.flatMap { $0.payload.kind == op.payload.kind ? $0 : nil }))
+        }
+        if !out.isEmpty { node.stats.withLock { $0.writesRejected["beyond the GC horizon", default: 0] += out.count } }
+        return out
     }
 
     /// A server refused a write this node pushed: the record returns to the server's

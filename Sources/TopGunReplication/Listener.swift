@@ -90,7 +90,7 @@ struct Listener {
             if let expires = principal.expiresAtMillis {
                 let now = UInt64(max(0, Date().timeIntervalSince1970 * 1000))
                 let logger = node.logger
-                expiry = raw.eventLoop.scheduleTask(in: .milliseconds(Int64(expires > now ? expires - now : 0))) {
+                expiry = raw.eventLoop.scheduleTask(in: .milliseconds(Int64(clamping: expires > now ? expires - now : 0))) {
                     logger.notice("session ended: the token expired", metadata: ["peer": "\(peer)", "principal": "\(principal)"])
                     raw.close(promise: nil)
                 }

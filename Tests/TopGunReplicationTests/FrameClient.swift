@@ -24,6 +24,10 @@ final class FrameClient {
         outbound = channel.outbound
     }
 
+    // A test that throws before `close()` must not stop the process: NIO traps on a
+    // writer that was never finished.
+    deinit { outbound.finish() }
+
     func send(_ frame: Frame) async throws { try await outbound.write(frame) }
 
     /// The next frame that is not a heartbeat; nil when the server closed the connection.
@@ -49,6 +53,12 @@ final class FrameClient {
             Message.proof(Handshake.proof(secret: secret, role: .client, clientNonce: hello.nonce, serverNonce: nonce, client: node, server: server))
                 .frame)
         return answer
+    }
+
+    /// The handshake of a user's app: HELLO carrying `jwt`. Returns WELCOME or ERROR.
+    func hello(node: NodeID, jwt: String) async throws -> Frame? {
+        try await send(Hello(version: Frame.protocolVersion, node: node, offersLog: false, bearer: jwt).frame)
+        return try await next()
     }
 
     func close() async throws {

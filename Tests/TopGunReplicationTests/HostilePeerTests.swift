@@ -291,8 +291,9 @@ struct ImpostorServerTests {
             let replay = try await FrameClient(port: server.port)
             try await replay.send(hello.frame)
             _ = try await replay.next()  // WELCOME with a fresh nonce
-            try await replay.send(Message.proof(proof).frame)
-            try await replay.send(Message.subscribe(Subscription()).frame)
+            // The server may close the connection before these arrive.
+            try? await replay.send(Message.proof(proof).frame)
+            try? await replay.send(Message.subscribe(Subscription()).frame)
             var kinds: [Frame.Kind] = []
             while let frame = try await replay.next() { kinds.append(frame.kind) }
             #expect(kinds == [.error], "refused, and no segment: \(kinds)")

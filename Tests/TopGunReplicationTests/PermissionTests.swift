@@ -252,6 +252,76 @@ struct PermissionTests {
         }
     }
 
+    /// A user with a valid token plays server: it sends REJECTED for a record it may
+    /// only read, with a forged "current" state, and acknowledges far beyond the log.
+    /// Neither changes anything on the server.
+    @Test func aUserCannotRewriteAServerRecordOrFakeAcknowledgements() async throws {
+        try await withTemporaryDirectory { root in
+            let serverStore = try openStore(root + "/server", node: 1)
+            _ = try serverStore.apply([.set(map: "public", key: "p1", value: "hello", ttlMillis: nil)])
+            guard case .lww(let record)? = try serverStore.state(map: "public", key: "p1") else { throw CancellationError() }
+            let server = try await RunningNode(serverStore, policy: try Policy(json: Array(Self.policyJSON.utf8)), verifier: try await Self.verifier())
+            let client = try await FrameClient(port: server.port)
+            let welcome = try #require(try await client.hello(node: NodeID(40), jwt: try await Self.token("mallory")))
+            guard case .welcome = try Message(welcome) else { throw CancellationError() }
+            try await client.send(Message.subscribe(Subscription(cursor: nil)).frame)
+            try await client.send(Message.ack(Acknowledgement(cursor: HLCTimestamp(millis: HLCTimestamp.maxMillis, counter: 0, node: NodeID(1)), head: nil)).frame)
+            let forged = ReplicatedOperation.lww(
+                map: "public", key: "p1", value: "forged", timestamp: HLCTimestamp(millis: record.timestamp.millis + 10_000, counter: 0, node: NodeID(40)))
+            let refused = ReplicatedOperation.lww(map: "public", key: "p1", value: "hello", timestamp: record.timestamp)
+            try await client.send(Message.rejected(WriteRejection(reason: "not permitted", operation: refused, current: forged)).frame)
+            // The server ends the session on it (the loop ends when it closes).
+            while try await client.next() != nil {}
+            #expect(try Self.value(serverStore, "public", "p1") == "hello")
+            #expect(server.node.acknowledgedCursor(of: NodeID(40)) == nil, "a user's acknowledgement counts for no write concern")
+            try await client.close()
+            await server.stop()
+        }
+    }
+
+    /// A user's app holds no garbage collection back, so a write it made offline that
+    /// a collected tombstone superseded is refused to it — and reverted there — instead
+    /// of bringing the deleted key back.
+    @Test func aUsersWriteOlderThanTheHorizonIsRefusedAndReverted() async throws {
+        try await withTemporaryDirectory { root in
+            let serverStore = try openStore(root + "/server", node: 1)
+            let server = try await RunningNode(serverStore, policy: try Policy(json: Array(Self.policyJSON.utf8)), verifier: try await Self.verifier())
+            let aliceStore = try openStore(root + "/alice", node: 2)
+            let alice = try ReplicaNode(store: aliceStore, configuration: .init(listen: nil, token: [], bearerToken: try await Self.token("alice")))
+            _ = try await alice.syncOnce(with: .init(host: "127.0.0.1", port: server.port), timeout: .seconds(10))
+            // The server writes and deletes the key, and collects the tombstone.
+            _ = try serverStore.apply([.set(map: "notes", key: "alice:9", value: "x", ttlMillis: nil)])
+            let old = try #require(try serverStore.lastSequence())
+            _ = try serverStore.apply([.set(map: "notes", key: "alice:9", value: nil, ttlMillis: nil)])
+            let report = try serverStore.collectGarbage(olderThan: HLCTimestamp(millis: HLCTimestamp.maxMillis, counter: 0, node: NodeID(0)))
+            #expect(report.tombstonesRemoved == 1)
+            // Alice's offline write from before the delete.
+            _ = try aliceStore.apply([
+                ReplicatedOperation.lww(map: "notes", key: "alice:9", value: "stale", timestamp: HLCTimestamp(millis: old.millis, counter: 0, node: NodeID(2)))
+            ])
+            let refusals = Mutex<[WriteRejection]>([])
+            let observer = alice.addRejectionObserver { r in refusals.withLock { $0.append(r) } }
+            #expect(try await eventually { !server.node.connectedPeers.contains(NodeID(2)) })
+            _ = try await alice.syncOnce(with: .init(host: "127.0.0.1", port: server.port), timeout: .seconds(10))
+            alice.removeRejectionObserver(observer)
+            #expect(try serverStore.state(map: "notes", key: "alice:9") == nil, "the deleted key does not come back")
+            #expect(refusals.withLock { $0.map(\.reason) }.contains { $0.hasPrefix("beyond the GC horizon") })
+            #expect(try aliceStore.state(map: "notes", key: "alice:9") == nil, "reverted on the app")
+            // Its cursor moved on: the next sync is quiet.
+            #expect(try await eventually { !server.node.connectedPeers.contains(NodeID(2)) })
+            _ = try await alice.syncOnce(with: .init(host: "127.0.0.1", port: server.port), timeout: .seconds(10))
+            #expect(server.node.statistics.writesRejected["beyond the GC horizon"] == 1)
+            await server.stop()
+        }
+    }
+
+    @Test func aHugeExpiryIsClampedNotFatal() async throws {
+        let keys = await JWTKeyCollection().add(hmac: HMACKey(from: Self.secret), digestAlgorithm: .sha256)
+        let token = try await keys.sign(Claims(sub: .init(value: "alice"), exp: .init(value: Date(timeIntervalSince1970: 1e17))))
+        let principal = try await Self.verifier().principal(for: token)
+        #expect(principal.expiresAtMillis == 10_000_000_000_000)
+    }
+
     @Test func aShortHMACSecretIsRefusedNotFatal() async throws {
         await #expect { try await TokenVerifier(hmacSecret: "short", publicKeysPEM: []) } throws: { "\($0)".contains("at least 32") }
     }

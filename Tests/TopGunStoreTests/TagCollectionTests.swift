@@ -130,3 +130,29 @@ struct TagCollectionTests {
         }
     }
 }
+
+/// Reverting a refused write undoes only what this node wrote itself.
+struct RevertTests {
+    @Test func revertingAStateRefusalKeepsWhatOthersWrote() throws {
+        try withStore(node: 2) { store, _ in
+            let theirs = HLCTimestamp(millis: 1_700_000_000_000, counter: 0, node: NodeID(1))
+            var received = ORSet()
+            received.add("from-server", tag: theirs)
+            received.removeTag(HLCTimestamp(millis: 1_699_999_999_000, counter: 0, node: NodeID(1)))
+            _ = try store.apply([ReplicatedOperation(map: "set", key: "k", timestamp: theirs, payload: .orSet(received))])
+            _ = try store.apply([Mutation.add(map: "set", key: "k", value: "mine", ttlMillis: nil)])
+            guard case .orMap(let full)? = try store.state(map: "set", key: "k") else { throw CancellationError() }
+            // The server refused a repair carrying the whole state (own and received).
+            let refused = ReplicatedOperation(map: "set", key: "k", timestamp: theirs, payload: .orSet(full))
+            let server = ReplicatedOperation(map: "set", key: "k", timestamp: theirs, payload: .orSet(received))
+            #expect(try store.revert(refused, serverState: server))
+            guard case .orMap(let after)? = try store.state(map: "set", key: "k") else { throw CancellationError() }
+            #expect(after.values(at: 0) == ["from-server"])
+            // An LWW refusal of someone else's stamp changes nothing.
+            _ = try store.apply([ReplicatedOperation.lww(map: "m", key: "x", value: "theirs", timestamp: theirs)])
+            #expect(try !store.revert(ReplicatedOperation.lww(map: "m", key: "x", value: "theirs", timestamp: theirs), serverState: nil))
+            #expect(try store.state(map: "m", key: "x") != nil)
+            #expect(try store.check().isConsistent)
+        }
+    }
+}

@@ -90,7 +90,8 @@ public struct TokenVerifier: Sendable {
         guard !claims.sub.value.isEmpty else { throw refuse(.noSubject) }
         return Principal(
             subject: claims.sub.value, roles: (claims.roles ?? []).filter { $0 != "replica" },
-            expiresAtMillis: UInt64(max(0, exp.value.timeIntervalSince1970 * 1000)))
+            // Clamped: a signed token may carry any number (year 2286 is far enough).
+            expiresAtMillis: UInt64(min(max(0, exp.value.timeIntervalSince1970), 1e10) * 1000))
     }
 
     private func refuse(_ refusal: Refusal) -> ReplicationError { ReplicationError(.badToken, refusal.rawValue) }

@@ -28,7 +28,8 @@ public struct WriteRejection: Sendable, Equatable {
 
     func frame(origin: NodeID) -> Frame {
         var body: [UInt8] = []
-        let text = Array(reason.utf8.prefix(1024))
+        // Cut on a character boundary: the reason must stay valid UTF-8.
+        let text = Array(String(reason.prefix(300)).utf8)
         body.appendBigEndian(UInt16(text.count))
         body += text
         var entries = [LoggedOperation(sequence: HLCTimestamp(millis: 1, counter: 0, node: origin), operation: operation)]
@@ -78,10 +79,12 @@ struct WriteScreen {
                     return isRepair ? .ignore : .reject("foreign origin: \(access.principal) may push only writes stamped with its own node id \(peer)")
                 }
             case .orSet(let set):
-                // Adds it made itself; removes of any tag it saw.
+                // Adds it made itself; removes of any tag it saw — from its log only: a
+                // repair's state holds tombstones it received as well as its own.
                 let own = set.entries.filter { $0.key.node == peer && $0.value.timestamp.node == peer }
-                guard !own.isEmpty || !set.tombstones.isEmpty else { return .ignore }
-                op.payload = .orSet(ORSet(entries: own, tombstones: set.tombstones))
+                let removes = isRepair ? [] : set.tombstones
+                guard !own.isEmpty || !removes.isEmpty else { return .ignore }
+                op.payload = .orSet(ORSet(entries: own, tombstones: removes))
             case .counter(let counter):
                 guard counter.positive[peer] != nil || counter.negative[peer] != nil else { return .ignore }
                 op.payload = .counter(

@@ -23,10 +23,7 @@ extension Store {
     ) throws -> [ApplyOutcome] {
         try commit { batch, txn in
             batch.overridesHorizon = overridingHorizon
-            if let peer {
-                batch.horizon = min(batch.horizon, try Store.readPeer(peer, txn.reads, dbs)?.joinedAtHorizon ?? batch.horizon)
-                batch.checksCollectedTags = false
-            }
+            if let peer { _ = try batch.horizon(forPeer: peer, txn) }
             var outcomes: [ApplyOutcome] = []
             outcomes.reserveCapacity(operations.count)
             for op in operations { outcomes.append(try batch.applyRemote(op, txn)) }
@@ -275,6 +272,21 @@ struct Batch {
         case .counter:
             return try applyState(op, local: local, info: info, partition: partition, txn)
         }
+    }
+
+    /// Sets the horizon for a batch from `peer`. A replica's ops are checked against the
+    /// horizon as it was when the peer was first recorded (every tombstone collected
+    /// since waited for it), and a replica's ordered stream cannot carry a collected
+    /// OR-Map tag. A user's app holds no collection back, so its ops meet the whole
+    /// horizon and the collected-tag check.
+    ///
+    /// - Returns: true when `peer` is a user's app.
+    mutating func horizon(forPeer peer: NodeID, _ txn: borrowing WriteTransaction) throws -> Bool {
+        let state = try Store.readPeer(peer, txn.reads, dbs)
+        if state?.user != nil { return true }
+        horizon = min(horizon, state?.joinedAtHorizon ?? horizon)
+        checksCollectedTags = false
+        return false
     }
 
     /// True when `delta` adds a tag at or before the horizon that the record neither

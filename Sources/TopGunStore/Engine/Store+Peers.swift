@@ -22,8 +22,7 @@ extension Store {
         _ entries: [LoggedOperation], fromPeer peer: NodeID, cursor: HLCTimestamp, scope: PeerScope = .all, holdingCursor: Bool = false
     ) throws -> [ApplyOutcome] {
         try commit { batch, txn in
-            batch.horizon = min(batch.horizon, try Self.readPeer(peer, txn.reads, dbs)?.joinedAtHorizon ?? batch.horizon)
-            batch.checksCollectedTags = false
+            let user = try batch.horizon(forPeer: peer, txn)
             var outcomes: [ApplyOutcome] = []
             outcomes.reserveCapacity(entries.count)
             var stop: HLCTimestamp?
@@ -31,7 +30,10 @@ extension Store {
             var refused = 0
             for entry in entries {
                 let outcome = try batch.applyRemote(entry.operation, txn)
-                if outcome.holdsCursor && stop == nil { stop = previous ?? .zero }
+                // A user's write older than the horizon is refused for good (the server
+                // tells the app, which reverts it): its cursor does not wait.
+                let holds = outcome.holdsCursor && !(user && { if case .rejected(.beyondHorizon) = outcome { true } else { false } }())
+                if holds && stop == nil { stop = previous ?? .zero }
                 if case .rejected(.beyondHorizon) = outcome { refused += 1 }
                 previous = entry.sequence
                 outcomes.append(outcome)

@@ -7,8 +7,8 @@ extension Store {
     /// logged, so nothing is pushed again; the record, its Merkle digest, its index
     /// entries and live queries follow.
     ///
-    /// Only the refused write's own effect is undone, so a newer state that arrived
-    /// meanwhile stays: an LWW record goes back to `serverState` only while it still
+    /// Only the refused write's own effect, and only what this node wrote itself, is
+    /// undone, so a newer state that arrived meanwhile stays: an LWW record goes back to `serverState` only while it still
     /// holds the refused stamp; an OR-Map drops the entries the op added and restores
     /// the server's entries for the tags it removed; a counter takes the server's
     /// totals for the slots the op carried.
@@ -20,12 +20,14 @@ extension Store {
     public func revert(_ refused: ReplicatedOperation, serverState: ReplicatedOperation?) throws -> Bool {
         let outcomes = try commit { batch, txn in
             let kind = refused.payload.kind
+            let own = nodeID
             guard let info = batch.existingMap(refused.map, kind: kind) else { return [.unchanged] }
             let local = try batch.readState(map: refused.map, key: refused.key, kind: kind, txn)
             let target: StoredState?
             switch (refused.payload, local) {
             case (.lww, .lww(let record)?):
-                guard record.timestamp == refused.timestamp else { return [.unchanged] }
+                // Only this node's own write, and only while it is still the record.
+                guard refused.timestamp.node == own, record.timestamp == refused.timestamp else { return [.unchanged] }
                 if case .lww(let encoded, let ttl)? = serverState?.payload {
                     target = .lww(LWWRecord(value: try encoded.map { try Value(messagePack: $0) }, timestamp: serverState!.timestamp, ttlMillis: ttl))
                 } else {
@@ -34,7 +36,8 @@ extension Store {
             case (.orSet(let delta), .orMap(let set)?):
                 var server = ORSet()
                 if case .orSet(let s)? = serverState?.payload { server = s }
-                var entries = set.entries.filter { delta.entries[$0.key] == nil }
+                // Only the adds this node made; what it received from others stays.
+                var entries = set.entries.filter { delta.entries[$0.key] == nil || $0.key.node != own }
                 for tag in delta.tombstones { if let entry = server.entries[tag] { entries[tag] = entry } }
                 target = .orMap(ORSet(entries: entries, tombstones: set.tombstones.subtracting(delta.tombstones).union(server.tombstones)))
             case (.counter(let delta), .counter(let counter)?):
@@ -42,7 +45,7 @@ extension Store {
                 if case .counter(let c)? = serverState?.payload { server = c }
                 var positive = counter.positive
                 var negative = counter.negative
-                for node in Set(delta.positive.keys).union(delta.negative.keys) {
+                for node in Set(delta.positive.keys).union(delta.negative.keys) where node == own {
                     positive[node] = server.positive[node]
                     negative[node] = server.negative[node]
                 }
