@@ -87,11 +87,16 @@ public final class ReplicaNode: Sendable {
         /// Certificates trusted when connecting to peers; default: `certificate` itself
         /// (every node shares one self-signed certificate).
         public var trustRoots: String?
+        /// Mutual TLS: this node's listeners (TCP and WebSocket) accept only clients
+        /// presenting a certificate these CA certificates signed. Nodes always present
+        /// their own certificate when they connect.
+        public var clientCA: String?
 
-        public init(certificate: String, privateKey: String, trustRoots: String? = nil) {
+        public init(certificate: String, privateKey: String, trustRoots: String? = nil, clientCA: String? = nil) {
             self.certificate = certificate
             self.privateKey = privateKey
             self.trustRoots = trustRoots
+            self.clientCA = clientCA
         }
     }
 
@@ -292,7 +297,10 @@ public final class ReplicaNode: Sendable {
     /// Bumped on every acknowledgement a subscriber sends.
     let acknowledgementsChanged = ChangeSignal()
     let serverTLS: NIOSSLContext?
+    /// For peers addressed by IP address.
     let clientTLS: NIOSSLContext?
+    /// For peers addressed by host name: the name is verified.
+    let clientTLSByName: NIOSSLContext?
 
     /// - Throws: `NIOSSLError` when TLS files cannot be read.
     ///
@@ -311,15 +319,27 @@ public final class ReplicaNode: Sendable {
         if let tls = configuration.tls {
             let chain = try NIOSSLCertificate.fromPEMFile(tls.certificate).map { NIOSSLCertificateSource.certificate($0) }
             let key = try NIOSSLPrivateKey(file: tls.privateKey, format: .pem)
-            serverTLS = try NIOSSLContext(configuration: .makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key)))
+            var server = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
+            if let clientCA = tls.clientCA {
+                // Clients are authenticated by their certificate's chain (they have no
+                // host name to check).
+                server.certificateVerification = .noHostnameVerification
+                server.trustRoots = .file(clientCA)
+            }
+            serverTLS = try NIOSSLContext(configuration: server)
             var client = TLSConfiguration.makeClientConfiguration()
             client.trustRoots = .file(tls.trustRoots ?? tls.certificate)
-            // Peers are addressed by IP; the shared certificate authenticates the mesh.
+            client.certificateChain = chain
+            client.privateKey = .privateKey(key)
+            // A peer addressed by host name is verified against its certificate's names
+            // (SAN); one addressed by IP against the trust roots only.
+            clientTLSByName = try NIOSSLContext(configuration: client)
             client.certificateVerification = .noHostnameVerification
             clientTLS = try NIOSSLContext(configuration: client)
         } else {
             serverTLS = nil
             clientTLS = nil
+            clientTLSByName = nil
         }
     }
 
@@ -552,11 +572,15 @@ public final class ReplicaNode: Sendable {
 
     // MARK: Channels
 
-    func pipeline(_ channel: any Channel, server: Bool) throws -> NIOAsyncChannel<Frame, Frame> {
-        if server, let serverTLS {
+    /// The frame pipeline of an accepted connection (`host` nil) or of one dialled to
+    /// `host`, behind TLS when the node has TLS files.
+    func pipeline(_ channel: any Channel, host: String?) throws -> NIOAsyncChannel<Frame, Frame> {
+        if host == nil, let serverTLS {
             try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: serverTLS))
-        } else if !server, let clientTLS {
-            try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: clientTLS, serverHostname: nil))
+        } else if let host, let clientTLS, let clientTLSByName {
+            let byName = !isIPAddress(host)
+            try channel.pipeline.syncOperations.addHandler(
+                try NIOSSLClientHandler(context: byName ? clientTLSByName : clientTLS, serverHostname: byName ? host : nil))
         }
         return try framePipeline(channel)
     }
@@ -582,7 +606,7 @@ public final class ReplicaNode: Sendable {
             .serverChannelOption(.backlog, value: 64)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .bind(host: address.host, port: address.port) { channel in
-                channel.eventLoop.makeCompletedFuture { try self.pipeline(channel, server: true) }
+                channel.eventLoop.makeCompletedFuture { try self.pipeline(channel, host: nil) }
             }
         let port = server.channel.localAddress?.port ?? address.port
         boundPort.withLock { $0 = port }
@@ -614,9 +638,15 @@ public final class ReplicaNode: Sendable {
         return try await ClientBootstrap(group: group)
             .connectTimeout(.seconds(5))
             .connect(host: peer.host, port: peer.port) { channel in
-                channel.eventLoop.makeCompletedFuture { try self.pipeline(channel, server: false) }
+                channel.eventLoop.makeCompletedFuture { try self.pipeline(channel, host: peer.host) }
             }
     }
+}
+
+/// True for an IPv4 or IPv6 address literal (which TLS cannot send as SNI).
+func isIPAddress(_ host: String) -> Bool {
+    var scratch = [UInt8](repeating: 0, count: 16)
+    return inet_pton(AF_INET, host, &scratch) == 1 || inet_pton(AF_INET6, host, &scratch) == 1
 }
 
 /// `duration` in whole nanoseconds (NIO's `TimeAmount`).

@@ -85,8 +85,7 @@ extension ReplicaNode {
         let maxFrame = configuration.maxFrameBytes + 16
         // A host name is verified against the certificate; an IP address cannot be
         // sent as SNI, and is checked against the trust roots only.
-        var scratch = [UInt8](repeating: 0, count: 16)
-        let isAddress = inet_pton(AF_INET, peer.host, &scratch) == 1 || inet_pton(AF_INET6, peer.host, &scratch) == 1
+        let isAddress = isIPAddress(peer.host)
         let tls = secure ? try webSocketClientTLS(verifyHostname: !isAddress) : nil
         let upgraded: EventLoopFuture<NIOAsyncChannel<Frame, Frame>?> = try await ClientBootstrap(group: group)
             .connectTimeout(.seconds(5))
@@ -131,6 +130,11 @@ extension ReplicaNode {
         if !verifyHostname { client.certificateVerification = .noHostnameVerification }
         if let roots = configuration.trustRoots ?? configuration.tls?.trustRoots ?? configuration.tls?.certificate {
             client.trustRoots = .file(roots)
+        }
+        // A node with TLS files presents its certificate (servers may require it).
+        if let tls = configuration.tls {
+            client.certificateChain = try NIOSSLCertificate.fromPEMFile(tls.certificate).map { .certificate($0) }
+            client.privateKey = .privateKey(try NIOSSLPrivateKey(file: tls.privateKey, format: .pem))
         }
         return try NIOSSLContext(configuration: client)
     }

@@ -38,6 +38,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "PEM certificate for TLS between replicas (with --tls-key).") var tlsCert: String?
     @Option(help: "PEM private key for TLS.") var tlsKey: String?
     @Option(help: "PEM certificates trusted for peers (default: --tls-cert).") var tlsCA: String?
+    @Option(help: "Mutual TLS: accept only peers presenting a certificate these PEM CA certificates signed.") var tlsClientCA: String?
     @Option(
         help: ArgumentHelp(
             "durable (default: fsync every commit), no-meta-sync (a machine crash may lose the newest commits), or no-sync.",
@@ -61,10 +62,11 @@ struct Serve: AsyncParsableCommand {
         }
         var tls: ReplicaNode.TLSFiles?
         switch (tlsCert, tlsKey) {
-        case (let cert?, let key?): tls = .init(certificate: cert, privateKey: key, trustRoots: tlsCA)
+        case (let cert?, let key?): tls = .init(certificate: cert, privateKey: key, trustRoots: tlsCA, clientCA: tlsClientCA)
         case (nil, nil): tls = nil
         default: throw CLIError("--tls-cert and --tls-key go together")
         }
+        if tlsClientCA != nil && tls == nil { throw CLIError("--tls-client-ca needs --tls-cert and --tls-key") }
         guard idleTimeout >= 0.2 else { throw CLIError("--idle-timeout must be at least 0.2 seconds") }
         // Every page of an existing file is verified before liblmdb opens it.
         if FileManager.default.fileExists(atPath: options.data + "/data.mdb") {

@@ -231,6 +231,55 @@ struct ReplicationTests {
         }
     }
 
+    /// Mutual TLS: a listener with a client CA takes only nodes presenting a
+    /// certificate it signed; the others get nothing.
+    @Test func mutualTLSRefusesNodesWithoutAnAcceptedCertificate() async throws {
+        try await withTemporaryDirectory { root in
+            try FileManager.default.createDirectory(atPath: root + "/mesh", withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(atPath: root + "/other", withIntermediateDirectories: true)
+            let (certificate, key) = try makeCertificate(in: root + "/mesh", host: "topgun")
+            let (otherCertificate, otherKey) = try makeCertificate(in: root + "/other", host: "topgun")
+            let a = try openStore(root + "/a", node: 1)
+            _ = try a.apply((0..<10).map { Mutation.set(map: "m", key: "k\($0)", value: .int(Int64($0)), ttlMillis: nil) })
+            let server = try await RunningNode(a, tls: .init(certificate: certificate, privateKey: key, clientCA: certificate))
+            let b = try openStore(root + "/b", node: 2)
+            let member = try await RunningNode(b, listen: false, peers: [server.port], tls: .init(certificate: certificate, privateKey: key))
+            #expect(try await eventually { try records(b, "m").count == 10 })
+            // Trusts the server, but its own certificate is not the mesh's.
+            let c = try openStore(root + "/c", node: 3)
+            let outsider = try await RunningNode(
+                c, listen: false, peers: [server.port], tls: .init(certificate: otherCertificate, privateKey: otherKey, trustRoots: certificate))
+            #expect(try await eventually { outsider.node.statistics.linksDown >= 2 })
+            #expect(try records(c, "m").isEmpty)
+            for n in [outsider, member, server] { await n.stop() }
+        }
+    }
+
+    /// A peer addressed by host name must present a certificate for that name.
+    @Test func aPeerAddressedByNameIsVerifiedAgainstItsCertificate() async throws {
+        try await withTemporaryDirectory { root in
+            try FileManager.default.createDirectory(atPath: root + "/right", withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(atPath: root + "/wrong", withIntermediateDirectories: true)
+            let (right, rightKey) = try makeCertificate(in: root + "/right", host: "localhost")
+            let (wrong, wrongKey) = try makeCertificate(in: root + "/wrong", host: "elsewhere.example")
+            for (certificate, key, expected) in [(right, rightKey, true), (wrong, wrongKey, false)] {
+                let a = try openStore(root + "/a-\(expected)", node: 1)
+                _ = try a.apply([Mutation.set(map: "m", key: "k", value: 1, ttlMillis: nil)])
+                let tls = ReplicaNode.TLSFiles(certificate: certificate, privateKey: key)
+                let server = try await RunningNode(a, tls: tls)
+                let b = try openStore(root + "/b-\(expected)", node: 2)
+                let puller = try await RunningNode(b, listen: false, addresses: [.init(host: "localhost", port: server.port)], tls: tls)
+                if expected {
+                    #expect(try await eventually { try records(b, "m").count == 1 })
+                } else {
+                    #expect(try await eventually { puller.node.statistics.linksDown >= 2 })
+                    #expect(try records(b, "m").isEmpty, "a certificate for another name is refused")
+                }
+                for n in [puller, server] { await n.stop() }
+            }
+        }
+    }
+
     @Test func scheduledGarbageCollectionKeepsReplicasConverging() async throws {
         try await withTemporaryDirectory { root in
             let a = try openStore(root + "/a", node: 1)
