@@ -50,9 +50,10 @@ extension ReplicaNode {
             }
             // A server this node dials is a replica here; an id a user's app took first
             // is refused loudly (that app may have pushed under the replica's name).
-            guard try store.claimPeer(peer, user: nil) else {
-                throw ReplicationError(
-                    .duplicateNodeID, "the node id \(peer) of \(address) is bound to a user's app in this database: a user presented a replica's id")
+            if try !store.claimPeer(peer, user: nil), let user = try store.reclaimPeerForReplica(peer) {
+                logger.error(
+                    "a user's app had taken the node id of a replica this node dials; the replica takes it back",
+                    metadata: ["peer": "\(peer)", "address": "\(address)", "user": "\(user)"])
             }
             // A policy reload closes this link too, so it reopens under the new rules.
             let session = openSession(.replica(peer)) { channel.channel.close(promise: nil) }

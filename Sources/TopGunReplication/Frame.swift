@@ -63,16 +63,24 @@ public struct Frame: Sendable, Equatable {
 struct FrameDecoder: ByteToMessageDecoder {
     typealias InboundOut = Frame
     let maxBytes: Int
+    /// The handshake's frames (HELLO with a token, WELCOME, PROOF) are small: before
+    /// two frames have passed, a connection that has not authenticated cannot make
+    /// this node buffer a large one.
+    static let handshakeMaxBytes = 64 << 10
+    var decoded = 0
 
     mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
         guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return .needMoreData }
-        guard length >= 1, Int(length) <= maxBytes else {
-            throw ReplicationError(.frameTooLarge, "frame of \(length) bytes (limit \(maxBytes))")
+        let limit = decoded < 2 ? min(maxBytes, Self.handshakeMaxBytes) : maxBytes
+        guard length >= 1, Int(length) <= limit else {
+            throw ReplicationError(.frameTooLarge, "frame of \(length) bytes (limit \(limit))")
         }
         guard buffer.readableBytes >= 4 + Int(length) else { return .needMoreData }
         buffer.moveReaderIndex(forwardBy: 4)
         let kind = buffer.readInteger(as: UInt8.self)!
         let body = buffer.readBytes(length: Int(length) - 1)!
+        // Heartbeats do not count: they can come before the handshake ends.
+        if kind != Frame.Kind.heartbeat.rawValue { decoded += 1 }
         context.fireChannelRead(wrapInboundOut(Frame(Frame.Kind(rawValue: kind), body)))
         return .continue
     }

@@ -190,9 +190,7 @@ struct Link {
             }
             // A partial subscriber's cursor passes entries it filtered out, tombstones
             // included: its acknowledgement cannot let them go.
-            if access.principal.isReplica, let subscription = publisher.values.withLock({ $0.subscription }), subscription.maps.isEmpty,
-                subscription.partitions.isEmpty
-            {
+            if let subscription = publisher.values.withLock({ $0.subscription }), subscription.maps.isEmpty, subscription.partitions.isEmpty {
                 node.acknowledgements.withLock { $0.record(peer, acked: ack.cursor, peerHead: ack.head) }
             }
             observer?.pushed(through: ack.cursor)
@@ -255,6 +253,12 @@ struct Link {
         let store = node.store
         let outcomes: [ApplyOutcome]
         let (entries, screenedOut) = try screened(segment.entries, isRepair: isRepair)
+        if access.principal.isReplica {
+            // Node ids that write through replicas: a user's app may not claim them.
+            node.replicaOrigins.withLock { origins in
+                if origins.count < 1_000_000 { for entry in entries { origins.insert(entry.operation.timestamp.node) } }
+            }
+        }
         // Refusals go before the acknowledgement: a client that sees its writes
         // acknowledged has already heard which of them were refused.
         if !isRepair {
@@ -311,7 +315,8 @@ struct Link {
     /// may contribute), and a rejection for each it refuses; the rest applies.
     func screened(_ entries: [LoggedOperation], isRepair: Bool) throws -> ([LoggedOperation], [WriteRejection]) {
         if access.isUnrestricted && access.principal.isReplica { return (entries, []) }
-        let screen = WriteScreen(access: access, peer: peer)
+        let store = node.store
+        let screen = WriteScreen(access: access, peer: peer, kindOf: { store.kind(ofMap: $0) })
         var taken: [LoggedOperation] = []
         var rejections: [WriteRejection] = []
         taken.reserveCapacity(entries.count)
@@ -334,22 +339,28 @@ struct Link {
         return (taken, rejections)
     }
 
-    /// A user's writes refused for the GC horizon (they may be writes a collected
-    /// tombstone superseded, or an add of a collected OR-Map tag): refused to the app
-    /// like a policy refusal, so it returns to the server's state.
+    /// A user's writes the merge refused for good — older than the GC horizon (a
+    /// collected tombstone may have superseded them, or the add's tag was collected), a
+    /// value that cannot be stored — refused to the app like a policy refusal, so it
+    /// returns to the server's state. (A replica's are logged, or retried.)
     func horizonRejections(_ outcomes: [ApplyOutcome], _ entries: [LoggedOperation]) throws -> [WriteRejection] {
         guard !access.principal.isReplica else { return [] }
         var out: [WriteRejection] = []
         for (outcome, entry) in zip(outcomes, entries) {
-            guard case .rejected(.beyondHorizon(let horizon)) = outcome else { continue }
+            let reason: String
+            switch outcome {
+            case .rejected(.beyondHorizon(let horizon)):
+                reason = "beyond the GC horizon: older than \(horizon), and this server may have collected what superseded it"
+            case .rejected(let why) where !outcome.holdsCursor:
+                reason = "refused: \(why)"
+            default:
+                continue
+            }
             let op = entry.operation
             let current = access.mayRead(map: op.map, key: op.key) ? try node.store.stateOperation(map: op.map, key: op.key) : nil
-            out.append(
-                WriteRejection(
-                    reason: "beyond the GC horizon: older than \(horizon), and this server may have collected what superseded it",
-                    operation: op, current: current.flatMap { $0.payload.kind == op.payload.kind ? $0 : nil }))
+            out.append(WriteRejection(reason: reason, operation: op, current: current.flatMap { $0.payload.kind == op.payload.kind ? $0 : nil }))
         }
-        if !out.isEmpty { node.stats.withLock { $0.writesRejected["beyond the GC horizon", default: 0] += out.count } }
+        if !out.isEmpty { node.stats.withLock { for r in out { $0.writesRejected[r.category, default: 0] += 1 } } }
         return out
     }
 

@@ -119,7 +119,18 @@ struct Listener {
     /// refused to any other, so a user cannot write under another user's or a
     /// replica's id (counter slots and origins are per node id).
     func claimIdentity(_ peer: NodeID, _ principal: Principal) throws {
-        guard try node.store.claimPeer(peer, user: principal.isReplica ? nil : principal.subject) else {
+        if principal.isReplica {
+            // A replica that proved the secret wins its id back from a user's app.
+            if try !node.store.claimPeer(peer, user: nil), let user = try node.store.reclaimPeerForReplica(peer) {
+                node.logger.error(
+                    "a user's app had taken a replica's node id; the replica takes it back (writes that app pushed under it remain)",
+                    metadata: ["peer": "\(peer)", "user": "\(user)"])
+            }
+            return
+        }
+        guard !node.replicaOrigins.withLock({ $0.contains(peer) }),
+            try node.store.claimPeer(peer, user: principal.subject)
+        else {
             throw ReplicationError(.unauthorized, "node id \(peer) belongs to another principal than \(principal); use a fresh id")
         }
     }

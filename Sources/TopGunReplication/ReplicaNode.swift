@@ -241,6 +241,9 @@ public final class ReplicaNode: Sendable {
     /// Merkle repair over what it may read (a changed grant can let it see records its
     /// cursor already passed).
     let repairedUnder = Mutex<[NodeID: Int]>([:])
+    /// Origin node ids of ops replicas sent this process: a user's app may not claim
+    /// them as its own (it would write under a replica's name).
+    let replicaOrigins = Mutex<Set<NodeID>>([])
     /// Accepted sessions: who, and how to end them.
     let sessions = Mutex<(next: Int, open: [Int: (principal: Principal, close: @Sendable () -> Void)])>((0, [:]))
     /// Writes servers refused, for sync sessions (see `SyncSession.rejections`).

@@ -30,6 +30,12 @@ extension ReplicaNode {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .bind(host: address.host, port: address.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    // A connection that neither upgrades nor finishes a request within
+                    // the handshake timeout is closed (no slow-request exhaustion); the
+                    // sync session then has its own.
+                    let deadline = channel.eventLoop.scheduleTask(in: .nanoseconds(nanoseconds(self.configuration.handshakeTimeout))) {
+                        channel.close(promise: nil)
+                    }
                     if let serverTLS = self.serverTLS {
                         try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: serverTLS))
                     }
@@ -41,6 +47,7 @@ extension ReplicaNode {
                         },
                         upgradePipelineHandler: { channel, _ in
                             channel.eventLoop.makeCompletedFuture {
+                                deadline.cancel()
                                 try channel.pipeline.syncOperations.addHandler(WebSocketFrameBridge(isClient: false))
                                 return .sync(try self.framePipeline(channel))
                             }

@@ -248,6 +248,31 @@ struct PermissionTests {
             }
             #expect(try serverStore.peer(NodeID(8))?.user == "alice")
             #expect(try serverStore.peer(NodeID(7))?.user == nil)
+            // A user first takes an id the server has not met; the replica with that id,
+            // proving the secret, takes it back, and the user's app is refused from then.
+            let early = try openStore(root + "/early", node: 20)
+            _ = try await ReplicaNode(store: early, configuration: .init(listen: nil, token: [], bearerToken: try await Self.token("alice")))
+                .syncOnce(with: .init(host: "127.0.0.1", port: server.port), timeout: .seconds(10))
+            #expect(try await eventually { !server.node.connectedPeers.contains(NodeID(20)) })
+            let owner = try openStore(root + "/owner", node: 20)
+            _ = try await ReplicaNode(store: owner, configuration: .init(listen: nil, token: Array("secret".utf8)))
+                .syncOnce(with: .init(host: "127.0.0.1", port: server.port), timeout: .seconds(10))
+            #expect(try serverStore.peer(NodeID(20))?.user == nil)
+            #expect(try await eventually { !server.node.connectedPeers.contains(NodeID(20)) })
+            await #expect {
+                try await ReplicaNode(store: early, configuration: .init(listen: nil, token: [], bearerToken: try await Self.token("alice")))
+                    .syncOnce(with: .init(host: "127.0.0.1", port: server.port), timeout: .seconds(10))
+            } throws: { "\($0)".contains("belongs to another principal") }
+            // An id that writes through a replica cannot be claimed by a user either.
+            let writer = try openStore(root + "/writer", node: 21)
+            _ = try writer.apply([.set(map: "public", key: "w", value: 1, ttlMillis: nil)])
+            _ = try replica.apply(try writer.operations(after: nil).map(\.operation))
+            _ = try await replicaNode.syncOnce(with: .init(host: "127.0.0.1", port: server.port), timeout: .seconds(10))
+            let posing = try openStore(root + "/posing", node: 21)
+            await #expect {
+                try await ReplicaNode(store: posing, configuration: .init(listen: nil, token: [], bearerToken: try await Self.token("alice")))
+                    .syncOnce(with: .init(host: "127.0.0.1", port: server.port), timeout: .seconds(10))
+            } throws: { "\($0)".contains("belongs to another principal") }
             await server.stop()
         }
     }
@@ -279,38 +304,89 @@ struct PermissionTests {
         }
     }
 
-    /// A user's app holds no garbage collection back, so a write it made offline that
-    /// a collected tombstone superseded is refused to it — and reverted there — instead
-    /// of bringing the deleted key back.
+    /// A user's app first seen after a tombstone was collected: its write older than
+    /// the GC horizon to that key may be one the tombstone superseded, so it is refused
+    /// to the app — and reverted there — instead of bringing the deleted key back, and
+    /// its cursor moves on (the refusal is final, not retried).
     @Test func aUsersWriteOlderThanTheHorizonIsRefusedAndReverted() async throws {
         try await withTemporaryDirectory { root in
             let serverStore = try openStore(root + "/server", node: 1)
             let server = try await RunningNode(serverStore, policy: try Policy(json: Array(Self.policyJSON.utf8)), verifier: try await Self.verifier())
-            let aliceStore = try openStore(root + "/alice", node: 2)
-            let alice = try ReplicaNode(store: aliceStore, configuration: .init(listen: nil, token: [], bearerToken: try await Self.token("alice")))
-            _ = try await alice.syncOnce(with: .init(host: "127.0.0.1", port: server.port), timeout: .seconds(10))
             // The server writes and deletes the key, and collects the tombstone.
             _ = try serverStore.apply([.set(map: "notes", key: "alice:9", value: "x", ttlMillis: nil)])
             let old = try #require(try serverStore.lastSequence())
             _ = try serverStore.apply([.set(map: "notes", key: "alice:9", value: nil, ttlMillis: nil)])
             let report = try serverStore.collectGarbage(olderThan: HLCTimestamp(millis: HLCTimestamp.maxMillis, counter: 0, node: NodeID(0)))
             #expect(report.tombstonesRemoved == 1)
-            // Alice's offline write from before the delete.
+            // Alice's offline write from before the delete, on an app the server meets now.
+            let aliceStore = try openStore(root + "/alice", node: 2)
             _ = try aliceStore.apply([
                 ReplicatedOperation.lww(map: "notes", key: "alice:9", value: "stale", timestamp: HLCTimestamp(millis: old.millis, counter: 0, node: NodeID(2)))
             ])
+            let alice = try ReplicaNode(store: aliceStore, configuration: .init(listen: nil, token: [], bearerToken: try await Self.token("alice")))
             let refusals = Mutex<[WriteRejection]>([])
             let observer = alice.addRejectionObserver { r in refusals.withLock { $0.append(r) } }
-            #expect(try await eventually { !server.node.connectedPeers.contains(NodeID(2)) })
             _ = try await alice.syncOnce(with: .init(host: "127.0.0.1", port: server.port), timeout: .seconds(10))
             alice.removeRejectionObserver(observer)
             #expect(try serverStore.state(map: "notes", key: "alice:9") == nil, "the deleted key does not come back")
             #expect(refusals.withLock { $0.map(\.reason) }.contains { $0.hasPrefix("beyond the GC horizon") })
             #expect(try aliceStore.state(map: "notes", key: "alice:9") == nil, "reverted on the app")
-            // Its cursor moved on: the next sync is quiet.
-            #expect(try await eventually { !server.node.connectedPeers.contains(NodeID(2)) })
-            _ = try await alice.syncOnce(with: .init(host: "127.0.0.1", port: server.port), timeout: .seconds(10))
+            #expect(try serverStore.peerCursor(NodeID(2)) == aliceStore.lastSequence(), "the cursor is not held")
             #expect(server.node.statistics.writesRejected["beyond the GC horizon"] == 1)
+            await server.stop()
+        }
+    }
+
+    /// Users write only maps the server has, with their kind: the first writer of a
+    /// map would fix its kind for everyone.
+    @Test func usersCannotCreateMapsOrWriteAnotherKind() async throws {
+        try await withTemporaryDirectory { root in
+            let serverStore = try openStore(root + "/server", node: 1)
+            _ = try serverStore.apply([.set(map: "notes", key: "admin:1", value: "x", ttlMillis: nil)])
+            let server = try await RunningNode(serverStore, policy: try Policy(json: Array(Self.policyJSON.utf8)), verifier: try await Self.verifier())
+            let adminStore = try openStore(root + "/admin", node: 2)
+            _ = try adminStore.apply([
+                .increment(map: "notes", key: "admin:count", by: 5),
+                .set(map: "fresh", key: "k", value: 1, ttlMillis: nil),
+            ])
+            let admin = try ReplicaNode(store: adminStore, configuration: .init(listen: nil, token: [], bearerToken: try await Self.token("admin")))
+            let refusals = Mutex<[String]>([])
+            let observer = admin.addRejectionObserver { r in refusals.withLock { $0.append(r.reason) } }
+            _ = try await admin.syncOnce(with: .init(host: "127.0.0.1", port: server.port), timeout: .seconds(10))
+            admin.removeRejectionObserver(observer)
+            let reasons = refusals.withLock { $0 }.sorted()
+            #expect(reasons.count == 2 && reasons[0].hasPrefix("kind mismatch") && reasons[1].hasPrefix("unknown map"), "\(reasons)")
+            #expect(serverStore.kind(ofMap: "notes") == .lww && serverStore.kind(ofMap: "fresh") == nil)
+            #expect(try adminStore.state(map: "fresh", key: "k") == nil)
+            await server.stop()
+        }
+    }
+
+    /// Before a peer has authenticated, a large frame is refused at its header: an
+    /// unauthenticated connection cannot make the server buffer megabytes.
+    @Test func aLargeFrameBeforeTheHandshakeIsRefusedAtItsHeader() async throws {
+        try await withTemporaryDirectory { root in
+            let server = try await RunningNode(try openStore(root + "/server", node: 1))
+            let client = try await FrameClient(port: server.port)
+            try? await client.send(Frame(.hello, [UInt8](repeating: 0, count: 1 << 20)))
+            var kinds: [Frame.Kind] = []
+            while let frame = try? await client.next() { kinds.append(frame.kind) }
+            #expect(kinds.isEmpty, "closed at the header, not answered: \(kinds)")
+            try await client.close()
+            await server.stop()
+        }
+    }
+
+    /// An HTTP connection that never completes a request is closed (slow requests
+    /// cannot hold the listener's connections).
+    @Test func aSilentHTTPConnectionIsClosed() async throws {
+        try await withTemporaryDirectory { root in
+            let port = reservePorts(1)[0]
+            let server = try await RunningNode(try openStore(root + "/server", node: 1), listen: false, http: port)
+            let client = try await FrameClient(port: port)
+            while (try? await client.next()) != nil {}
+            try await client.close()
+            #expect(try httpGet("http://127.0.0.1:\(port)/healthz").contains("ok"))
             await server.stop()
         }
     }
@@ -346,6 +422,15 @@ struct PermissionTests {
         let star = Principal(subject: "*", roles: [])
         #expect(!policy.permits(star, .read, map: "notes", key: "alice:1"))
         #expect(policy.permits(star, .read, map: "notes", key: "*:1"))
+        // Exact, not canonically equivalent: the Kelvin sign is not "K", a decomposed "é"
+        // not the precomposed one.
+        let kelvin = Principal(subject: "\u{212A}ate", roles: [])
+        #expect(!policy.permits(kelvin, .read, map: "notes", key: "Kate:1"))
+        #expect(policy.permits(kelvin, .read, map: "notes", key: "\u{212A}ate:1"))
+        #expect(!policy.permits(Principal(subject: "e\u{301}", roles: []), .write, map: "notes", key: "\u{E9}:1"))
+        let kateOnly = try Policy(json: Array(#"{"rules": [{"who": "user:Kate", "maps": "*", "allow": ["read"]}]}"#.utf8))
+        #expect(kateOnly.permits(Principal(subject: "Kate", roles: []), .read, map: "m", key: "k"))
+        #expect(!kateOnly.permits(kelvin, .read, map: "m", key: "k"))
         // JWT roles never make a replica.
         #expect(!Principal(subject: "node:1", roles: []).isReplica)
         for bad in [#"{"rules": [{"who": "everyone", "maps": "*", "allow": ["read"]}]}"#, #"{"rules": [{"who": "*", "maps": "*", "allow": ["delete"]}]}"#, "[]"] {

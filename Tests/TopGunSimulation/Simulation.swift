@@ -73,6 +73,22 @@ public final class Simulation {
     var history: [ReplicatedOperation] = []
     /// Acknowledged local LWW writes: (node, map, key, stamp).
     var acknowledged: [(Int, String, String, HLCTimestamp)] = []
+    /// On some seeds the apps are users (JWT principals `u<i>`) under `policy` instead
+    /// of replicas: node 0 filters what it sends them and screens what they push.
+    var users = false
+    static let policy = try! Policy(
+        json: Array(
+            #"""
+            {"rules": [
+              {"who": "role:replica", "maps": "*", "allow": ["read", "write"]},
+              {"who": "*", "maps": ["lww", "set"], "keys": "{sub}:*", "allow": ["read", "write"]},
+              {"who": "*", "maps": "lww", "keys": "k*", "allow": ["read"]},
+              {"who": "*", "maps": "count", "allow": ["read"]}
+            ]}
+            """#.utf8))
+    /// Users' writes node 0 refused, and those it took, by `map/key/stamp`.
+    var refused: Set<String> = []
+    var taken: Set<String> = []
     public private(set) var violations: [String] = []
     let root: String
 
@@ -91,6 +107,7 @@ public final class Simulation {
             trackers.append(AcknowledgementTracker())
         }
         clients = options.nodes..<(options.nodes + appCount)
+        users = appCount > 0 && seed >> 4 & 1 == 1
         // Some seeds start with partial replicas, widened later (backfill by digests).
         if seed >> 1 & 1 == 1 {
             let choices: [[String]] = [["lww"], ["set", "count"], ["lww", "set"]]
@@ -110,6 +127,67 @@ public final class Simulation {
     }
 
     deinit { try? FileManager.default.removeItem(atPath: root) }
+
+    /// What app `i` may do on node 0, when the apps are users.
+    func access(_ i: Int) -> Access? {
+        users && clients.contains(i) ? Access(principal: Principal(subject: "u\(i)", roles: []), policy: Self.policy) : nil
+    }
+
+    static func identity(_ op: ReplicatedOperation) -> String { "\(op.map)/\(op.key)/\(op.timestamp)" }
+
+    /// A user's write the policy does not allow: refused wherever it is pushed.
+    func forbidden(_ op: ReplicatedOperation) -> Bool {
+        guard users, let app = nodes.firstIndex(where: { $0.id == op.timestamp.node }), let access = access(app) else { return false }
+        return !access.mayWrite(map: op.map, key: op.key)
+    }
+
+    /// Node `at` records node `peer` as known: a user's app under its principal.
+    func register(_ peer: Int, at: Int) throws {
+        if let access = access(peer) {
+            guard try nodes[at].store!.claimPeer(nodes[peer].id, user: access.principal.subject) else { return fail("node id of app \(peer) bound elsewhere") }
+        } else {
+            try nodes[at].store!.registerPeer(nodes[peer].id)
+        }
+    }
+
+    /// Node 0 screens ops a user's app pushed (as the server's link does), applies
+    /// what it takes, and the app reverts what it refused (the REJECTED frames).
+    func screened(
+        _ entries: [LoggedOperation], from app: Int, isRepair: Bool, _ apply: ([LoggedOperation]) throws -> [ApplyOutcome]
+    ) throws -> [ApplyOutcome] {
+        let access = access(app)!
+        let server = nodes[0].store!
+        let screen = WriteScreen(access: access, peer: nodes[app].id, kindOf: { server.kind(ofMap: $0) })
+        var kept: [LoggedOperation] = []
+        var rejected: [ReplicatedOperation] = []
+        for entry in entries {
+            switch screen.screen(entry.operation, isRepair: isRepair) {
+            case .take(let op): kept.append(LoggedOperation(sequence: entry.sequence, operation: op))
+            case .ignore: continue
+            case .reject: rejected.append(entry.operation)
+            }
+        }
+        let outcomes = try apply(kept)
+        for (outcome, entry) in zip(outcomes, kept) {
+            if case .rejected(.beyondHorizon) = outcome {
+                rejected.append(entry.operation)
+            } else if !outcome.holdsCursor, case .rejected = outcome {
+                continue
+            } else if !outcome.holdsCursor {
+                taken.insert(Self.identity(entry.operation))
+            }
+        }
+        for op in rejected {
+            refused.insert(Self.identity(op))
+            // A refused state (a repair) stands for the adds it carries.
+            if case .orSet(let set) = op.payload {
+                for tag in set.entries.keys where tag.node == nodes[app].id { refused.insert("\(op.map)/\(op.key)/\(tag)") }
+            }
+            let current = access.mayRead(map: op.map, key: op.key) ? try nodes[0].store!.stateOperation(map: op.map, key: op.key) : nil
+            try nodes[app].store?.revert(op, serverState: current.flatMap { $0.payload.kind == op.payload.kind ? $0 : nil })
+        }
+        return outcomes
+    }
 
     func open(_ node: Node) throws -> Store {
         try Store(path: node.dir, options: .init(durability: .noSync, maxClockDriftMillis: 60_000, wallClock: node.clock, nodeID: node.id))
@@ -152,7 +230,12 @@ public final class Simulation {
 
     func localWrite(_ i: Int) throws {
         guard let store = nodes[i].store else { return }
-        let key = "k\(Int.random(in: 0..<options.keys, using: &rng))"
+        var key = "k\(Int.random(in: 0..<options.keys, using: &rng))"
+        if users, let owner = clients.randomElement(using: &rng), Bool.random(using: &rng) {
+            // Someone's space: a user's own, another user's (refused), or node 0's write
+            // into a user's space.
+            key = "u\(owner):" + key
+        }
         let mutation: Mutation
         switch Int.random(in: 0..<6, using: &rng) {
         case 0: mutation = .set(map: "lww", key: key, value: nil, ttlMillis: nil)
@@ -174,7 +257,8 @@ public final class Simulation {
     /// an existing LWW record but another value; it reaches node `i` directly and the
     /// rest through replication. The value-digest tie-break must make everyone agree.
     func reusedStamp(_ i: Int) throws {
-        guard let store = nodes[i].store else { return }
+        // A user's app pushes only writes stamped with its own id.
+        guard let store = nodes[i].store, access(i) == nil else { return }
         let key = "k\(Int.random(in: 0..<options.keys, using: &rng))"
         guard case .lww(let record)? = try store.state(map: "lww", key: key) else { return }
         let op = ReplicatedOperation.lww(map: "lww", key: key, value: .int(Int64.random(in: 1_000..<2_000, using: &rng)), timestamp: record.timestamp)
@@ -229,8 +313,8 @@ public final class Simulation {
         if sessions[link] == nil {
             // SUBSCRIBE: the server remembers its subscriber from now on (and a server an
             // app connects to, the app, whose log it pulls on the same connection).
-            try sender.registerPeer(nodes[to].id)
-            try nodes[to].store!.registerPeer(nodes[from].id)
+            try register(to, at: from)
+            try register(from, at: to)
             let receiver = nodes[to].store!
             let cursor = try receiver.peerCursor(nodes[from].id)
             // A cursor taken under a narrower subscription: backfill by digests first.
@@ -262,12 +346,20 @@ public final class Simulation {
             case .operations(let entries):
                 guard let last = entries.last else { return nil }
                 session.cursor = last.sequence
-                let wanted = entries.filter { scope.maps.isEmpty || scope.maps.contains($0.operation.map) }
-                guard let lastWanted = wanted.last else { continue }
-                // The subscriber's cursor becomes the last op it was sent.
+                // A user reads what the policy grants; a user's app pushes its own writes.
+                let reader = access(to)
+                let ownOnly = access(from) != nil
+                let wanted = entries.filter {
+                    (scope.maps.isEmpty || scope.maps.contains($0.operation.map))
+                        && (reader?.mayRead(map: $0.operation.map, key: $0.operation.key) ?? true)
+                        && (!ownOnly || $0.operation.timestamp.node == nodes[from].id)
+                }
+                if wanted.isEmpty && reader == nil && !ownOnly { continue }
+                // The subscriber's cursor becomes where the log was read (filtered
+                // entries included, as the link does).
                 let after = session.sentThrough
-                session.sentThrough = lastWanted.sequence
-                return (after, Segment(origin: nodes[from].id, entries: wanted).encoded())
+                session.sentThrough = last.sequence
+                return (after, Segment(origin: nodes[from].id, entries: wanted, through: last.sequence).encoded())
             }
         }
     }
@@ -284,10 +376,18 @@ public final class Simulation {
             return []  // rejected whole: nothing applied
         }
         guard try receiver.peerCursor(nodes[from].id) == after else {
+            if access(from) != nil {
+                return try screened(segment.entries, from: from, isRepair: false) { try receiver.apply($0.map(\.operation)) }
+            }
             return try receiver.apply(segment.entries.map(\.operation))
         }
         let scope = scopes[Link(from: from, to: to)] ?? .all
-        let outcomes = try receiver.apply(segment.entries, fromPeer: nodes[from].id, cursor: segment.lastSequence, scope: scope)
+        let outcomes =
+            access(from) != nil
+            ? try screened(segment.entries, from: from, isRepair: false) {
+                try receiver.apply($0, fromPeer: nodes[from].id, cursor: segment.lastSequence, scope: scope)
+            }
+            : try receiver.apply(segment.entries, fromPeer: nodes[from].id, cursor: segment.lastSequence, scope: scope)
         // The acknowledgement is the stored cursor: it stops before a refused entry. A
         // partial subscriber's never counts for garbage collection.
         if scope == .all, let cursor = try receiver.peerCursor(nodes[from].id) {
@@ -378,9 +478,20 @@ public final class Simulation {
         guard reachable(to, from), let receiver = nodes[to].store, let sender = nodes[from].store else { return false }
         if partitioned.contains([to, from].sorted()) { return false }
         var digests: [String: [UInt16: [UInt64]]] = [:]
-        for map in Set(receiver.maps.keys).union(sender.maps.keys) { digests[map] = try receiver.bucketDigests(map: map) }
-        let ops = try sender.repairOperations(theirs: digests)
-        let outcomes = try receiver.apply(ops, repairFrom: nodes[from].id)
+        // Digests node 0 sends a user's app cover what the user may read; the records
+        // node 0 sends it, too.
+        let pusher = access(from)
+        for map in Set(receiver.maps.keys).union(sender.maps.keys) {
+            digests[map] = try receiver.bucketDigests(map: map, pusher?.readable(in: map) ?? .all)
+        }
+        let reader = access(to)
+        let ops = try sender.repairOperations(theirs: digests, visible: reader.map { access in { @Sendable map in access.readable(in: map) } })
+        let outcomes =
+            pusher != nil
+            ? try screened(ops.map { LoggedOperation(sequence: .zero, operation: $0) }, from: from, isRepair: true) {
+                try receiver.apply($0.map(\.operation), repairFrom: nodes[from].id)
+            }
+            : try receiver.apply(ops, repairFrom: nodes[from].id)
         repairsApplied += outcomes.filter(\.isApplied).count
         return !outcomes.contains(where: \.holdsCursor)
     }
@@ -410,9 +521,9 @@ public final class Simulation {
         // Visible state, not digests: a tombstone one node collected and another still
         // holds is no divergence.
         let states = try nodes.map { try visibleState($0.store!) }
-        if states.contains(where: { $0 != states[0] }) {
+        if nodes.indices.contains(where: { states[$0] != expected($0, states[0]) }) {
             let peers = try nodes.map { node in try node.store!.peers().map { "\($0.node.rawValue):\($0.cursor):r\($0.refusedBeyondHorizon)" } }
-            fail("op-log shipping alone did not converge: \((1..<states.count).map { diff(states[0], states[$0]) }) peers \(peers) horizons \(nodes.map { $0.store!.garbageCollectionHorizon }) chain \(chain)")
+            fail("op-log shipping alone did not converge: \((1..<states.count).map { diff(expected($0, states[0]), states[$0]) }) peers \(peers) horizons \(nodes.map { $0.store!.garbageCollectionHorizon }) chain \(chain)")
         }
         // Merkle repair then finds nothing to do.
         for to in nodes.indices {
@@ -479,22 +590,56 @@ public final class Simulation {
         return out
     }
 
+    /// What node `i` should hold when converged with node 0's `state`: all of it, or
+    /// for a user's app what the policy lets it read.
+    func expected(_ i: Int, _ state: [String: [String: String]]) -> [String: [String: String]] {
+        guard let access = access(i) else { return state }
+        var out = state
+        for (map, records) in state { out[map] = records.filter { access.mayRead(map: map, key: $0.key) } }
+        return out
+    }
+
     func checkInvariants() throws {
         let states = try nodes.map { try visibleState($0.store!) }
-        for i in 1..<states.count where states[i] != states[0] {
-            fail("node \(i) differs from node 0: \(diff(states[0], states[i]))")
+        for i in 1..<states.count where states[i] != expected(i, states[0]) {
+            fail("node \(i) differs from node 0: \(diff(expected(i, states[0]), states[i]))")
         }
-        let roots = try nodes.map { node in
-            try ["lww", "set", "count"].map { map in try (0..<UInt16(Partitioner.partitionCount)).map { try node.store!.merkleRoot(map: map, partition: $0) } }
+        // Users: no app holds a record its principal may not read, and no write node 0
+        // refused survives anywhere.
+        let lost = refused.subtracting(taken)
+        for i in nodes.indices {
+            if let access = access(i) {
+                for (map, records) in states[i] {
+                    for key in records.keys where !access.mayRead(map: map, key: key) { fail("app \(i) holds \(map)/\(key), which it may not read") }
+                }
+            }
+            try nodes[i].store!.scan(map: "count") { key, state in
+                if case .counter(let c) = state, users, clients.contains(where: { c.positive[nodes[$0].id] != nil || c.negative[nodes[$0].id] != nil }) {
+                    fail("node \(i) holds a user's refused increment of count/\(key)")
+                }
+                return true
+            }
+            for id in lost {
+                let parts = id.split(separator: "/", maxSplits: 2).map(String.init)
+                switch try nodes[i].store!.state(map: parts[0], key: parts[1]) {
+                case .lww(let r)?: if "\(r.timestamp)" == parts[2] { fail("node \(i) holds the refused write \(id)") }
+                case .orMap(let set)?: if set.entries.keys.contains(where: { "\($0)" == parts[2] }) { fail("node \(i) holds the refused add \(id)") }
+                default: break
+                }
+            }
+        }
+        let servers = nodes.indices.filter { access($0) == nil }
+        let roots = try servers.map { i in
+            try ["lww", "set", "count"].map { map in try (0..<UInt16(Partitioner.partitionCount)).map { try nodes[i].store!.merkleRoot(map: map, partition: $0) } }
         }
         for i in 1..<roots.count where roots[i] != roots[0] {
-            fail("node \(i) Merkle roots differ from node 0")
+            fail("node \(servers[i]) Merkle roots differ from node 0")
         }
         // The reference model: every op ever applied locally, merged with Core's CRDTs.
         var lww: [String: LWWRecord] = [:]
         var sets: [String: ORSet] = [:]
         var counters: [String: PNCounter] = [:]
-        for op in history {
+        for op in history where !lost.contains(Self.identity(op)) && !forbidden(op) {
             switch op.payload {
             case .lww(let encoded, let ttl):
                 let value = try encoded.map { try Value(messagePack: $0) }
@@ -510,8 +655,8 @@ public final class Simulation {
         if states[0] != model { fail("replicas differ from the reference model: \(diff(model, states[0]))") }
         // No acknowledged write lost: every acknowledged LWW write is the final record
         // or lost to a newer one.
-        for (i, map, key, stamp) in acknowledged {
-            for (j, node) in nodes.enumerated() {
+        for (i, map, key, stamp) in acknowledged where !lost.contains("\(map)/\(key)/\(stamp)") && !(access(i).map { !$0.mayWrite(map: map, key: key) } ?? false) {
+            for (j, node) in nodes.enumerated() where access(j)?.mayRead(map: map, key: key) ?? true {
                 guard case .lww(let r)? = try node.store!.state(map: map, key: key) else {
                     // Absent is fine only where a newer tombstone superseded it and was
                     // collected.

@@ -1,9 +1,9 @@
-/// A name pattern: `*` matches any run of characters, `?` one character, everything
+/// A name pattern: `*` matches any run of Unicode scalars, `?` one scalar, everything
 /// else itself. In key patterns `{sub}` stands for the caller's subject, taken
 /// literally (a `*` in a subject matches only a `*`).
 struct Glob: Sendable, Hashable {
     enum Token: Sendable, Hashable {
-        case literal(Character)
+        case literal(Unicode.Scalar)
         case any
         case one
         case subject
@@ -13,11 +13,16 @@ struct Glob: Sendable, Hashable {
 
     init(_ pattern: String) {
         var tokens: [Token] = []
-        var rest = Substring(pattern)
+        // Unicode scalars, not Characters: names and subjects are compared exactly
+        // (canonically equivalent spellings such as "K" and the Kelvin sign, or a
+        // precomposed "é" and "e" + combining accent, are different principals and keys,
+        // as they are different bytes in the store).
+        var rest = Substring.UnicodeScalarView(pattern.unicodeScalars)
+        let marker = Array("{sub}".unicodeScalars)
         while let c = rest.first {
-            if rest.hasPrefix("{sub}") {
+            if rest.starts(with: marker) {
                 tokens.append(.subject)
-                rest = rest.dropFirst(5)
+                rest = rest.dropFirst(marker.count)
                 continue
             }
             tokens.append(c == "*" ? .any : c == "?" ? .one : .literal(c))
@@ -34,9 +39,9 @@ struct Glob: Sendable, Hashable {
         var pattern: [Token] = []
         pattern.reserveCapacity(tokens.count)
         for token in tokens {
-            if token == .subject { pattern += subject.map(Token.literal) } else { pattern.append(token) }
+            if token == .subject { pattern += subject.unicodeScalars.map(Token.literal) } else { pattern.append(token) }
         }
-        let text = Array(name)
+        let text = Array(name.unicodeScalars)
         // Iterative matching with one backtrack point per `*`: O(n·m) at worst.
         var p = 0
         var t = 0

@@ -39,8 +39,9 @@ public struct Policy: Sendable, Equatable {
         func applies(to principal: Principal) -> Bool {
             switch who {
             case .anyone: true
-            case .user(let sub): principal.subject == sub
-            case .role(let role): principal.roles.contains(role)
+            // Exact: String `==` would also match canonically equivalent spellings.
+            case .user(let sub): principal.subject.utf8.elementsEqual(sub.utf8)
+            case .role(let role): principal.roles.contains { $0.utf8.elementsEqual(role.utf8) }
             }
         }
 

@@ -23,7 +23,7 @@ public struct Principal: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// True for a node authenticated by the shared secret.
-    public var isReplica: Bool { roles.contains("replica") && subject.hasPrefix("node:") }
+    public var isReplica: Bool { roles.contains { $0.utf8.elementsEqual("replica".utf8) } && subject.utf8.starts(with: "node:".utf8) }
 
     public var description: String { isReplica ? subject : "user:\(subject)" }
 }

@@ -43,7 +43,7 @@ public struct TokenVerifier: Sendable {
 
     /// The claims read from a token.
     struct Claims: JWTPayload {
-        var sub: SubjectClaim
+        var sub: SubjectClaim?
         var exp: ExpirationClaim?
         var nbf: NotBeforeClaim?
         var iss: IssuerClaim?
@@ -87,9 +87,9 @@ public struct TokenVerifier: Sendable {
         if let nbf = claims.nbf, now < nbf.value { throw refuse(.notYetValid) }
         if let issuer, claims.iss?.value != issuer { throw refuse(.wrongIssuer) }
         if let audience, !(claims.aud?.value.contains(audience) ?? false) { throw refuse(.wrongAudience) }
-        guard !claims.sub.value.isEmpty else { throw refuse(.noSubject) }
+        guard let sub = claims.sub?.value, !sub.isEmpty else { throw refuse(.noSubject) }
         return Principal(
-            subject: claims.sub.value, roles: (claims.roles ?? []).filter { $0 != "replica" },
+            subject: sub, roles: (claims.roles ?? []).filter { $0 != "replica" },
             // Clamped: a signed token may carry any number (year 2286 is far enough).
             expiresAtMillis: UInt64(min(max(0, exp.value.timeIntervalSince1970), 1e10) * 1000))
     }

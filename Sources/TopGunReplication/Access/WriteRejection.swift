@@ -55,13 +55,24 @@ public struct WriteRejection: Sendable, Equatable {
     }
 }
 
-/// What a server takes from ops a principal pushes.
-struct WriteScreen {
-    let access: Access
+/// What a server takes from ops a principal pushes: the one rule for segments and
+/// repairs (also what the simulation's server applies).
+public struct WriteScreen: Sendable {
+    public let access: Access
     /// The pushing node; a non-replica may only contribute its own writes.
-    let peer: NodeID
+    public let peer: NodeID
+    /// The kind of a map on the server (nil: no such map). Users write only into maps
+    /// that exist, with their kind: the first writer of a map fixes its kind for
+    /// everyone, so that is the operator's to decide.
+    public let kindOf: @Sendable (String) -> CRDTKind?
 
-    enum Verdict {
+    public init(access: Access, peer: NodeID, kindOf: @escaping @Sendable (String) -> CRDTKind?) {
+        self.access = access
+        self.peer = peer
+        self.kindOf = kindOf
+    }
+
+    public enum Verdict: Sendable {
         case take(ReplicatedOperation)
         /// Nothing of the op is the client's own (state it received from others, sent
         /// back in a repair or after a reconnect): dropped without a word.
@@ -70,7 +81,7 @@ struct WriteScreen {
     }
 
     /// The part of `op` the principal may contribute, or why not.
-    func screen(_ op: ReplicatedOperation, isRepair: Bool) -> Verdict {
+    public func screen(_ op: ReplicatedOperation, isRepair: Bool) -> Verdict {
         var op = op
         if !access.principal.isReplica {
             switch op.payload {
@@ -79,12 +90,12 @@ struct WriteScreen {
                     return isRepair ? .ignore : .reject("foreign origin: \(access.principal) may push only writes stamped with its own node id \(peer)")
                 }
             case .orSet(let set):
-                // Adds it made itself; removes of any tag it saw — from its log only: a
-                // repair's state holds tombstones it received as well as its own.
+                // Adds it made itself; removes of any tag it saw (a repair's state holds
+                // tombstones it received as well as its own: removing again is a no-op,
+                // and a remove the log did not carry must not be lost).
                 let own = set.entries.filter { $0.key.node == peer && $0.value.timestamp.node == peer }
-                let removes = isRepair ? [] : set.tombstones
-                guard !own.isEmpty || !removes.isEmpty else { return .ignore }
-                op.payload = .orSet(ORSet(entries: own, tombstones: removes))
+                guard !own.isEmpty || !set.tombstones.isEmpty else { return .ignore }
+                op.payload = .orSet(ORSet(entries: own, tombstones: set.tombstones))
             case .counter(let counter):
                 guard counter.positive[peer] != nil || counter.negative[peer] != nil else { return .ignore }
                 op.payload = .counter(
@@ -93,6 +104,12 @@ struct WriteScreen {
         }
         guard access.mayWrite(map: op.map, key: op.key) else {
             return .reject("not permitted: \(access.principal) may not write \(op.map)/\(op.key)")
+        }
+        if !access.principal.isReplica {
+            guard let kind = kindOf(op.map) else {
+                return .reject("unknown map: \(op.map) does not exist on the server (users write only maps an operator created)")
+            }
+            guard kind == op.payload.kind else { return .reject("kind mismatch: \(op.map) holds \(kind), not \(op.payload.kind)") }
         }
         return .take(op)
     }

@@ -33,9 +33,9 @@ public struct PeerState: Sendable, Equatable {
     /// The maps and partitions the cursor covers (nil: unknown, from an older record).
     public var scope: PeerScope?
     /// The subject of the user whose app this peer is (it authenticated with a JWT);
-    /// nil for a replica. A node id stays bound to the principal that first used it,
-    /// and users' apps do not hold garbage collection back: they see only part of the
-    /// data, so their acknowledgements cannot speak for the rest.
+    /// nil for a replica. A node id stays bound to the principal that first used it.
+    /// Users' apps hold garbage collection back like any peer: an acknowledgement that
+    /// passed records the user may not read speaks only for what it needs.
     public var user: String?
 
     public init(

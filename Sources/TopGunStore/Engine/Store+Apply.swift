@@ -274,19 +274,18 @@ struct Batch {
         }
     }
 
-    /// Sets the horizon for a batch from `peer`. A replica's ops are checked against the
+    /// Sets the horizon for a batch from `peer`: its ops are checked against the
     /// horizon as it was when the peer was first recorded (every tombstone collected
-    /// since waited for it), and a replica's ordered stream cannot carry a collected
-    /// OR-Map tag. A user's app holds no collection back, so its ops meet the whole
-    /// horizon and the collected-tag check.
+    /// since waited for its acknowledgement), and its ordered stream cannot carry a
+    /// collected OR-Map tag.
     ///
-    /// - Returns: true when `peer` is a user's app.
+    /// - Returns: true when `peer` is a user's app (a refusal is then final: the server
+    ///   tells the app, which reverts the write).
     mutating func horizon(forPeer peer: NodeID, _ txn: borrowing WriteTransaction) throws -> Bool {
         let state = try Store.readPeer(peer, txn.reads, dbs)
-        if state?.user != nil { return true }
         horizon = min(horizon, state?.joinedAtHorizon ?? horizon)
         checksCollectedTags = false
-        return false
+        return state?.user != nil
     }
 
     /// True when `delta` adds a tag at or before the horizon that the record neither

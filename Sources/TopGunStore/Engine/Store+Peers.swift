@@ -83,12 +83,37 @@ extension Store {
     public func claimPeer(_ peer: NodeID, user: String?) throws -> Bool {
         let wall = options.wallClock.milliseconds()
         return try write { txn in
-            if let stored = try Self.readPeer(peer, txn.reads, dbs), stored.user != user { return false }
+            // Bytes, not String `==` (canonically equivalent subjects are other users).
+            if let stored = try Self.readPeer(peer, txn.reads, dbs), !Self.samePrincipal(stored.user, user) { return false }
             try Self.updatePeer(peer, txn, dbs) { state, isNew in
                 state.lastSeenMillis = wall
                 if isNew { state.user = user }
             }
             return true
+        }
+    }
+
+    /// Binds `peer` to the replicas, taking it from a user's app that claimed it first
+    /// (a replica that proved the shared secret wins).
+    ///
+    /// - Returns: the user that held the id, if one did.
+    public func reclaimPeerForReplica(_ peer: NodeID) throws -> String? {
+        let wall = options.wallClock.milliseconds()
+        return try write { txn in
+            let previous = try Self.readPeer(peer, txn.reads, dbs)?.user
+            try Self.updatePeer(peer, txn, dbs) { state, _ in
+                state.lastSeenMillis = wall
+                state.user = nil
+            }
+            return previous
+        }
+    }
+
+    static func samePrincipal(_ a: String?, _ b: String?) -> Bool {
+        switch (a, b) {
+        case (nil, nil): true
+        case (let a?, let b?): a.utf8.elementsEqual(b.utf8)
+        default: false
         }
     }
 

@@ -39,7 +39,9 @@ extension Store {
                 // Only the adds this node made; what it received from others stays.
                 var entries = set.entries.filter { delta.entries[$0.key] == nil || $0.key.node != own }
                 for tag in delta.tombstones { if let entry = server.entries[tag] { entries[tag] = entry } }
-                target = .orMap(ORSet(entries: entries, tombstones: set.tombstones.subtracting(delta.tombstones).union(server.tombstones)))
+                let reverted = ORSet(entries: entries, tombstones: set.tombstones.subtracting(delta.tombstones).union(server.tombstones))
+                // Nothing left where the server has nothing: no record, as there.
+                target = reverted.entries.isEmpty && reverted.tombstones.isEmpty && serverState == nil ? nil : .orMap(reverted)
             case (.counter(let delta), .counter(let counter)?):
                 var server = PNCounter()
                 if case .counter(let c)? = serverState?.payload { server = c }
@@ -49,7 +51,7 @@ extension Store {
                     positive[node] = server.positive[node]
                     negative[node] = server.negative[node]
                 }
-                target = .counter(PNCounter(positive: positive, negative: negative))
+                target = positive.isEmpty && negative.isEmpty && serverState == nil ? nil : .counter(PNCounter(positive: positive, negative: negative))
             default:
                 return [.unchanged]
             }

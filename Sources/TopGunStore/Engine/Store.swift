@@ -251,6 +251,9 @@ public final class Store: Sendable {
 
     func mapInfo(_ name: String) -> MapInfo? { mapsByName.withLock { $0[name] } }
 
+    /// The CRDT kind of map `name`, nil when this store has no such map.
+    public func kind(ofMap name: String) -> CRDTKind? { mapInfo(name)?.kind }
+
     func mapName(_ id: UInt32) -> String? { mapsByID.withLock { $0[id] } }
 
     /// The map table as stored (`maps`: name → id u32 BE, kind u8).
