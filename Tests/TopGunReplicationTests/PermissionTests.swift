@@ -391,6 +391,37 @@ struct PermissionTests {
         }
     }
 
+    /// ES256 and RS256 tokens verify with PEM public keys (made with openssl); a token
+    /// signed by another key of the same kind does not.
+    @Test func es256AndRS256TokensVerifyWithPEMPublicKeys() async throws {
+        try await withTemporaryDirectory { root in
+            func openssl(_ args: [String]) throws {
+                let (status, _) = try runTool("/usr/bin/openssl", args)
+                #expect(status == 0, "openssl \(args)")
+            }
+            try openssl(["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", root + "/ec.pem"])
+            try openssl(["ec", "-in", root + "/ec.pem", "-pubout", "-out", root + "/ec.pub"])
+            try openssl(["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", root + "/ec2.pem"])
+            try openssl(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", root + "/rsa.pem"])
+            try openssl(["rsa", "-in", root + "/rsa.pem", "-pubout", "-out", root + "/rsa.pub"])
+            let read = { (name: String) throws -> String in try String(contentsOfFile: root + "/" + name, encoding: .utf8) }
+            let verifier = try await TokenVerifier(hmacSecret: nil, publicKeysPEM: [try read("ec.pub"), try read("rsa.pub")], issuer: "idp", audience: "topgun")
+            let claims = Claims(
+                sub: .init(value: "alice"), exp: .init(value: Date().addingTimeInterval(600)), iss: .init(value: "idp"), aud: .init(value: ["topgun"]),
+                roles: ["editor"])
+            let es = try await JWTKeyCollection().add(ecdsa: try ES256PrivateKey(pem: try read("ec.pem"))).sign(claims)
+            let rs = try await JWTKeyCollection().add(rsa: try Insecure.RSA.PrivateKey(pem: try read("rsa.pem")), digestAlgorithm: .sha256).sign(claims)
+            let other = try await JWTKeyCollection().add(ecdsa: try ES256PrivateKey(pem: try read("ec2.pem"))).sign(claims)
+            #expect(try await verifier.principal(for: es) == Principal(subject: "alice", roles: ["editor"], expiresAtMillis: try await verifier.principal(for: es).expiresAtMillis))
+            #expect(try await verifier.principal(for: rs).subject == "alice")
+            await #expect { try await verifier.principal(for: other) } throws: { "\($0)".contains("bad signature") }
+            var wrongIssuer = claims
+            wrongIssuer.iss = .init(value: "elsewhere")
+            let misissued = try await JWTKeyCollection().add(ecdsa: try ES256PrivateKey(pem: try read("ec.pem"))).sign(wrongIssuer)
+            await #expect { try await verifier.principal(for: misissued) } throws: { "\($0)".contains("wrong issuer") }
+        }
+    }
+
     @Test func aHugeExpiryIsClampedNotFatal() async throws {
         let keys = await JWTKeyCollection().add(hmac: HMACKey(from: Self.secret), digestAlgorithm: .sha256)
         let token = try await keys.sign(Claims(sub: .init(value: "alice"), exp: .init(value: Date(timeIntervalSince1970: 1e17))))
