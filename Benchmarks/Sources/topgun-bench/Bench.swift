@@ -23,6 +23,8 @@ struct Bench {
             case "--only": config.only = Set((args.popFirst() ?? "").split(separator: ",").map(String.init))
             case "--systems": config.systems = Set((args.popFirst() ?? "").split(separator: ",").map(String.init))
             case "--write-map": config.writeMap = true
+            case "--ops": config.ops = Int(args.popFirst() ?? "").map { max(1, $0) }
+            case "--keys": config.keys = Int(args.popFirst() ?? "").map { max(1, $0) }
             case "--queries": config.queries = true
             case "--replication": config.replication = true
             case "--fanout": config.fanout = max(1, Int(args.popFirst() ?? "") ?? 100)
@@ -30,7 +32,7 @@ struct Bench {
             default:
                 print(
                     """
-                    usage: topgun-bench [--quick] [--json] [--runs R] [--seed S] [--only W1,W2,…]
+                    usage: topgun-bench [--quick] [--json] [--runs R] [--seed S] [--only W1,W2,…] [--ops N] [--keys K]
                                         [--systems lmdb-raw,lmdb-raw+oplog,sqlite,rocksdb,topgun] [--write-map]
                                         [--queries]   (query executor: index vs scan, key lookup vs get, index upkeep)
                                         [--replication]   (catch-up of a 1M-op log between two nodes over TCP)
@@ -75,6 +77,10 @@ struct Config {
     var replication = false
     var fanout: Int?
     var seconds: Double = 10
+    /// Ops and keys of the LWW, counter and replay workloads (the cost curve); nil:
+    /// the quick or full sizes.
+    var ops: Int?
+    var keys: Int?
 }
 
 /// One measured run of one system.

@@ -29,15 +29,22 @@ struct Workload {
 
     /// The LWW value: a 98-character string, 100 bytes of canonical MessagePack.
     static let encodedValue: [UInt8] = [0xd9, 98] + [UInt8](repeating: 0x61, count: 98)
-    static let keyNames: [String] = (0..<100_000).map { "key-\($0)" }
+    /// Key names, made once for the largest key count asked for (`--keys`).
+    nonisolated(unsafe) static var keyNames: [String] = (0..<100_000).map { "key-\($0)" }
+
+    /// Makes sure `keyNames` holds at least `count` names.
+    static func reserveKeys(_ count: Int) {
+        if keyNames.count < count { keyNames += (keyNames.count..<count).map { "key-\($0)" } }
+    }
     static let base: UInt64 = 1_700_000_000_000
 
     static let ids = ["W1", "W2", "W3", "W4", "W5", "W6"]
 
     /// Generates workload `id`; each has its own generator seeded from the run's seed.
     static func make(_ id: String, _ config: Config) -> Workload {
-        let n = config.quick ? 100_000 : 1_000_000
-        let k = config.quick ? 10_000 : 100_000
+        let n = config.ops ?? (config.quick ? 100_000 : 1_000_000)
+        let k = config.keys ?? (config.quick ? 10_000 : 100_000)
+        reserveKeys(k)
         var rng = SplitMix64(seed: config.seed &+ UInt64(ids.firstIndex(of: id) ?? 0) &* 0x9e37_79b9)
         switch id {
         case "W1":
