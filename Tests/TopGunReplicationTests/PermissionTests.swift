@@ -23,15 +23,8 @@ struct PermissionTests {
         """
     static let secret = "test-jwt-secret-of-at-least-32-bytes"
 
-    struct Claims: JWTPayload {
-        var sub: SubjectClaim
-        var exp: ExpirationClaim?
-        var nbf: NotBeforeClaim?
-        var iss: IssuerClaim?
-        var aud: AudienceClaim?
-        var roles: [String]?
-        func verify(using algorithm: some JWTAlgorithm) async throws {}
-    }
+    /// The claims the server reads, signed here.
+    typealias Claims = TokenVerifier.Claims
 
     /// An HS256 token for `sub`, valid for an hour unless told otherwise.
     static func token(
@@ -41,7 +34,7 @@ struct PermissionTests {
         let keys = await JWTKeyCollection().add(hmac: HMACKey(from: secret), digestAlgorithm: .sha256)
         return try await keys.sign(
             Claims(
-                sub: .init(value: sub), exp: .init(value: Date().addingTimeInterval(expiresIn)),
+                sub: SubjectClaim(value: sub), exp: .init(value: Date().addingTimeInterval(expiresIn)),
                 nbf: notBefore.map { .init(value: Date().addingTimeInterval($0)) }, aud: audience.map { .init(value: [$0]) },
                 roles: roles))
     }
@@ -407,7 +400,7 @@ struct PermissionTests {
             let read = { (name: String) throws -> String in try String(contentsOfFile: root + "/" + name, encoding: .utf8) }
             let verifier = try await TokenVerifier(hmacSecret: nil, publicKeysPEM: [try read("ec.pub"), try read("rsa.pub")], issuer: "idp", audience: "topgun")
             let claims = Claims(
-                sub: .init(value: "alice"), exp: .init(value: Date().addingTimeInterval(600)), iss: .init(value: "idp"), aud: .init(value: ["topgun"]),
+                sub: SubjectClaim(value: "alice"), exp: .init(value: Date().addingTimeInterval(600)), iss: .init(value: "idp"), aud: .init(value: ["topgun"]),
                 roles: ["editor"])
             let es = try await JWTKeyCollection().add(ecdsa: try ES256PrivateKey(pem: try read("ec.pem"))).sign(claims)
             let rs = try await JWTKeyCollection().add(rsa: try Insecure.RSA.PrivateKey(pem: try read("rsa.pem")), digestAlgorithm: .sha256).sign(claims)
@@ -424,7 +417,7 @@ struct PermissionTests {
 
     @Test func aHugeExpiryIsClampedNotFatal() async throws {
         let keys = await JWTKeyCollection().add(hmac: HMACKey(from: Self.secret), digestAlgorithm: .sha256)
-        let token = try await keys.sign(Claims(sub: .init(value: "alice"), exp: .init(value: Date(timeIntervalSince1970: 1e17))))
+        let token = try await keys.sign(Claims(sub: SubjectClaim(value: "alice"), exp: .init(value: Date(timeIntervalSince1970: 1e17))))
         let principal = try await Self.verifier().principal(for: token)
         #expect(principal.expiresAtMillis == 10_000_000_000_000)
     }

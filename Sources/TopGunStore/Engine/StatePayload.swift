@@ -178,7 +178,11 @@ enum StatePayload {
     /// (they are the payload's last, sorted, 16-byte items).
     static func hasTombstone(_ raw: UnsafeRawBufferPointer, _ tag: HLCTimestamp) -> Bool {
         let count = Int(raw.loadBigEndian(fromByteOffset: 4, as: UInt32.self))
-        let start = raw.count - count * 16
+        return containsStamp(raw, at: raw.count - count * 16, count: count, tag)
+    }
+
+    /// Binary search for `tag` among `count` sorted 16-byte stamps at `start`.
+    static func containsStamp(_ raw: UnsafeRawBufferPointer, at start: Int, count: Int, _ tag: HLCTimestamp) -> Bool {
         var lo = 0
         var hi = count
         while lo < hi {
@@ -223,15 +227,7 @@ enum StatePayload {
         let tombstoneCount = scratch.tombstoneCount
         func storedTombstone(_ tag: HLCTimestamp) -> Bool {
             guard let stored else { return false }
-            var lo = 0
-            var hi = tombstoneCount
-            while lo < hi {
-                let mid = (lo + hi) / 2
-                let t = stamp(stored, tombstonesAt + mid * 16)
-                if t == tag { return true }
-                if t < tag { lo = mid + 1 } else { hi = mid }
-            }
-            return false
+            return containsStamp(stored, at: tombstonesAt, count: tombstoneCount, tag)
         }
         let deltaEntries = delta.entries.sorted { $0.key < $1.key }.filter {
             !delta.tombstones.contains($0.key) && !storedTombstone($0.key)
