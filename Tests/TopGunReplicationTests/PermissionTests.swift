@@ -415,6 +415,35 @@ struct PermissionTests {
         }
     }
 
+    /// A session ends when its token expires; a policy reload closes open sessions, and
+    /// the reconnected app sees what the new policy grants (records its cursor passed).
+    @Test func sessionsEndWithTheirTokenAndAReloadAppliesToOpenSessions() async throws {
+        try await withTemporaryDirectory { root in
+            let serverStore = try openStore(root + "/server", node: 1)
+            _ = try serverStore.apply([.set(map: "notes", key: "bob:1", value: "b1", ttlMillis: nil)])
+            let server = try await RunningNode(serverStore, policy: try Policy(json: Array(Self.policyJSON.utf8)), verifier: try await Self.verifier())
+            // Expires in two seconds.
+            let short = try Database(path: root + "/short", options: .init(durability: .noSync, nodeID: NodeID(2)))
+            let shortSync = try short.sync(with: "tcp://127.0.0.1:\(server.port)", jwt: try await Self.token("carl", expiresIn: 2))
+            try await shortSync.waitUntilIdle()
+            #expect(try await eventually { server.node.sessionsByPrincipal["user:carl"] == nil })
+            await shortSync.stop()
+            short.close()
+
+            let alice = try Database(path: root + "/alice", options: .init(durability: .noSync, nodeID: NodeID(3)))
+            let aliceSync = try alice.sync(with: "tcp://127.0.0.1:\(server.port)", jwt: try await Self.token("alice"))
+            try await aliceSync.waitUntilIdle()
+            #expect(try alice.store.state(map: "notes", key: "bob:1") == nil)
+            let widened = Self.policyJSON.replacingOccurrences(
+                of: #"{"who": "user:admin""#, with: #"{"who": "*", "maps": "notes", "allow": ["read"]}, {"who": "user:admin""#)
+            server.node.reload(policy: try Policy(json: Array(widened.utf8)))
+            #expect(try await eventually { try Self.value(alice.store, "notes", "bob:1") == "b1" })
+            await aliceSync.stop()
+            alice.close()
+            await server.stop()
+        }
+    }
+
     @Test func aHugeExpiryIsClampedNotFatal() async throws {
         let keys = await JWTKeyCollection().add(hmac: HMACKey(from: Self.secret), digestAlgorithm: .sha256)
         let token = try await keys.sign(Claims(sub: SubjectClaim(value: "alice"), exp: .init(value: Date(timeIntervalSince1970: 1e17))))
