@@ -63,15 +63,21 @@ public struct Frame: Sendable, Equatable {
 struct FrameDecoder: ByteToMessageDecoder {
     typealias InboundOut = Frame
     let maxBytes: Int
-    /// The handshake's frames (HELLO with a token, WELCOME, PROOF) are small: before
-    /// two frames have passed, a connection that has not authenticated cannot make
-    /// this node buffer a large one.
+    /// On an accepted connection, the frames before the peer has authenticated —
+    /// HELLO, and PROOF unless HELLO carries a JWT — are small: a connection that has
+    /// not authenticated cannot make this node buffer a large one. Zero on a dialled
+    /// connection (this node chose the server).
+    var unauthenticatedFrames: Int
     static let handshakeMaxBytes = 64 << 10
-    var decoded = 0
+
+    init(maxBytes: Int, accepting: Bool = false) {
+        self.maxBytes = maxBytes
+        self.unauthenticatedFrames = accepting ? 2 : 0
+    }
 
     mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
         guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return .needMoreData }
-        let limit = decoded < 2 ? min(maxBytes, Self.handshakeMaxBytes) : maxBytes
+        let limit = unauthenticatedFrames > 0 ? min(maxBytes, Self.handshakeMaxBytes) : maxBytes
         guard length >= 1, Int(length) <= limit else {
             throw ReplicationError(.frameTooLarge, "frame of \(length) bytes (limit \(limit))")
         }
@@ -79,8 +85,12 @@ struct FrameDecoder: ByteToMessageDecoder {
         buffer.moveReaderIndex(forwardBy: 4)
         let kind = buffer.readInteger(as: UInt8.self)!
         let body = buffer.readBytes(length: Int(length) - 1)!
-        // Heartbeats do not count: they can come before the handshake ends.
-        if kind != Frame.Kind.heartbeat.rawValue { decoded += 1 }
+        // Heartbeats do not count: they can come before the handshake ends. A HELLO
+        // with a JWT (flags bit 1) is the whole handshake.
+        if unauthenticatedFrames > 0 && kind != Frame.Kind.heartbeat.rawValue {
+            let bearer = kind == Frame.Kind.hello.rawValue && body.count > 10 && body[10] & 2 != 0
+            unauthenticatedFrames = bearer ? 0 : unauthenticatedFrames - 1
+        }
         context.fireChannelRead(wrapInboundOut(Frame(Frame.Kind(rawValue: kind), body)))
         return .continue
     }

@@ -585,17 +585,17 @@ public final class ReplicaNode: Sendable {
             try channel.pipeline.syncOperations.addHandler(
                 try NIOSSLClientHandler(context: byName ? clientTLSByName : clientTLS, serverHostname: byName ? host : nil))
         }
-        return try framePipeline(channel)
+        return try framePipeline(channel, accepting: host == nil)
     }
 
     /// Frames, idle detection and heartbeats over a byte stream (TCP, or WebSocket
     /// messages through `WebSocketFrameBridge`).
-    func framePipeline(_ channel: any Channel) throws -> NIOAsyncChannel<Frame, Frame> {
+    func framePipeline(_ channel: any Channel, accepting: Bool) throws -> NIOAsyncChannel<Frame, Frame> {
         // Bytes, not whole frames, count as activity: a large segment arriving slowly
         // is not an idle link.
         try channel.pipeline.syncOperations.addHandler(
             IdleStateHandler(readTimeout: .nanoseconds(nanoseconds(configuration.idleTimeout)), writeTimeout: .nanoseconds(nanoseconds(configuration.heartbeatInterval))))
-        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(maxBytes: configuration.maxFrameBytes)))
+        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(maxBytes: configuration.maxFrameBytes, accepting: accepting)))
         try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
         try channel.pipeline.syncOperations.addHandler(HeartbeatHandler(idleTimeout: configuration.idleTimeout) { [self] in
             stats.withLock { $0.idleTimeouts += 1 }

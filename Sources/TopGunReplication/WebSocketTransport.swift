@@ -49,7 +49,7 @@ extension ReplicaNode {
                             channel.eventLoop.makeCompletedFuture {
                                 deadline.cancel()
                                 try channel.pipeline.syncOperations.addHandler(WebSocketFrameBridge(isClient: false))
-                                return .sync(try self.framePipeline(channel))
+                                return .sync(try self.framePipeline(channel, accepting: true))
                             }
                         })
                     return try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(
@@ -107,7 +107,7 @@ extension ReplicaNode {
                         upgradePipelineHandler: { channel, _ in
                             channel.eventLoop.makeCompletedFuture {
                                 try channel.pipeline.syncOperations.addHandler(WebSocketFrameBridge(isClient: true))
-                                return try self.framePipeline(channel)
+                                return try self.framePipeline(channel, accepting: false)
                             }
                         })
                     var headers = HTTPHeaders()

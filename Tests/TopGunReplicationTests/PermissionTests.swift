@@ -370,6 +370,22 @@ struct PermissionTests {
         }
     }
 
+    /// The handshake limit is for unauthenticated peers only: an app whose first frame
+    /// after WELCOME is a large segment (it offers no log, so no SUBSCRIBE comes first)
+    /// still syncs.
+    @Test func aLargeFirstSegmentAfterTheHandshakeArrives() async throws {
+        try await withTemporaryDirectory { root in
+            let serverStore = try openStore(root + "/server", node: 1)
+            _ = try serverStore.apply([.set(map: "public", key: "big", value: .string(String(repeating: "x", count: 200_000)), ttlMillis: nil)])
+            let server = try await RunningNode(serverStore, policy: try Policy(json: Array(Self.policyJSON.utf8)), verifier: try await Self.verifier())
+            let appStore = try openStore(root + "/app", node: 2)
+            let app = try await RunningNode(appStore, listen: false, peers: [server.port], push: false, bearer: try await Self.token("alice"))
+            #expect(try await eventually { try appStore.state(map: "public", key: "big") != nil })
+            await app.stop()
+            await server.stop()
+        }
+    }
+
     /// An HTTP connection that never completes a request is closed (slow requests
     /// cannot hold the listener's connections).
     @Test func aSilentHTTPConnectionIsClosed() async throws {
