@@ -53,7 +53,9 @@ public struct Frame: Sendable, Equatable {
     ///    the accepting node's log head.
     /// 4: the secret is never sent: a mutual challenge–response (`Handshake`), PROOF.
     /// 5: HELLO may carry a JWT instead (then no PROOF follows); REJECTED.
-    public static let protocolVersion: UInt16 = 5
+    /// 6: WELCOME says whether a repair comes first; a segment's cursor end may follow
+    ///    its last entry (empty segments move a filtered subscriber's cursor).
+    public static let protocolVersion: UInt16 = 6
     /// Largest frame accepted by default (segments are bounded well below it).
     public static let defaultMaxBytes = 32 << 20
 }

@@ -42,6 +42,8 @@ struct Link {
     var repairFirst = false
     /// This node told the remote (a user's app) in WELCOME that it starts with a repair.
     var servesRepairFirst = false
+    /// The policy generation `access` was built under.
+    var grantedUnder = 0
 
     /// State of the publisher half, shared by the reader and the stream.
     final class Publisher: Sendable {
@@ -204,7 +206,8 @@ struct Link {
             let head = try node.store.logHead()
             try repair(digests, subscription, out)
             out.yield(.resume(head))
-            let generation = node.policyGeneration.load(ordering: .relaxed)
+            // Under the policy this link's access was built with (a reload closes it).
+            let generation = grantedUnder
             node.repairedUnder.withLock { $0[peer] = generation }
             publisher.values.withLock {
                 if $0.repairPending {
@@ -316,7 +319,13 @@ struct Link {
     func screened(_ entries: [LoggedOperation], isRepair: Bool) throws -> ([LoggedOperation], [WriteRejection]) {
         if access.isUnrestricted && access.principal.isReplica { return (entries, []) }
         let store = node.store
-        let screen = WriteScreen(access: access, peer: peer, kindOf: { store.kind(ofMap: $0) })
+        // A map another process (the operator's CLI) created since this one loaded the
+        // table is found too.
+        let screen = WriteScreen(access: access, peer: peer) { map in
+            if let kind = store.kind(ofMap: map) { return kind }
+            try? store.refreshMaps()
+            return store.kind(ofMap: map)
+        }
         var taken: [LoggedOperation] = []
         var rejections: [WriteRejection] = []
         taken.reserveCapacity(entries.count)

@@ -108,10 +108,12 @@ struct Listener {
                 let covered = try node.store.peer(peer)?.scope
                 widened = subscription?.cursor != nil && !(covered?.covers(.all) ?? false)
             }
+            let (access, generation) = node.accessAndGeneration(for: principal)
             var link = Link(
                 node: node, peer: peer, subscription: subscription, couldPull: hello.offersLog, widened: widened, serves: true,
-                remoteHead: .zero, observer: nil, access: node.access(for: principal), ownWritesOnly: false)
+                remoteHead: .zero, observer: nil, access: access, ownWritesOnly: false)
             link.servesRepairFirst = repairFirst
+            link.grantedUnder = generation
             try await link.run(raw, &frames, outbound)
     }
 
@@ -128,9 +130,18 @@ struct Listener {
             }
             return
         }
-        guard !node.replicaOrigins.withLock({ $0.contains(peer) }),
-            try node.store.claimPeer(peer, user: principal.subject)
-        else {
+        let known = try node.store.peer(peer)
+        // An id first seen here: one that wrote through a replica is not a user's.
+        if known == nil, node.replicaOrigins.withLock({ $0.contains(peer) }) {
+            throw ReplicationError(.unauthorized, "node id \(peer) belongs to another principal than \(principal); use a fresh id")
+        }
+        // Every device holds garbage collection back: a user cannot mint ids at will.
+        if known == nil, try node.store.nodeCount(ofUser: principal.subject) >= node.configuration.maxDevicesPerUser {
+            throw ReplicationError(
+                .unauthorized,
+                "\(principal) already has \(node.configuration.maxDevicesPerUser) devices (node ids); an operator frees one with `topgun forget-peer`")
+        }
+        guard try node.store.claimPeer(peer, user: principal.subject) else {
             throw ReplicationError(.unauthorized, "node id \(peer) belongs to another principal than \(principal); use a fresh id")
         }
     }

@@ -158,6 +158,9 @@ public final class ReplicaNode: Sendable {
         /// Verifies the JWTs of connecting clients (nil: only the shared secret is
         /// accepted).
         public var tokenVerifier: TokenVerifier?
+        /// Node ids (devices) one user may sync from: each is a peer garbage collection
+        /// waits for, until it acknowledges or is forgotten.
+        public var maxDevicesPerUser = 32
 
         public init(
             listen: PeerAddress?, peers: [PeerAddress] = [], token: [UInt8], subscription: Subscription = .init(),
@@ -167,8 +170,10 @@ public final class ReplicaNode: Sendable {
             gcInterval: Duration = .seconds(60), heartbeatInterval: Duration = .seconds(1), idleTimeout: Duration = .seconds(5),
             heldRetryInterval: Duration = .seconds(10), push: Bool = true, watchOtherProcesses: Bool = true,
             http: PeerAddress? = nil, httpRoutes: [String: @Sendable () -> (contentType: String, body: String)] = [:],
-            trustRoots: String? = nil, bearerToken: String? = nil, policy: Policy? = nil, tokenVerifier: TokenVerifier? = nil
+            trustRoots: String? = nil, bearerToken: String? = nil, policy: Policy? = nil, tokenVerifier: TokenVerifier? = nil,
+            maxDevicesPerUser: Int = 32
         ) {
+            self.maxDevicesPerUser = maxDevicesPerUser
             self.bearerToken = bearerToken
             self.policy = policy
             self.tokenVerifier = tokenVerifier
@@ -356,8 +361,10 @@ public final class ReplicaNode: Sendable {
     /// is closed, so its peer reconnects under the new rules (`topgun serve` calls this
     /// on SIGHUP).
     public func reload(policy: Policy?) {
-        self.policy.withLock { $0 = policy }
-        policyGeneration.add(1, ordering: .relaxed)
+        self.policy.withLock {
+            $0 = policy
+            policyGeneration.add(1, ordering: .relaxed)
+        }
         let closers = sessions.withLock { $0.open.values.map(\.close) }
         logger.notice("policy reloaded; closing open sessions", metadata: ["sessions": "\(closers.count)", "rules": "\(policy?.rules.count ?? 0)"])
         for close in closers { close() }
@@ -395,6 +402,11 @@ public final class ReplicaNode: Sendable {
 
     /// What a peer authenticated as `principal` may do here.
     func access(for principal: Principal) -> Access { Access(principal: principal, policy: policy.withLock { $0 }) }
+
+    /// `access(for:)` and the policy generation it was built under, read together.
+    func accessAndGeneration(for principal: Principal) -> (Access, Int) {
+        policy.withLock { (Access(principal: principal, policy: $0), policyGeneration.load(ordering: .relaxed)) }
+    }
 
     /// Peers with a live link now, accepted or dialled.
     public var connectedPeers: Set<NodeID> {

@@ -460,6 +460,38 @@ struct PermissionTests {
         }
     }
 
+    /// A user's devices are capped (each holds GC back); a user's own id is not taken
+    /// for a replica's because a replica sent its writes back.
+    @Test func devicesPerUserAreCappedAndOwnIdsStayUsable() async throws {
+        try await withTemporaryDirectory { root in
+            let serverStore = try openStore(root + "/server", node: 1)
+            let server = try await RunningNode(
+                serverStore, policy: try Policy(json: Array(Self.policyJSON.utf8)), verifier: try await Self.verifier(), maxDevices: 2)
+            func sync(_ node: UInt64) async throws {
+                let store = try openStore(root + "/d\(node)", node: node)
+                _ = try await ReplicaNode(store: store, configuration: .init(listen: nil, token: [], bearerToken: try await Self.token("alice")))
+                    .syncOnce(with: .init(host: "127.0.0.1", port: server.port), timeout: .seconds(10))
+                #expect(try await eventually { !server.node.connectedPeers.contains(NodeID(node)) })
+            }
+            try await sync(50)
+            try await sync(51)
+            await #expect { try await sync(52) } throws: { "\($0)".contains("already has 2 devices") }
+            // Alice's own writes came back through a replica: her id is still hers.
+            _ = server.node.replicaOrigins.withLock { $0.insert(NodeID(50)) }
+            try await sync(50)
+            await server.stop()
+        }
+    }
+
+    @Test func aReasonIsCutToAKilobyteOfValidUTF8() throws {
+        let name = "a" + String(repeating: "\u{301}", count: 30_000)  // one Character of 60 KB, as a key can arrive
+        let op = ReplicatedOperation.lww(map: "m", key: name, value: "v", timestamp: HLCTimestamp(millis: 1, counter: 0, node: NodeID(2)))
+        let rejection = WriteRejection(reason: "not permitted: user:x may not write m/\(name)", operation: op, current: nil)
+        let decoded = try WriteRejection(rejection.frame(origin: NodeID(1)))
+        #expect(decoded.reason.utf8.count <= 1_024 && decoded.reason.hasPrefix("not permitted"))
+        #expect(decoded.operation == op)
+    }
+
     @Test func aHugeExpiryIsClampedNotFatal() async throws {
         let keys = await JWTKeyCollection().add(hmac: HMACKey(from: Self.secret), digestAlgorithm: .sha256)
         let token = try await keys.sign(Claims(sub: SubjectClaim(value: "alice"), exp: .init(value: Date(timeIntervalSince1970: 1e17))))

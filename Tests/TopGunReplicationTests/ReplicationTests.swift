@@ -18,7 +18,7 @@ final class RunningNode: Sendable {
         addresses: [ReplicaNode.PeerAddress] = [], token: String = "secret", subscription: Subscription = .init(),
         antiEntropy: Duration? = nil, tls: ReplicaNode.TLSFiles? = nil, retention: Duration? = nil,
         idleTimeout: Duration = .seconds(5), segmentSize: Int = 1_000, push: Bool = true, maxFrameBytes: Int = Frame.defaultMaxBytes,
-        bearer: String? = nil, policy: Policy? = nil, verifier: TokenVerifier? = nil
+        bearer: String? = nil, policy: Policy? = nil, verifier: TokenVerifier? = nil, maxDevices: Int = 32
     ) async throws {
         node = try ReplicaNode(
             store: store,
@@ -29,7 +29,7 @@ final class RunningNode: Sendable {
                 antiEntropyInterval: antiEntropy, tls: tls,
                 retention: retention, gcInterval: .milliseconds(100), heartbeatInterval: idleTimeout / 4, idleTimeout: idleTimeout,
                 push: push, http: http.map { .init(host: "127.0.0.1", port: $0) }, bearerToken: bearer, policy: policy,
-                tokenVerifier: verifier))
+                tokenVerifier: verifier, maxDevicesPerUser: maxDevices))
         let node = self.node
         task = Task { try await node.run() }
         if listen { _ = try await node.listening() }

@@ -28,8 +28,14 @@ public struct WriteRejection: Sendable, Equatable {
 
     func frame(origin: NodeID) -> Frame {
         var body: [UInt8] = []
-        // Cut on a character boundary: the reason must stay valid UTF-8.
-        let text = Array(String(reason.prefix(300)).utf8)
+        // At most 1 KiB, cut on a scalar boundary: the reason stays valid UTF-8 (a
+        // name can be one Character of 64 KiB).
+        var text: [UInt8] = []
+        for scalar in reason.unicodeScalars {
+            let bytes = Array(String(scalar).utf8)
+            if text.count + bytes.count > 1_024 { break }
+            text += bytes
+        }
         body.appendBigEndian(UInt16(text.count))
         body += text
         var entries = [LoggedOperation(sequence: HLCTimestamp(millis: 1, counter: 0, node: origin), operation: operation)]

@@ -101,12 +101,17 @@ extension Store {
         let wall = options.wallClock.milliseconds()
         return try write { txn in
             let previous = try Self.readPeer(peer, txn.reads, dbs)?.user
-            try Self.updatePeer(peer, txn, dbs) { state, _ in
-                state.lastSeenMillis = wall
-                state.user = nil
-            }
+            // Nothing the user's app did under the id carries over: cursor,
+            // acknowledgement and join horizon start afresh.
+            try txn.delete([UInt8](bigEndian: peer.rawValue), in: dbs.peers)
+            try Self.updatePeer(peer, txn, dbs) { state, _ in state.lastSeenMillis = wall }
             return previous
         }
+    }
+
+    /// How many node ids are bound to user `subject` (its devices).
+    public func nodeCount(ofUser subject: String) throws -> Int {
+        try peers().filter { Self.samePrincipal($0.user, subject) }.count
     }
 
     static func samePrincipal(_ a: String?, _ b: String?) -> Bool {

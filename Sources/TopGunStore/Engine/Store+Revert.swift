@@ -39,7 +39,10 @@ extension Store {
                 // Only the adds this node made; what it received from others stays.
                 var entries = set.entries.filter { delta.entries[$0.key] == nil || $0.key.node != own }
                 for tag in delta.tombstones { if let entry = server.entries[tag] { entries[tag] = entry } }
-                let reverted = ORSet(entries: entries, tombstones: set.tombstones.subtracting(delta.tombstones).union(server.tombstones))
+                // The refused removes the server does not hold come off; tombstones the
+                // server has (received ones, carried in a repair's state) stay.
+                let reverted = ORSet(
+                    entries: entries, tombstones: set.tombstones.subtracting(delta.tombstones.subtracting(server.tombstones)).union(server.tombstones))
                 // Nothing left where the server has nothing: no record, as there.
                 target = reverted.entries.isEmpty && reverted.tombstones.isEmpty && serverState == nil ? nil : .orMap(reverted)
             case (.counter(let delta), .counter(let counter)?):
