@@ -86,7 +86,10 @@ let package = Package(
         .testTarget(name: "TopGunSimulationTests", dependencies: ["TopGunSimulation", "TopGunTestSupport"]),
         .testTarget(
             name: "TopGunReplicationTests",
-            dependencies: ["TopGunReplication", "TopGunStore", "TopGunTestSupport", nioCore, nioPosix, jwtKit]
+            dependencies: [
+                "TopGunReplication", "TopGunStore", "TopGunTestSupport", nioCore, nioPosix, jwtKit,
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ]
         ),
     ],
     swiftLanguageModes: [.v6]

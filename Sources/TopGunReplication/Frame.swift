@@ -1,4 +1,5 @@
 import NIOCore
+import Synchronization
 import TopGunCore
 import TopGunStore
 
@@ -65,21 +66,23 @@ public struct Frame: Sendable, Equatable {
 struct FrameDecoder: ByteToMessageDecoder {
     typealias InboundOut = Frame
     let maxBytes: Int
-    /// On an accepted connection, the frames before the peer has authenticated —
-    /// HELLO, and PROOF unless HELLO carries a JWT — are small: a connection that has
-    /// not authenticated cannot make this node buffer a large one. Zero on a dialled
-    /// connection (this node chose the server).
-    var unauthenticatedFrames: Int
+    /// On an accepted connection: the handshake's frames (HELLO with a token, PROOF —
+    /// the first two) are small until the listener has authenticated the peer and
+    /// opened the gate, so a connection that has not authenticated cannot make this
+    /// node buffer a large one. (Later frames are never limited: a peer may send them
+    /// before this side has finished checking.) Nil on a dialled connection.
+    let gate: HandshakeGate?
+    var decoded = 0
     static let handshakeMaxBytes = 64 << 10
 
-    init(maxBytes: Int, accepting: Bool = false) {
+    init(maxBytes: Int, gate: HandshakeGate? = nil) {
         self.maxBytes = maxBytes
-        self.unauthenticatedFrames = accepting ? 2 : 0
+        self.gate = gate
     }
 
     mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
         guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return .needMoreData }
-        let limit = unauthenticatedFrames > 0 ? min(maxBytes, Self.handshakeMaxBytes) : maxBytes
+        let limit = gate.map { decoded < 2 && !$0.isOpen ? min(maxBytes, Self.handshakeMaxBytes) : maxBytes } ?? maxBytes
         guard length >= 1, Int(length) <= limit else {
             throw ReplicationError(.frameTooLarge, "frame of \(length) bytes (limit \(limit))")
         }
@@ -87,15 +90,20 @@ struct FrameDecoder: ByteToMessageDecoder {
         buffer.moveReaderIndex(forwardBy: 4)
         let kind = buffer.readInteger(as: UInt8.self)!
         let body = buffer.readBytes(length: Int(length) - 1)!
-        // Heartbeats do not count: they can come before the handshake ends. A HELLO
-        // with a JWT (flags bit 1) is the whole handshake.
-        if unauthenticatedFrames > 0 && kind != Frame.Kind.heartbeat.rawValue {
-            let bearer = kind == Frame.Kind.hello.rawValue && body.count > 10 && body[10] & 2 != 0
-            unauthenticatedFrames = bearer ? 0 : unauthenticatedFrames - 1
-        }
+        if kind != Frame.Kind.heartbeat.rawValue { decoded += 1 }
         context.fireChannelRead(wrapInboundOut(Frame(Frame.Kind(rawValue: kind), body)))
         return .continue
     }
+}
+
+/// Opened by the listener once a peer has authenticated; until then the connection's
+/// frames are limited to `FrameDecoder.handshakeMaxBytes`. Found in the pipeline as a
+/// pass-through handler.
+final class HandshakeGate: ChannelInboundHandler, Sendable {
+    typealias InboundIn = NIOAny
+    private let open = Atomic<Bool>(false)
+    var isOpen: Bool { open.load(ordering: .acquiring) }
+    func openGate() { open.store(true, ordering: .releasing) }
 }
 
 struct FrameEncoder: MessageToByteEncoder {

@@ -72,6 +72,8 @@ struct Listener {
                 try? await outbound.write(Message.error("\(error)").frame)
                 return
             }
+            // Authenticated: full-size frames from here on.
+            try? await raw.pipeline.handler(type: HandshakeGate.self).get().openGate()
             try await serve(hello, principal, repairFirst, raw, admitted, &frames, outbound)
         }
     }

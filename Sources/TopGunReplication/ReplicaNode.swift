@@ -603,11 +603,13 @@ public final class ReplicaNode: Sendable {
     /// Frames, idle detection and heartbeats over a byte stream (TCP, or WebSocket
     /// messages through `WebSocketFrameBridge`).
     func framePipeline(_ channel: any Channel, accepting: Bool) throws -> NIOAsyncChannel<Frame, Frame> {
+        let gate = accepting ? HandshakeGate() : nil
+        if let gate { try channel.pipeline.syncOperations.addHandler(gate) }
         // Bytes, not whole frames, count as activity: a large segment arriving slowly
         // is not an idle link.
         try channel.pipeline.syncOperations.addHandler(
             IdleStateHandler(readTimeout: .nanoseconds(nanoseconds(configuration.idleTimeout)), writeTimeout: .nanoseconds(nanoseconds(configuration.heartbeatInterval))))
-        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(maxBytes: configuration.maxFrameBytes, accepting: accepting)))
+        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(maxBytes: configuration.maxFrameBytes, gate: gate)))
         try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
         try channel.pipeline.syncOperations.addHandler(HeartbeatHandler(idleTimeout: configuration.idleTimeout) { [self] in
             stats.withLock { $0.idleTimeouts += 1 }

@@ -1,5 +1,7 @@
 import Foundation
 import JWTKit
+import NIOCore
+import NIOEmbedded
 import Synchronization
 import Testing
 import TopGunCore
@@ -384,6 +386,32 @@ struct PermissionTests {
             await app.stop()
             await server.stop()
         }
+    }
+
+    /// The handshake's two frames are small until the listener opens the gate — also
+    /// when HELLO claims to carry a token (the claim is not trusted before it is checked).
+    @Test func theHandshakeLimitHoldsUntilTheGateOpens() throws {
+        func frame(_ kind: Frame.Kind, _ body: [UInt8]) -> ByteBuffer {
+            var buffer = ByteBuffer()
+            buffer.writeInteger(UInt32(1 + body.count))
+            buffer.writeInteger(kind.rawValue)
+            buffer.writeBytes(body)
+            return buffer
+        }
+        let hello = Hello(version: Frame.protocolVersion, node: NodeID(9), bearer: "not.a.token").frame
+        let large = [UInt8](repeating: 1, count: 1 << 20)
+        // Closed: the second frame is refused at its header.
+        let closed = EmbeddedChannel(handler: ByteToMessageHandler(FrameDecoder(maxBytes: 32 << 20, gate: HandshakeGate())))
+        try closed.writeInbound(frame(.hello, hello.body))
+        #expect(throws: ReplicationError.self) { try closed.writeInbound(frame(.proof, large)) }
+        // Opened after authentication: the same frame passes.
+        let gate = HandshakeGate()
+        let opened = EmbeddedChannel(handler: ByteToMessageHandler(FrameDecoder(maxBytes: 32 << 20, gate: gate)))
+        try opened.writeInbound(frame(.hello, hello.body))
+        gate.openGate()
+        try opened.writeInbound(frame(.subscribe, large))
+        #expect(try opened.readInbound(as: Frame.self)?.kind == .hello)
+        #expect(try opened.readInbound(as: Frame.self)?.body.count == large.count)
     }
 
     /// An HTTP connection that never completes a request is closed (slow requests
