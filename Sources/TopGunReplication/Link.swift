@@ -265,7 +265,8 @@ struct Link {
         // Refusals go before the acknowledgement: a client that sees its writes
         // acknowledged has already heard which of them were refused.
         if !isRepair {
-            outcomes = try store.apply(entries, fromPeer: peer, cursor: segment.lastSequence, scope: scope, holdingCursor: held.isSet)
+            outcomes = try store.apply(
+                entries, fromPeer: peer, cursor: segment.lastSequence, scope: scope, holdingCursor: held.isSet, writesRejected: screenedOut.count)
             for rejection in try screenedOut + horizonRejections(outcomes, entries) { out.yield(.rejected(rejection)) }
             // The stored cursor, which stops before a refused entry.
             let cursor = try store.peerCursor(peer) ?? .zero

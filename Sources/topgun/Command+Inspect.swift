@@ -53,6 +53,7 @@ struct Inspect: AsyncParsableCommand {
             ]
             // The principal the node id is bound to: a user's app, or a replica.
             fields["principal"] = .string(p.user.map { "user:\($0)" } ?? "replica")
+            fields["writes_rejected"] = .int(Int64(p.writesRejected))
             if p.refusedBeyondHorizon > 0 {
                 fields["needs_repair"] = .string("writes from this peer older than the GC horizon were refused: topgun repair --from <its address>")
             }

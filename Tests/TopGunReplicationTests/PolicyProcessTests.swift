@@ -47,6 +47,10 @@ struct PolicyProcessTests {
             #expect(try publicValue(root + "/server") == "hello")
             #expect(try publicValue(root + "/alice") == "hello", "the refused write is undone on the app")
             #expect(try SyncProcessTests.value(root + "/alice", "from-server") == nil, "notes/from-server is no one's {sub}: key")
+            // The server's inspect names alice's device and counts her refused write.
+            let inspect = try runTopGun(["inspect", "--data", root + "/server"])
+            let aliceLine = inspect.out.split(separator: "\n").first { $0.contains("user:alice") }
+            #expect(aliceLine?.contains("\"writes_rejected\":1") == true, "\(inspect.out)")
 
             // Bob reads public data and his own notes only.
             #expect(try SyncProcessTests.sync(root + "/bob", url, token: bob).status == 0)

@@ -6,7 +6,7 @@ import TopGunCore
 /// cursor 16 B | last seen ms u64 | acknowledged 16 B | refused u32 | joined at 16 B
 /// | scope: map count u16 (0xFFFF = all), (length u16, UTF-8)…,
 ///          partition count u16 (0xFFFF = all), partition u16…
-/// | user: length u16, UTF-8 (absent: a replica)
+/// | user: length u16 (0xFFFF: a replica), UTF-8 | writes refused u32
 /// ```
 /// Records written before acknowledgements existed hold only the first 24 bytes; the
 /// rest reads as nothing acknowledged, joined at the end of time (the whole GC horizon
@@ -37,6 +37,9 @@ public struct PeerState: Sendable, Equatable {
     /// Users' apps hold garbage collection back like any peer: an acknowledgement that
     /// passed records the user may not read speaks only for what it needs.
     public var user: String?
+    /// Writes this peer pushed that were refused (policy, origin, kind): counted for
+    /// `topgun inspect`; `/metrics` has them by reason.
+    public var writesRejected: Int = 0
 
     public init(
         node: NodeID, cursor: HLCTimestamp = .zero, lastSeenMillis: UInt64 = 0, acknowledged: HLCTimestamp = .zero,
@@ -61,12 +64,16 @@ public struct PeerState: Sendable, Equatable {
         out += acknowledged.bytes
         out.appendBigEndian(UInt32(clamping: refusedBeyondHorizon))
         out += joinedAtHorizon.bytes
-        if let scope { scope.encode(into: &out) } else if user != nil { PeerScope.all.encode(into: &out) }
+        guard scope != nil || user != nil || writesRejected > 0 else { return out }
+        (scope ?? .all).encode(into: &out)
         if let user {
-            let bytes = Array(user.utf8.prefix(Int(UInt16.max)))
+            let bytes = Array(user.utf8.prefix(Int(UInt16.max) - 1))
             out.appendBigEndian(UInt16(bytes.count))
             out += bytes
+        } else {
+            out.appendBigEndian(UInt16.max)
         }
+        out.appendBigEndian(UInt32(clamping: writesRejected))
         return out
     }
 
@@ -88,12 +95,15 @@ public struct PeerState: Sendable, Equatable {
         var consumed = 0
         scope = PeerScope(decoding: UnsafeRawBufferPointer(rebasing: raw[Self.fixedBytes...]), consumed: &consumed)
         let userAt = Self.fixedBytes + consumed
-        if scope != nil, raw.count >= userAt + 2 {
-            let n = Int(raw.loadBigEndian(fromByteOffset: userAt, as: UInt16.self))
-            if raw.count >= userAt + 2 + n {
-                user = String(decoding: UnsafeRawBufferPointer(rebasing: raw[(userAt + 2)..<(userAt + 2 + n)]), as: UTF8.self)
-            }
+        guard scope != nil, raw.count >= userAt + 2 else { return }
+        let n = Int(raw.loadBigEndian(fromByteOffset: userAt, as: UInt16.self))
+        var rejectedAt = userAt + 2
+        if n != Int(UInt16.max) {
+            guard raw.count >= userAt + 2 + n else { return }
+            user = String(decoding: UnsafeRawBufferPointer(rebasing: raw[(userAt + 2)..<(userAt + 2 + n)]), as: UTF8.self)
+            rejectedAt += n
         }
+        if raw.count >= rejectedAt + 4 { writesRejected = Int(raw.loadBigEndian(fromByteOffset: rejectedAt, as: UInt32.self)) }
     }
 }
 

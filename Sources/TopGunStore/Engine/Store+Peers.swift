@@ -19,7 +19,8 @@ extension Store {
     ///     refused an entry goes on applying what follows, and offers the refused one
     ///     again next time).
     public func apply(
-        _ entries: [LoggedOperation], fromPeer peer: NodeID, cursor: HLCTimestamp, scope: PeerScope = .all, holdingCursor: Bool = false
+        _ entries: [LoggedOperation], fromPeer peer: NodeID, cursor: HLCTimestamp, scope: PeerScope = .all, holdingCursor: Bool = false,
+        writesRejected: Int = 0
     ) throws -> [ApplyOutcome] {
         try commit { batch, txn in
             let user = try batch.horizon(forPeer: peer, txn)
@@ -43,6 +44,7 @@ extension Store {
                 if !holdingCursor { state.cursor = max(state.cursor, stop ?? cursor) }
                 state.lastSeenMillis = wall
                 state.refusedBeyondHorizon += refused
+                state.writesRejected += writesRejected
                 if !holdingCursor { state.scope = isNew ? scope : (state.scope ?? .all).intersection(scope) }
             }
             if refused > 0 { counters.record(refusedBeyondHorizon: refused) }
