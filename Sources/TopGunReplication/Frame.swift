@@ -1,3 +1,4 @@
+import Dispatch
 import NIOCore
 import Synchronization
 import TopGunCore
@@ -93,6 +94,23 @@ struct FrameDecoder: ByteToMessageDecoder {
         if kind != Frame.Kind.heartbeat.rawValue { decoded += 1 }
         context.fireChannelRead(wrapInboundOut(Frame(Frame.Kind(rawValue: kind), body)))
         return .continue
+    }
+}
+
+/// When anything last arrived on a connection (heartbeats included), in ms of the
+/// monotonic clock: a session that has heard nothing for a while is a dead connection
+/// its peer has already replaced.
+final class ActivityStamp: ChannelInboundHandler, Sendable {
+    typealias InboundIn = NIOAny
+    private let last = Atomic<UInt64>(ActivityStamp.now())
+
+    static func now() -> UInt64 { UInt64(DispatchTime.now().uptimeNanoseconds / 1_000_000) }
+
+    var millisSinceHeard: UInt64 { Self.now() &- last.load(ordering: .relaxed) }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        last.store(Self.now(), ordering: .relaxed)
+        context.fireChannelRead(data)
     }
 }
 

@@ -33,7 +33,7 @@ struct Listener {
                     // (the app authenticates the server by TLS).
                     principal = try await verify(bearer)
                     try claimIdentity(hello.node, principal)
-                    try claimSession(hello.node)
+                    try await claimSession(hello.node)
                     // Grants may have changed since this app was last brought up to date
                     // (a reload, or a restart): the session starts with a repair.
                     let generation = node.policyGeneration.load(ordering: .relaxed)
@@ -64,7 +64,7 @@ struct Listener {
                         throw ReplicationError(.unauthorized, "wrong secret: the client's proof does not match")
                     }
                     try claimIdentity(hello.node, principal)
-                    try claimSession(hello.node)
+                    try await claimSession(hello.node)
                 }
             } catch {
                 node.stats.withLock { $0.handshakesRefused += 1 }
@@ -85,7 +85,12 @@ struct Listener {
     ) async throws {
             admitted.set()
             let peer = hello.node
-            defer { _ = node.liveSessions.withLock { $0.remove(peer) } }
+            let live = node.liveSessions.withLock { $0[peer] }
+            defer {
+                node.liveSessions.withLock { sessions in
+                    if sessions[peer] === live { sessions[peer] = nil }
+                }
+            }
             let session = node.openSession(principal) { raw.close(promise: nil) }
             defer { node.closeSession(session) }
             var expiry: Scheduled<Void>?
@@ -179,13 +184,44 @@ struct Listener {
     }
 
     /// One live session per node id (two nodes sharing an id never exchange writes).
-    func claimSession(_ peer: NodeID) throws {
-        let fresh = node.liveSessions.withLock { $0.insert(peer).inserted }
-        guard fresh else {
+    /// A session that has heard nothing, not even a heartbeat, for two heartbeat
+    /// intervals is a connection its peer lost and is dialling again: the new one
+    /// replaces it. One still heard from belongs to another node with the same id.
+    func claimSession(_ peer: NodeID) async throws {
+        let activity = try? await channel.channel.pipeline.handler(type: ActivityStamp.self).get()
+        let session = LiveSession(activity: activity) { [raw = channel.channel] in raw.close(promise: nil) }
+        let silentAfter = UInt64(max(1, nanoseconds(node.configuration.heartbeatInterval) / 1_000_000)) * 2
+        let replaced: LiveSession?? = node.liveSessions.withLock { sessions in
+            if let old = sessions[peer] {
+                guard (old.activity?.millisSinceHeard ?? 0) > silentAfter else { return .none }
+                sessions[peer] = session
+                return .some(old)
+            }
+            sessions[peer] = session
+            return .some(nil)
+        }
+        switch replaced {
+        case .none:
             node.stats.withLock { $0.duplicateIDsRefused += 1 }
             throw ReplicationError(
                 .duplicateNodeID,
-                "node id \(peer) already has a live session: two nodes share this id (a copied data directory?), or the old connection is not yet closed")
+                "node id \(peer) already has a live session that is still heard from: two nodes share this id (a copied data directory? give it a fresh id with `topgun reset-id`)")
+        case .some(let old?):
+            node.logger.info("a silent session of this node id was replaced by its new connection", metadata: ["peer": "\(peer)"])
+            old.close()
+        case .some(nil):
+            break
         }
+    }
+}
+
+/// A node id's session, as the listener tracks it (see `claimSession`).
+final class LiveSession: Sendable {
+    let activity: ActivityStamp?
+    let close: @Sendable () -> Void
+
+    init(activity: ActivityStamp?, close: @escaping @Sendable () -> Void) {
+        self.activity = activity
+        self.close = close
     }
 }

@@ -259,7 +259,7 @@ public final class ReplicaNode: Sendable {
     let acknowledgements = Mutex(AcknowledgementTracker())
     /// Peers with a live session served by this node: a second one with the same id
     /// is refused.
-    let liveSessions = Mutex<Set<NodeID>>([])
+    let liveSessions = Mutex<[NodeID: LiveSession]>([:])
     /// Peers this node dialled and is connected to now (links per peer).
     let dialled = Mutex<[NodeID: Int]>([:])
     /// Peers whose log a link pulls now. One link at a time per peer: the stored cursor,
@@ -410,7 +410,7 @@ public final class ReplicaNode: Sendable {
 
     /// Peers with a live link now, accepted or dialled.
     public var connectedPeers: Set<NodeID> {
-        liveSessions.withLock { $0 }.union(dialled.withLock { Set($0.keys) })
+        Set(liveSessions.withLock { $0.keys }).union(dialled.withLock { Set($0.keys) })
     }
 
     /// How far `peer` has acknowledged this node's log (this run; GC persists it).
@@ -604,7 +604,10 @@ public final class ReplicaNode: Sendable {
     /// messages through `WebSocketFrameBridge`).
     func framePipeline(_ channel: any Channel, accepting: Bool) throws -> NIOAsyncChannel<Frame, Frame> {
         let gate = accepting ? HandshakeGate() : nil
-        if let gate { try channel.pipeline.syncOperations.addHandler(gate) }
+        if let gate {
+            try channel.pipeline.syncOperations.addHandler(gate)
+            try channel.pipeline.syncOperations.addHandler(ActivityStamp())
+        }
         // Bytes, not whole frames, count as activity: a large segment arriving slowly
         // is not an idle link.
         try channel.pipeline.syncOperations.addHandler(

@@ -104,6 +104,29 @@ struct ReplicationSafetyTests {
         }
     }
 
+    /// A reconnect after a silent cut: the old session has heard nothing (no heartbeat)
+    /// for two heartbeat intervals, so the new connection with the same id replaces it
+    /// instead of being refused as a duplicate until the idle timeout.
+    @Test func aSilentSessionIsReplacedByItsNodesNewConnection() async throws {
+        try await withTemporaryDirectory { root in
+            let a = try openStore(root + "/a", node: 1)
+            _ = try a.apply([Mutation.set(map: "m", key: "k", value: 1, ttlMillis: nil)])
+            // Heartbeats every second, idle timeout 4 s: silent after 2 s.
+            let server = try await RunningNode(a, idleTimeout: .seconds(4))
+            let lost = try await FrameClient(port: server.port)
+            #expect(try await lost.hello(node: NodeID(6))?.kind == .welcome)
+            // The connection goes quiet, as one cut without FIN does (the scenario's time).
+            try await Task.sleep(for: .milliseconds(2_500))
+            let b = try openStore(root + "/b", node: 6)
+            let node = try ReplicaNode(store: b, configuration: .init(listen: nil, token: Array("secret".utf8)))
+            _ = try await node.syncOnce(with: .init(host: "127.0.0.1", port: server.port), timeout: .seconds(10))
+            #expect(try b.state(map: "m", key: "k") != nil)
+            #expect(server.node.statistics.duplicateIDsRefused == 0)
+            try await lost.close()
+            await server.stop()
+        }
+    }
+
     /// A peer presenting the server's own id, and a second live session with one id,
     /// are refused on both sides with a clear error.
     @Test func duplicateNodeIDsAreRefused() async throws {
