@@ -416,6 +416,17 @@ struct Link {
         node.stats.withLock { $0.repairsSent += ops.count }
     }
 
+    /// True when a subscriber at `cursor` is so far behind that the current state of
+    /// the records ships less than the log after its cursor (see
+    /// `Configuration.catchUpByRepairAfter`).
+    func lagsFarBehind(_ cursor: HLCTimestamp?) throws -> Bool {
+        let threshold = node.configuration.catchUpByRepairAfter
+        guard try node.store.opLogCount() > threshold else { return false }
+        let behind = try node.store.logEntryCount(after: cursor)
+        let records = try node.store.recordCount()
+        return behind > threshold && behind > 2 * records
+    }
+
     /// Streams the op log after the subscription's cursor, then tails it, waking on new
     /// commits rather than polling. Whenever garbage collection removed entries the
     /// stream has not sent yet — at subscribe time or while the connection stalled — it
@@ -427,7 +438,8 @@ struct Link {
         // date (first session since this process started or the policy was reloaded):
         // compare digests over what it may read first, so records a wider grant now
         // shows reach it even though its cursor passed them.
-        if servesRepairFirst {
+        let farBehind = try lagsFarBehind(cursor)
+        if servesRepairFirst || farBehind {
             publisher.values.withLock { $0.repairPending = true }
             out.yield(.needDigests(maps: subscription.maps))
         }

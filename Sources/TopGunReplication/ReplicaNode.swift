@@ -158,6 +158,10 @@ public final class ReplicaNode: Sendable {
         /// Verifies the JWTs of connecting clients (nil: only the shared secret is
         /// accepted).
         public var tokenVerifier: TokenVerifier?
+        /// A subscriber more than this many log entries behind — and behind by more
+        /// than twice the records this node holds — catches up by a Merkle repair (each
+        /// changed record once, in its current state) instead of the log (every op).
+        public var catchUpByRepairAfter = 10_000
         /// Node ids (devices) one user may sync from: each is a peer garbage collection
         /// waits for, until it acknowledges or is forgotten.
         public var maxDevicesPerUser = 32
@@ -171,9 +175,10 @@ public final class ReplicaNode: Sendable {
             heldRetryInterval: Duration = .seconds(10), push: Bool = true, watchOtherProcesses: Bool = true,
             http: PeerAddress? = nil, httpRoutes: [String: @Sendable () -> (contentType: String, body: String)] = [:],
             trustRoots: String? = nil, bearerToken: String? = nil, policy: Policy? = nil, tokenVerifier: TokenVerifier? = nil,
-            maxDevicesPerUser: Int = 32
+            maxDevicesPerUser: Int = 32, catchUpByRepairAfter: Int = 10_000
         ) {
             self.maxDevicesPerUser = maxDevicesPerUser
+            self.catchUpByRepairAfter = catchUpByRepairAfter
             self.bearerToken = bearerToken
             self.policy = policy
             self.tokenVerifier = tokenVerifier

@@ -294,9 +294,11 @@ struct ImpostorServerTests {
             // The server may close the connection before these arrive.
             try? await replay.send(Message.proof(proof).frame)
             try? await replay.send(Message.subscribe(Subscription()).frame)
+            // The server answers ERROR and closes; the close may reset the connection
+            // before the ERROR is read.
             var kinds: [Frame.Kind] = []
-            while let frame = try await replay.next() { kinds.append(frame.kind) }
-            #expect(kinds == [.error], "refused, and no segment: \(kinds)")
+            while let frame = try? await replay.next() { kinds.append(frame.kind) }
+            #expect(kinds.allSatisfy { $0 == .error }, "refused, and no segment: \(kinds)")
             #expect(server.node.statistics.handshakesRefused >= 1 && server.node.statistics.segmentsSent == 0)
             try await replay.close()
             await server.stop()

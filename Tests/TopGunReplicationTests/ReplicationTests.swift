@@ -18,7 +18,8 @@ final class RunningNode: Sendable {
         addresses: [ReplicaNode.PeerAddress] = [], token: String = "secret", subscription: Subscription = .init(),
         antiEntropy: Duration? = nil, tls: ReplicaNode.TLSFiles? = nil, retention: Duration? = nil,
         idleTimeout: Duration = .seconds(5), segmentSize: Int = 1_000, push: Bool = true, maxFrameBytes: Int = Frame.defaultMaxBytes,
-        bearer: String? = nil, policy: Policy? = nil, verifier: TokenVerifier? = nil, maxDevices: Int = 32
+        bearer: String? = nil, policy: Policy? = nil, verifier: TokenVerifier? = nil, maxDevices: Int = 32,
+        catchUpByRepairAfter: Int = 10_000
     ) async throws {
         node = try ReplicaNode(
             store: store,
@@ -29,7 +30,7 @@ final class RunningNode: Sendable {
                 antiEntropyInterval: antiEntropy, tls: tls,
                 retention: retention, gcInterval: .milliseconds(100), heartbeatInterval: idleTimeout / 4, idleTimeout: idleTimeout,
                 push: push, http: http.map { .init(host: "127.0.0.1", port: $0) }, bearerToken: bearer, policy: policy,
-                tokenVerifier: verifier, maxDevicesPerUser: maxDevices))
+                tokenVerifier: verifier, maxDevicesPerUser: maxDevices, catchUpByRepairAfter: catchUpByRepairAfter))
         let node = self.node
         task = Task { try await node.run() }
         if listen { _ = try await node.listening() }
@@ -277,6 +278,27 @@ struct ReplicationTests {
                 }
                 for n in [puller, server] { await n.stop() }
             }
+        }
+    }
+
+    /// A subscriber far behind (more log entries than twice the records) catches up by
+    /// a repair: each record once, in its current state, instead of every op.
+    @Test func aSubscriberFarBehindCatchesUpByRepair() async throws {
+        try await withTemporaryDirectory { root in
+            let a = try openStore(root + "/a", node: 1)
+            for round in 0..<20 {
+                _ = try a.apply((0..<10).map { Mutation.set(map: "m", key: "k\($0)", value: .int(Int64(round)), ttlMillis: nil) })
+            }
+            let server = try await RunningNode(a, catchUpByRepairAfter: 50)
+            let b = try openStore(root + "/b", node: 2)
+            let puller = try await RunningNode(b, listen: false, peers: [server.port])
+            #expect(try await eventually { try b.peerCursor(NodeID(1)) == a.lastSequence() })
+            #expect(try records(b, "m") == records(a, "m"))
+            #expect(server.node.statistics.repairsSent == 10, "ten records, not 200 ops")
+            // Once caught up, new writes stream as usual.
+            _ = try a.apply([Mutation.set(map: "m", key: "new", value: 1, ttlMillis: nil)])
+            #expect(try await eventually { try records(b, "m")["new"] != nil })
+            for n in [puller, server] { await n.stop() }
         }
     }
 

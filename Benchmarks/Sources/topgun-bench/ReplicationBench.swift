@@ -48,17 +48,27 @@ struct ReplicationBench {
         _ = await pullTask.result
         _ = await serverTask.result
         let stats = server.statistics
+        // The caught-up node must hold what the source holds.
+        guard try a.bucketDigests(map: "bench") == b.bucketDigests(map: "bench") else {
+            FileHandle.standardError.write(Data("replication: the caught-up node's digests differ from the source's\n".utf8))
+            exit(1)
+        }
+        let shipped = stats.repairsSent + (stats.segmentsSent > 0 ? n : 0)
         let rate = Double(n) / seconds
         let wirePerOp = Double(stats.bytesSent) / Double(n)
         let rawPerOp = Double(stats.rawBytesSent) / Double(n)
         if config.json {
-            print(#"{"ops":\#(n),"catch_up_ops_per_sec":\#(Int(rate)),"local_merge_ops_per_sec":\#(Int(localRate)),"ratio_to_local":\#(round3(rate / localRate)),"wire_bytes_per_op":\#(round3(wirePerOp)),"raw_bytes_per_op":\#(round3(rawPerOp)),"wire_to_raw":\#(round3(wirePerOp / rawPerOp))}"#)
+            print(#"{"ops":\#(n),"catch_up_ops_per_sec":\#(Int(rate)),"local_merge_ops_per_sec":\#(Int(localRate)),"ratio_to_local":\#(round3(rate / localRate)),"wire_bytes_per_op":\#(round3(wirePerOp)),"records_repaired":\#(stats.repairsSent),"raw_bytes_per_op":\#(round3(rawPerOp)),"wire_to_raw":\#(round3(wirePerOp / rawPerOp))}"#)
         } else {
             print("Replication catch-up: \(n) ops over \(k) keys, 100-byte values, two nodes on 127.0.0.1")
             print("catch-up".padding(26) + String(format: "%.0f ops/s (%.2f s)", rate, seconds))
             print("local merge of same log".padding(26) + String(format: "%.0f ops/s → ratio %.2f", localRate, rate / localRate))
-            print("wire bytes per op".padding(26) + String(format: "%.1f (raw key+value+HLC %.1f) → %.2f of raw", wirePerOp, rawPerOp, wirePerOp / rawPerOp))
+            if stats.segmentsSent > 0 {
+                print("wire bytes per op".padding(26) + String(format: "%.1f (raw key+value+HLC %.1f) → %.2f of raw", wirePerOp, rawPerOp, wirePerOp / rawPerOp))
+            }
+            print("wire bytes per record".padding(26) + String(format: "%.1f (%d records and ops shipped)", Double(stats.bytesSent) / Double(max(1, shipped)), shipped))
             print("segments".padding(26) + "\(stats.segmentsSent)")
+            print("records shipped by repair".padding(26) + "\(stats.repairsSent) (log entries behind: \(n); a subscriber that far behind gets current state)")
         }
     }
 }

@@ -311,6 +311,11 @@ extension Store {
 }
 
 extension Store {
+    /// Records stored, tombstones included (`mdb_stat`, no scan).
+    public func recordCount() throws -> Int {
+        try read { txn in try txn.statistics(of: dbs.records).entries }
+    }
+
     /// Entries in the op log (`mdb_stat`, no scan).
     public func opLogCount() throws -> Int {
         try read { txn in try txn.statistics(of: dbs.oplog).entries }
