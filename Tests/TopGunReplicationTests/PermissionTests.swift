@@ -199,6 +199,11 @@ struct PermissionTests {
                 (try await Self.token("alice", audience: "elsewhere"), "wrong audience"),
                 (try await Self.token("alice", audience: "topgun", secret: "another-secret-of-at-least-32-bytes!"), "bad signature"),
                 ("not.a.token", "malformed token"),
+                (
+                    try await JWTKeyCollection().add(hmac: HMACKey(from: Self.secret), digestAlgorithm: .sha256)
+                        .sign(Claims(exp: .init(value: Date().addingTimeInterval(600)), aud: .init(value: ["topgun"]))),
+                    "no sub claim"
+                ),
             ]
             for (i, (token, reason)) in cases.enumerated() {
                 let app = try openStore(root + "/app\(i)", node: UInt64(10 + i))
