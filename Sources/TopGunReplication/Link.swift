@@ -335,9 +335,7 @@ struct Link {
             case .take(let op): taken.append(LoggedOperation(sequence: entry.sequence, operation: op))
             case .ignore: continue
             case .reject(let reason):
-                let op = entry.operation
-                let current = access.mayRead(map: op.map, key: op.key) ? try node.store.stateOperation(map: op.map, key: op.key) : nil
-                rejections.append(WriteRejection(reason: reason, operation: op, current: current.flatMap { $0.payload.kind == op.payload.kind ? $0 : nil }))
+                rejections.append(try rejection(of: entry.operation, reason))
             }
         }
         if !rejections.isEmpty {
@@ -366,12 +364,17 @@ struct Link {
             default:
                 continue
             }
-            let op = entry.operation
-            let current = access.mayRead(map: op.map, key: op.key) ? try node.store.stateOperation(map: op.map, key: op.key) : nil
-            out.append(WriteRejection(reason: reason, operation: op, current: current.flatMap { $0.payload.kind == op.payload.kind ? $0 : nil }))
+            out.append(try rejection(of: entry.operation, reason))
         }
         if !out.isEmpty { node.stats.withLock { for r in out { $0.writesRejected[r.category, default: 0] += 1 } } }
         return out
+    }
+
+    /// The REJECTED frame for `op`: with the server's state of the record when the
+    /// remote may read it, so the app can return to it.
+    func rejection(of op: ReplicatedOperation, _ reason: String) throws -> WriteRejection {
+        let current = access.mayRead(map: op.map, key: op.key) ? try node.store.stateOperation(map: op.map, key: op.key) : nil
+        return WriteRejection(reason: reason, operation: op, current: current.flatMap { $0.payload.kind == op.payload.kind ? $0 : nil })
     }
 
     /// A server refused a write this node pushed: the record returns to the server's

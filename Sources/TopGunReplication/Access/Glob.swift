@@ -36,10 +36,12 @@ struct Glob: Sendable, Hashable {
 
     /// True when `name` matches, with `{sub}` replaced by `subject`.
     func matches(_ name: String, subject: String = "") -> Bool {
-        var pattern: [Token] = []
-        pattern.reserveCapacity(tokens.count)
-        for token in tokens {
-            if token == .subject { pattern += subject.unicodeScalars.map(Token.literal) } else { pattern.append(token) }
+        var pattern = tokens
+        if tokens.contains(.subject) {
+            pattern = []
+            for token in tokens {
+                if token == .subject { pattern += subject.unicodeScalars.map(Token.literal) } else { pattern.append(token) }
+            }
         }
         let text = Array(name.unicodeScalars)
         // Iterative matching with one backtrack point per `*`: O(n·m) at worst.

@@ -127,8 +127,14 @@ public struct Policy: Sendable, Equatable {
 
     /// True when `principal` may do `action` on record `key` of `map`.
     public func permits(_ principal: Principal, _ action: Action, map: String, key: String) -> Bool {
+        Self.decide(rules.filter { $0.applies(to: principal) && $0.covers(map: map) }, principal, action, key: key)
+    }
+
+    /// The rule of rules: among `rules` (those for this principal and map) whose key
+    /// glob matches, a deny wins, else an allow, else the answer is no.
+    static func decide(_ rules: [Rule], _ principal: Principal, _ action: Action, key: String) -> Bool {
         var allowed = false
-        for rule in rules where rule.applies(to: principal) && rule.covers(map: map) {
+        for rule in rules {
             if let keys = rule.keys, !keys.matches(key, subject: principal.subject) { continue }
             if rule.deny.contains(action) { return false }
             if rule.allow.contains(action) { allowed = true }
@@ -173,13 +179,7 @@ public final class Access: Sendable {
 
     public func permits(_ action: Policy.Action, map: String, key: String) -> Bool {
         guard policy != nil else { return true }
-        var allowed = false
-        for rule in rules(for: map) {
-            if let keys = rule.keys, !keys.matches(key, subject: principal.subject) { continue }
-            if rule.deny.contains(action) { return false }
-            if rule.allow.contains(action) { allowed = true }
-        }
-        return allowed
+        return Policy.decide(rules(for: map), principal, action, key: key)
     }
 
     /// The records of `map` the principal may read, for digests and repairs.

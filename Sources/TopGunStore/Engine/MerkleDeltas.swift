@@ -17,6 +17,20 @@ struct MerkleDeltas {
             Int(MerkleBuckets.bucket(ofKeyHash: keyHash))] ^= entryDelta
     }
 
+    /// A record of `kind` went from `old` to `new` (nil: absent): its old Merkle entry
+    /// leaves its bucket and the new one enters. Every writer of records goes through
+    /// here (merge, GC, revert, schema upgrade).
+    @inline(__always)
+    mutating func replace(
+        mapID: UInt32, partition: UInt16, keyHash: UInt64, kind: CRDTKind,
+        old: (timestamp: HLCTimestamp, digest: UInt64)?, new: (timestamp: HLCTimestamp, digest: UInt64)?
+    ) {
+        var delta: UInt64 = 0
+        if let old { delta ^= Layout.merkleEntry(kind: kind, keyHash: keyHash, timestamp: old.timestamp, digest: old.digest) }
+        if let new { delta ^= Layout.merkleEntry(kind: kind, keyHash: keyHash, timestamp: new.timestamp, digest: new.digest) }
+        record(mapID: mapID, partition: partition, keyHash: keyHash, entryDelta: delta)
+    }
+
     /// Applies the deltas to the stored digests; all-zero partitions are deleted.
     func write(_ txn: borrowing WriteTransaction, _ db: LMDB.Database) throws {
         var value = [UInt8](repeating: 0, count: MerkleBuckets.bucketCount * 8)

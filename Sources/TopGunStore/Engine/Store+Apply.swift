@@ -389,11 +389,9 @@ struct Batch {
         }
         // Merkle bucket, accumulated for the batch.
         let keyHash = keyBuffer.withUnsafeBytes { Layout.keyHash(ofRecordKey: $0) }
-        var delta = Layout.merkleEntry(kind: .lww, keyHash: keyHash, timestamp: incoming, digest: finalDigest)
-        if let existing {
-            delta ^= Layout.merkleEntry(kind: .lww, keyHash: keyHash, timestamp: existing.timestamp, digest: existing.digest)
-        }
-        merkle.record(mapID: info.id, partition: partition, keyHash: keyHash, entryDelta: delta)
+        merkle.replace(
+            mapID: info.id, partition: partition, keyHash: keyHash, kind: .lww,
+            old: existing.map { ($0.timestamp, $0.digest) }, new: (incoming, finalDigest))
 
         // Op log.
         let sequence = local ? incoming : stamp()
@@ -489,11 +487,9 @@ struct Batch {
             }
         }
         let keyHash = keyBuffer.withUnsafeBytes { Layout.keyHash(ofRecordKey: $0) }
-        var delta = Layout.merkleEntry(kind: info.kind, keyHash: keyHash, timestamp: timestamp, digest: digest)
-        if let found {
-            delta ^= Layout.merkleEntry(kind: info.kind, keyHash: keyHash, timestamp: found.header.timestamp, digest: found.header.digest)
-        }
-        merkle.record(mapID: info.id, partition: partition, keyHash: keyHash, entryDelta: delta)
+        merkle.replace(
+            mapID: info.id, partition: partition, keyHash: keyHash, kind: info.kind,
+            old: found.map { ($0.header.timestamp, $0.header.digest) }, new: (timestamp, digest))
 
         let sequence = local ? op.timestamp : stamp()
         try appendLog(sequence: sequence, origin: op.timestamp, mapID: info.id, flags: flags, ttl: nil, key: op.key, payload: deltaBuffer, txn)

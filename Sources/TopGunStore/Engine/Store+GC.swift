@@ -103,8 +103,8 @@ extension Store {
                                 return false
                             }
                             let keyHash = Layout.keyHash(ofRecordKey: k)
-                            let entry = Layout.merkleEntry(kind: .lww, keyHash: keyHash, timestamp: current.timestamp, digest: current.digest)
-                            merkle.record(mapID: mapID, partition: partition, keyHash: keyHash, entryDelta: entry)
+                            merkle.replace(
+                                mapID: mapID, partition: partition, keyHash: keyHash, kind: .lww, old: (current.timestamp, current.digest), new: nil)
                             return try txn.delete(k, in: dbs.records)
                         }
                         if removed {

@@ -24,11 +24,9 @@ extension Store {
                     record.withUnsafeMutableBytes { $0.storeBigEndian(digest, toByteOffset: 17) }
                     rewrites.append((Array(k), record))
                     let keyHash = Layout.keyHash(ofRecordKey: k)
-                    merkle.record(
+                    merkle.replace(
                         mapID: k.loadBigEndian(as: UInt32.self), partition: k.loadBigEndian(fromByteOffset: 4, as: UInt16.self),
-                        keyHash: keyHash,
-                        entryDelta: Layout.merkleEntry(kind: .orMap, keyHash: keyHash, timestamp: header.timestamp, digest: digest)
-                            ^ Layout.merkleEntry(kind: .orMap, keyHash: keyHash, timestamp: header.timestamp, digest: header.digest))
+                        keyHash: keyHash, kind: .orMap, old: (header.timestamp, header.digest), new: (header.timestamp, digest))
                 }
             }
             return true

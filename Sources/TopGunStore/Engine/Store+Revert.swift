@@ -138,10 +138,9 @@ extension Batch {
         }
         deferredRecords[keyBuffer] = nil
         let keyHash = keyBuffer.withUnsafeBytes { Layout.keyHash(ofRecordKey: $0) }
-        var delta: UInt64 = 0
-        if let newEntry { delta ^= Layout.merkleEntry(kind: info.kind, keyHash: keyHash, timestamp: newEntry.timestamp, digest: newEntry.digest) }
-        if let oldHeader { delta ^= Layout.merkleEntry(kind: info.kind, keyHash: keyHash, timestamp: oldHeader.timestamp, digest: oldHeader.digest) }
-        merkle.record(mapID: info.id, partition: partition, keyHash: keyHash, entryDelta: delta)
+        merkle.replace(
+            mapID: info.id, partition: partition, keyHash: keyHash, kind: info.kind,
+            old: oldHeader.map { ($0.timestamp, $0.digest) }, new: newEntry)
         if info.kind == .lww, let mapIndexes = indexes[map], !mapIndexes.isEmpty {
             func fields(_ s: StoredState?) throws -> [Value?] {
                 guard case .lww(let r)? = s, let value = r.value else { return mapIndexes.map { _ in nil } }
