@@ -1,7 +1,41 @@
 internal import CLMDB
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 final class TransactionState {
     var firstError: LMDBError?
+    /// A write transaction's lookup cursors, one per database, opened on first use;
+    /// LMDB frees them when the transaction ends.
+    var cursors: [(dbi: MDB_dbi, cursor: OpaquePointer)] = []
+    /// The entry the last lookup of a write transaction found, while no write has
+    /// happened since: a put of the same key then overwrites it through the cursor
+    /// (`MDB_CURRENT`) instead of searching the B-tree a second time.
+    var found: (cursor: OpaquePointer, dbi: MDB_dbi, key: MDB_val)?
+
+    /// The lookup cursor of `dbi` in the write transaction `txn`.
+    @inline(__always)
+    func cursor(_ txn: OpaquePointer, _ dbi: MDB_dbi) -> (OpaquePointer?, Int32) {
+        for entry in cursors where entry.dbi == dbi { return (entry.cursor, 0) }
+        var cursor: OpaquePointer?
+        let rc = mdb_cursor_open(txn, dbi, &cursor)
+        if rc == 0, let cursor { cursors.append((dbi, cursor)) }
+        return (cursor, rc)
+    }
+
+    /// The cursor resting on `key` in `dbi` after the last lookup, if nothing was
+    /// written since; forgets it (a write moves what it points at).
+    @inline(__always)
+    func takeFound(_ dbi: MDB_dbi, _ key: UnsafeRawBufferPointer) -> OpaquePointer? {
+        guard let f = found else { return nil }
+        found = nil
+        guard f.dbi == dbi, f.key.mv_size == key.count, let a = f.key.mv_data, let b = key.baseAddress,
+            memcmp(a, b, key.count) == 0
+        else { return nil }
+        return f.cursor
+    }
 }
 
 /// A snapshot of the environment: reads only. It exists only inside `Environment.read`,
@@ -80,6 +114,18 @@ public struct ReadTransaction: ~Copyable {
         validate(db)
         var k = MDB_val(mv_size: key.count, mv_data: UnsafeMutableRawPointer(mutating: key.baseAddress))
         var v = MDB_val()
+        if insideWrite {
+            // Through the transaction's cursor, so that a put of the same key can write
+            // where the lookup landed.
+            state.found = nil
+            let (cursor, opened) = state.cursor(txn, db.dbi)
+            try record(opened, "open cursor on \(db.name)")
+            let rc = mdb_cursor_get(cursor, &k, &v, MDB_SET_KEY)
+            if rc == MDB_NOTFOUND { return nil }
+            try record(rc, "get from \(db.name)")
+            state.found = (cursor!, db.dbi, k)
+            return UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size)
+        }
         let rc = mdb_get(txn, db.dbi, &k, &v)
         if rc == MDB_NOTFOUND { return nil }
         try record(rc, "get from \(db.name)")

@@ -86,6 +86,11 @@ public struct WriteTransaction: ~Copyable {
         try checkWritable("put into \(db.name)")
         var k = MDB_val(mv_size: key.count, mv_data: UnsafeMutableRawPointer(mutating: key.baseAddress))
         var v = MDB_val(mv_size: value.count, mv_data: UnsafeMutableRawPointer(mutating: value.baseAddress))
+        if flags.isEmpty, let cursor = reads.state.takeFound(db.dbi, key) {
+            try reads.record(mdb_cursor_put(cursor, &k, &v, UInt32(MDB_CURRENT)), "put into \(db.name)")
+            return
+        }
+        reads.state.found = nil
         try reads.record(mdb_put(reads.txn, db.dbi, &k, &v, flags.rawValue), "put into \(db.name)")
     }
 
@@ -98,7 +103,13 @@ public struct WriteTransaction: ~Copyable {
         try checkWritable("reserve in \(db.name)")
         var k = MDB_val(mv_size: key.count, mv_data: UnsafeMutableRawPointer(mutating: key.baseAddress))
         var v = MDB_val(mv_size: count, mv_data: nil)
-        try reads.record(mdb_put(reads.txn, db.dbi, &k, &v, flags.rawValue | UInt32(MDB_RESERVE)), "reserve in \(db.name)")
+        if flags.isEmpty, let cursor = reads.state.takeFound(db.dbi, key) {
+            // The lookup just before found this key: overwrite it where the cursor rests.
+            try reads.record(mdb_cursor_put(cursor, &k, &v, UInt32(MDB_CURRENT | MDB_RESERVE)), "reserve in \(db.name)")
+        } else {
+            reads.state.found = nil
+            try reads.record(mdb_put(reads.txn, db.dbi, &k, &v, flags.rawValue | UInt32(MDB_RESERVE)), "reserve in \(db.name)")
+        }
         fill(UnsafeMutableRawBufferPointer(start: v.mv_data, count: count))
     }
 
@@ -115,6 +126,7 @@ public struct WriteTransaction: ~Copyable {
         reads.validate(db)
         try checkWritable("delete from \(db.name)")
         var k = MDB_val(mv_size: key.count, mv_data: UnsafeMutableRawPointer(mutating: key.baseAddress))
+        reads.state.found = nil
         let rc = mdb_del(reads.txn, db.dbi, &k, nil)
         if rc == MDB_NOTFOUND { return false }
         try reads.record(rc, "delete from \(db.name)")
@@ -125,6 +137,7 @@ public struct WriteTransaction: ~Copyable {
     public func removeAll(in db: Database) throws(LMDBError) {
         reads.validate(db)
         try checkWritable("clear \(db.name)")
+        reads.state.found = nil
         try reads.record(mdb_drop(reads.txn, db.dbi, 0), "clear \(db.name)")
     }
 
@@ -135,6 +148,7 @@ public struct WriteTransaction: ~Copyable {
     public func deleteEntry(at cursor: inout Cursor) throws(LMDBError) {
         precondition(cursor.state === reads.state, "cursor belongs to another transaction")
         try checkWritable("cursor delete")
+        reads.state.found = nil
         try reads.record(mdb_cursor_del(cursor.cursor, 0), "cursor delete")
     }
 }

@@ -471,14 +471,17 @@ struct Link {
             let budget = max(1, config.maxFrameBytes / 4)
             reading: while wanted.count < config.segmentSize && read < 64 * config.segmentSize {
                 let entries: [LoggedOperation]
+                let readThrough: HLCTimestamp?
                 switch try node.store.readLog(after: cursor, limit: config.segmentSize) {
                 case .truncated(let through):
                     truncated = through
                     entries = []
-                case .operations(let batch):
+                    readThrough = nil
+                case .operations(let batch, let through):
                     entries = batch
+                    readThrough = through
                 }
-                guard !entries.isEmpty else { break }
+                guard let readThrough else { break }
                 let echoes = publisher.received.withLock { $0 }
                 for entry in entries {
                     let op = entry.operation
@@ -492,6 +495,11 @@ struct Link {
                         wantedBytes += size
                     }
                     cursor = entry.sequence
+                    read += 1
+                }
+                // Superseded entries after the last operation were read too.
+                if readThrough > cursor ?? .zero {
+                    cursor = readThrough
                     read += 1
                 }
             }

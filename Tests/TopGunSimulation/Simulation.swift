@@ -343,9 +343,9 @@ public final class Simulation {
                 try nodes[to].store!.recordRepair(fromPeer: nodes[from].id, through: head, scope: scope)
                 session.cursor = head
                 session.sentThrough = try nodes[to].store!.peerCursor(nodes[from].id)
-            case .operations(let entries):
-                guard let last = entries.last else { return nil }
-                session.cursor = last.sequence
+            case .operations(let entries, let readThrough):
+                guard let last = readThrough else { return nil }
+                session.cursor = last
                 // A user reads what the policy grants; a user's app pushes its own writes.
                 let reader = access(to)
                 let ownOnly = access(from) != nil
@@ -358,8 +358,8 @@ public final class Simulation {
                 // The subscriber's cursor becomes where the log was read (filtered
                 // entries included, as the link does).
                 let after = session.sentThrough
-                session.sentThrough = last.sequence
-                return (after, Segment(origin: nodes[from].id, entries: wanted, through: last.sequence).encoded())
+                session.sentThrough = last
+                return (after, Segment(origin: nodes[from].id, entries: wanted, through: last).encoded())
             }
         }
     }

@@ -6,7 +6,9 @@ import TopGunCore
 /// meta     name                                  -> bytes
 /// maps     map name (UTF-8)                      -> id u32 BE, kind u8
 /// records  map id u32 BE | partition u16 BE | key -> header | payload
-/// oplog    local apply HLC (16 B)                -> origin HLC | map id | header tail | key | payload
+/// oplog    local apply HLC (16 B)                -> origin HLC | map id | flags | ttl? | key | payload
+///          (an LWW value is not copied into the log: the entry names its record,
+///          which holds it while no later write has superseded it)
 /// merkle   map id u32 BE | partition u16 BE  -> bucket digests, u64 BE each
 /// index    (reserved for secondary indexes)
 /// peers    peer node id u64 BE                   -> cursor (16 B op-log key) | last seen ms u64 BE
@@ -17,7 +19,7 @@ import TopGunCore
 /// re-read the value) and, with has-TTL, the TTL in ms. LWW decisions read only the
 /// first 16 bytes in place.
 enum Layout {
-    static let schemaVersion: UInt32 = 2
+    static let schemaVersion: UInt32 = 3
     static let databases = ["meta", "maps", "records", "oplog", "merkle", "index", "peers"]
     static let maxKeyBytes = 400  // LMDB's key limit is 511 bytes; 6 go to the prefix.
 
@@ -40,6 +42,10 @@ enum Layout {
         let rawValue: UInt8
         static let tombstone = Flags(rawValue: 0x04)
         static let hasTTL = Flags(rawValue: 0x08)
+        /// Op-log entries only: an LWW write whose value (and TTL) the record holds;
+        /// the entry carries no payload. Readers take the value from the record, and
+        /// skip the entry once a later write of the record superseded it.
+        static let valueInRecord = Flags(rawValue: 0x10)
         static let kindMask: UInt8 = 0x03
 
         init(rawValue: UInt8) { self.rawValue = rawValue }

@@ -393,9 +393,14 @@ struct Batch {
             mapID: info.id, partition: partition, keyHash: keyHash, kind: .lww,
             old: existing.map { ($0.timestamp, $0.digest) }, new: (incoming, finalDigest))
 
-        // Op log.
+        // Op log: a value stays in its record only (the entry names the record).
         let sequence = local ? incoming : stamp()
-        try appendLog(sequence: sequence, origin: incoming, mapID: info.id, flags: flags, ttl: ttl, key: op.key, payload: finalEncoded, txn)
+        if finalEncoded == nil {
+            try appendLog(sequence: sequence, origin: incoming, mapID: info.id, flags: flags, ttl: ttl, key: op.key, payload: nil, txn)
+        } else {
+            let logFlags = Layout.Flags(rawValue: CRDTKind.lww.rawValue | Layout.Flags.valueInRecord.rawValue)
+            try appendLog(sequence: sequence, origin: incoming, mapID: info.id, flags: logFlags, ttl: nil, key: op.key, payload: nil, txn)
+        }
 
         if !mapIndexes.isEmpty {
             let newFields: [Value?] = try finalEncoded.map { bytes in

@@ -60,6 +60,7 @@ extension Store {
                 return true
             }
             // Op log.
+            var recordKey: [UInt8] = []
             try txn.forEach(in: dbs.oplog) { k, v in
                 report.logEntriesChecked += 1
                 guard k.byteCount == 16 else {
@@ -69,7 +70,7 @@ extension Store {
                 let sequence = k.withUnsafeBytes { HLCTimestamp(loadingFrom: $0.baseAddress!) }
                 if sequence > highWater { report.problems.append("op-log key \(sequence) above the HLC high-water mark \(highWater)") }
                 do {
-                    _ = try v.withUnsafeBytes { try Self.decodeLogEntry($0, names: names) }
+                    _ = try v.withUnsafeBytes { try Self.decodeLogEntry($0, names: names, recordKey: &recordKey, txn, dbs) }
                 } catch {
                     report.problems.append("op-log entry \(sequence): \(error)")
                 }

@@ -44,15 +44,21 @@ extension Store {
     /// Committed operations with op-log key after `sequence` (all when nil), at most
     /// `limit`, in commit order. Entries removed by garbage collection are simply not
     /// there: a replicator uses `readLog(after:limit:)`, which says so.
+    ///
+    /// An LWW write that a later write of the same record superseded is left out: the
+    /// later entry carries the record's state, so a reader far behind receives each
+    /// changed LWW record once.
     public func operations(after sequence: HLCTimestamp?, limit: Int = .max) throws -> [LoggedOperation] {
-        try read { txn in try operations(after: sequence, limit: limit, txn) }
+        try read { txn in try operations(after: sequence, limit: limit, txn).operations }
     }
 
     /// What a replicator reads after a cursor: the next operations, or the news that
     /// garbage collection removed entries after `sequence` (then the reader needs a
     /// Merkle repair, not the log). Both are decided in one snapshot.
     public enum LogRead: Sendable, Equatable {
-        case operations([LoggedOperation])
+        /// The next operations, and the op-log key read up to: past the last of them
+        /// when superseded entries followed it (a cursor may move there).
+        case operations([LoggedOperation], readThrough: HLCTimestamp?)
         /// Entries up to this op-log key were removed and some were after the cursor.
         case truncated(through: HLCTimestamp)
     }
@@ -66,17 +72,26 @@ extension Store {
             {
                 return .truncated(through: truncated)
             }
-            return .operations(try operations(after: sequence, limit: limit, txn))
+            let (operations, through) = try operations(after: sequence, limit: limit, txn)
+            return .operations(operations, readThrough: through)
         }
     }
 
-    func operations(after sequence: HLCTimestamp?, limit: Int, _ txn: borrowing ReadTransaction) throws -> [LoggedOperation] {
+    /// At most `limit` operations after `sequence`, and the last op-log key read (which
+    /// superseded entries may put past the last operation). Reading stops after
+    /// `supersededPerRead` superseded entries in a row, so one read stays short.
+    func operations(
+        after sequence: HLCTimestamp?, limit: Int, _ txn: borrowing ReadTransaction
+    ) throws -> (operations: [LoggedOperation], through: HLCTimestamp?) {
         var out: [LoggedOperation] = []
+        var through: HLCTimestamp?
+        var skipped = 0
         let lower = sequence.map { $0.successor.bytes }
         var names = mapsByID.withLock { $0 }
+        var recordKey: [UInt8] = []
         try txn.withCursor(on: dbs.oplog) { cursor in
             try cursor.scan(range: KeyRange(from: lower), reverse: false) { k, v in
-                guard out.count < limit else { return false }
+                guard out.count < limit, skipped < Self.supersededPerRead else { return false }
                 guard k.count == 16 else { throw StoreError(.corruptRecord, "op-log key of \(k.count) bytes") }
                 let seq = HLCTimestamp(loadingFrom: k.baseAddress!)
                 if v.count >= 20, names[v.loadBigEndian(fromByteOffset: 16, as: UInt32.self)] == nil {
@@ -85,12 +100,21 @@ extension Store {
                     publishMaps(maps)
                     names = Dictionary(uniqueKeysWithValues: maps.map { ($0.value.id, $0.key) })
                 }
-                out.append(LoggedOperation(sequence: seq, operation: try Self.decodeLogEntry(v, names: names)))
+                through = seq
+                if let op = try Self.decodeLogEntry(v, names: names, recordKey: &recordKey, txn, dbs) {
+                    out.append(LoggedOperation(sequence: seq, operation: op))
+                    skipped = 0
+                } else {
+                    skipped += 1
+                }
                 return true
             }
         }
-        return out
+        return (out, through)
     }
+
+    /// Superseded entries one log read steps over at most before it returns.
+    static let supersededPerRead = 65_536
 
     /// How many op-log entries follow `sequence` (all when nil), counted without
     /// decoding them.
@@ -140,45 +164,34 @@ extension Store {
         }
     }
 
-    static func decodeLogEntry(_ v: UnsafeRawBufferPointer, names: [UInt32: String]) throws -> ReplicatedOperation {
-        func corrupt(_ why: String) -> StoreError { StoreError(.corruptRecord, "op-log entry: \(why)") }
-        guard v.count >= 16 + 4 + 1 + 2, let base = v.baseAddress else { throw corrupt("too short") }
-        let origin = HLCTimestamp(loadingFrom: base)
-        let mapID = base.loadBigEndian(fromByteOffset: 16, as: UInt32.self)
-        let flags = Layout.Flags(rawValue: v[20])
-        var offset = 21
-        var ttl: UInt64?
-        if flags.contains(.hasTTL) {
-            guard v.count >= offset + 8 + 2 else { throw corrupt("too short for its TTL") }
-            ttl = base.loadBigEndian(fromByteOffset: offset, as: UInt64.self)
-            offset += 8
-        }
-        let keyCount = Int(base.loadBigEndian(fromByteOffset: offset, as: UInt16.self))
-        offset += 2
-        guard v.count >= offset + keyCount, let kind = flags.kind else { throw corrupt("bad key length or kind") }
-        guard let key = String(validating: UnsafeRawBufferPointer(rebasing: v[offset..<offset + keyCount]), as: UTF8.self)
-        else { throw corrupt("key is not UTF-8") }
-        offset += keyCount
-        guard let map = names[mapID] else { throw corrupt("unknown map id \(mapID)") }
-        let payload = UnsafeRawBufferPointer(rebasing: v[offset...])
-        do {
-            switch kind {
-            case .lww:
-                if flags.contains(.tombstone) {
-                    return ReplicatedOperation(map: map, key: key, timestamp: origin, payload: .lww(encodedValue: nil, ttlMillis: ttl))
+    /// The operation an op-log entry stands for, or nil when a later write of its LWW
+    /// record superseded it (the record's stamp is no longer the entry's).
+    ///
+    /// - Throws: `StoreError(.corruptRecord)` for an entry that does not parse, or a
+    ///   record it takes its value from that fails its digest.
+    static func decodeLogEntry(
+        _ v: UnsafeRawBufferPointer, names: [UInt32: String], recordKey: inout [UInt8], _ txn: borrowing ReadTransaction, _ dbs: DBs
+    ) throws -> ReplicatedOperation? {
+        let entry = try LogEntry(v)
+        guard let map = names[entry.mapID] else { throw StoreError(.corruptRecord, "op-log entry: unknown map id \(entry.mapID)") }
+        let key = entry.key
+        guard entry.flags.kind == .lww else { return try entry.operation(map: map) }
+        // An LWW entry stands while its record still holds the write it logged.
+        Layout.setRecordKey(&recordKey, mapID: entry.mapID, partition: Partitioner.partition(of: key), key: key)
+        let current: ReplicatedOperation?? = try recordKey.withUnsafeBytes { k in
+            try txn.withValue(forKey: k, in: dbs.records) { raw -> ReplicatedOperation? in
+                guard let header = RecordHeader(raw), header.flags.kind == .lww, header.timestamp == entry.origin else { return nil }
+                guard entry.flags.contains(.valueInRecord) else { return try entry.operation(map: map) }
+                guard !header.flags.contains(.tombstone) else { return nil }
+                guard header.payloadDigest(of: raw) == header.digest else {
+                    throw StoreError(.corruptRecord, "\(map)/\(key): record digest does not match its bytes")
                 }
-                // Not decoded here: whoever applies it validates it (`Store.apply`), so one
-                // bad value from an older version is refused alone instead of stopping
-                // every reader of the log.
-                return ReplicatedOperation(map: map, key: key, timestamp: origin, payload: .lww(encodedValue: Array(payload), ttlMillis: ttl))
-            case .orMap:
-                return ReplicatedOperation(map: map, key: key, timestamp: origin, payload: .orSet(try StatePayload.decodeORSet(payload)))
-            case .counter:
-                return ReplicatedOperation(map: map, key: key, timestamp: origin, payload: .counter(try StatePayload.decodeCounter(payload)))
+                // Not decoded here: whoever applies it validates it (`Store.apply`).
+                let value = Array(UnsafeRawBufferPointer(rebasing: raw[header.payloadOffset...]))
+                return ReplicatedOperation(map: map, key: key, timestamp: entry.origin, payload: .lww(encodedValue: value, ttlMillis: header.ttl))
             }
-        } catch {
-            throw StoreError(.corruptRecord, "op-log payload: \(error)", underlying: error)
         }
+        return current ?? nil
     }
 
     // MARK: Merkle

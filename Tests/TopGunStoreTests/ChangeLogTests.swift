@@ -1,0 +1,110 @@
+import LMDB
+import Testing
+import TopGunCore
+import TopGunTestSupport
+
+@testable import TopGunStore
+
+/// The op log names LWW records instead of copying their values, and a write that a
+/// later one superseded is not read back: a reader far behind gets each record once.
+struct ChangeLogTests {
+    func oplogBytes(_ store: Store) throws -> Int {
+        try store.read { txn in try txn.statistics(of: store.dbs.oplog).usedBytes }
+    }
+
+    @Test func aRecordRewrittenManyTimesIsReadOnceAndItsLogHoldsNoValueCopies() throws {
+        try withStore { store, _ in
+            let big = String(repeating: "x", count: 4_000)
+            for i in 0..<50 {
+                _ = try store.apply([Mutation.set(map: "m", key: "k", value: .string("\(i)\(big)"), ttlMillis: 60_000)])
+            }
+            #expect(try store.opLogCount() == 50)
+            let log = try store.operations(after: nil)
+            #expect(log.count == 1)
+            #expect(log.first?.operation.payload == .lww(encodedValue: Value.string("49\(big)").encoded, ttlMillis: 60_000))
+            #expect(try store.readLog(after: nil, limit: 10) == .operations(log, readThrough: log.first?.sequence))
+            // 50 copies of a 4 KB value would take 50 overflow pages and more.
+            #expect(try oplogBytes(store) <= 2 * 4_096)
+            #expect(try store.check().isConsistent)
+
+            try withStore(node: 2) { other, _ in
+                _ = try other.apply(log.map(\.operation))
+                #expect(try other.state(map: "m", key: "k") == store.state(map: "m", key: "k"))
+                #expect(try (0..<UInt16(271)).allSatisfy { try other.merkleRoot(map: "m", partition: $0) == store.merkleRoot(map: "m", partition: $0) })
+            }
+        }
+    }
+
+    @Test func aDeleteSupersedesTheWritesBeforeIt() throws {
+        try withStore { store, _ in
+            _ = try store.apply([Mutation.set(map: "m", key: "k", value: 1, ttlMillis: nil)])
+            _ = try store.apply([Mutation.set(map: "m", key: "k", value: 2, ttlMillis: nil)])
+            _ = try store.apply([Mutation.set(map: "m", key: "k", value: nil, ttlMillis: nil)])
+            let log = try store.operations(after: nil)
+            #expect(log.count == 1)
+            #expect(log.first?.operation.payload == .lww(encodedValue: nil, ttlMillis: nil))
+        }
+    }
+
+    /// A record changed without a log entry (a refused write undone) leaves entries that
+    /// stand for nothing at the end of the log: a reader's cursor still moves past them.
+    @Test func aReadStepsPastSupersededEntriesAtTheEndOfTheLog() throws {
+        try withStore { store, _ in
+            let out = try store.apply([Mutation.set(map: "m", key: "k", value: "mine", ttlMillis: nil)])
+            guard case .applied(let sequence) = out[0] else {
+                Issue.record("not applied: \(out)")
+                return
+            }
+            let refused = try #require(try store.operations(after: nil).first?.operation)
+            let server = ReplicatedOperation.lww(map: "m", key: "k", value: "theirs", timestamp: HLCTimestamp(millis: 1, counter: 0, node: NodeID(9)))
+            #expect(try store.revert(refused, serverState: server))
+            #expect(try store.readLog(after: nil, limit: 10) == .operations([], readThrough: sequence))
+            #expect(try store.readLog(after: sequence, limit: 10) == .operations([], readThrough: nil))
+        }
+    }
+
+    /// Entries written under schema 2 carry their value; after the upgrade they are read
+    /// as they are.
+    @Test func anEntryThatCarriesItsValueStaysReadableAfterTheUpgrade() throws {
+        try withTemporaryDirectory { dir in
+            let op = ReplicatedOperation.lww(map: "m", key: "k", value: "v", timestamp: HLCTimestamp(millis: 1_700_000_000_000, counter: 0, node: NodeID(5)))
+            do {
+                let store = try Store(path: dir, options: .init(durability: .noSync, nodeID: NodeID(1)))
+                _ = try store.apply([op])
+                let sequence = try #require(try store.lastSequence())
+                try store.write { txn in
+                    // The schema-2 entry: origin | map id | flags | key length | key | value.
+                    var entry = op.timestamp.bytes
+                    entry.appendBigEndian(store.mapInfo("m")!.id)
+                    entry.append(CRDTKind.lww.rawValue)
+                    entry.appendBigEndian(UInt16(1))
+                    entry.append(contentsOf: "k".utf8)
+                    entry.append(contentsOf: Value.string("v").encoded)
+                    try txn.put(entry, forKey: sequence.bytes, in: store.dbs.oplog)
+                    try txn.put([UInt8](bigEndian: UInt32(2)), forKey: Layout.Meta.schema, in: store.dbs.meta)
+                }
+                store.close()
+            }
+            let refusal = #expect(throws: StoreError.self) { try Store(path: dir, options: .init(readOnly: true)) }
+            #expect(refusal?.code == .unsupportedSchema)
+            let store = try Store(path: dir, options: .init(durability: .noSync))
+            #expect(try store.operations(after: nil).map(\.operation) == [op])
+            #expect(try store.check().isConsistent)
+            store.close()
+        }
+    }
+
+    @Test func anEntryNamingItsRecordThatCarriesBytesIsReportedByCheck() throws {
+        try withStore { store, _ in
+            _ = try store.apply([Mutation.set(map: "m", key: "k", value: "v", ttlMillis: nil)])
+            let sequence = try #require(try store.lastSequence())
+            try store.write { txn in
+                var entry = try #require(try txn.value(forKey: sequence.bytes, in: store.dbs.oplog))
+                entry.append(0xc0)
+                try txn.put(entry, forKey: sequence.bytes, in: store.dbs.oplog)
+            }
+            #expect(try store.check().problems.contains { $0.contains("more than the record's name") })
+            #expect(throws: StoreError.self) { try store.operations(after: nil) }
+        }
+    }
+}
