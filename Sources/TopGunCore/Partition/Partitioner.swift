@@ -9,22 +9,25 @@ public enum Partitioner {
     /// FNV-1a 32-bit over the UTF-16 code units of `key`.
     @inlinable
     public static func hash(_ key: String) -> UInt32 {
-        // ASCII keys (the common case) have one UTF-16 unit per UTF-8 byte; walking the
-        // bytes avoids transcoding. Any other byte restarts over the UTF-16 units.
+        // ASCII keys (the common case) have one UTF-16 unit per UTF-8 byte; hashing the
+        // contiguous bytes avoids transcoding. Any other byte restarts over the UTF-16 units.
+        var key = key
+        if let hash = key.withUTF8({ asciiHash($0) }) { return hash }
         var hash: UInt32 = 0x811c_9dc5
-        var ascii = true
-        for byte in key.utf8 {
-            if byte >= 0x80 {
-                ascii = false
-                break
-            }
-            hash ^= UInt32(byte)
-            hash = hash &* 0x0100_0193
-        }
-        if ascii { return hash }
-        hash = 0x811c_9dc5
         for unit in key.utf16 {
             hash ^= UInt32(unit)
+            hash = hash &* 0x0100_0193
+        }
+        return hash
+    }
+
+    /// FNV-1a 32-bit over `bytes`, or nil when they are not all ASCII.
+    @inlinable @usableFromInline
+    static func asciiHash(_ bytes: UnsafeBufferPointer<UInt8>) -> UInt32? {
+        var hash: UInt32 = 0x811c_9dc5
+        for byte in bytes {
+            if byte >= 0x80 { return nil }
+            hash ^= UInt32(byte)
             hash = hash &* 0x0100_0193
         }
         return hash

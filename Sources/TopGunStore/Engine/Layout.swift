@@ -72,7 +72,8 @@ enum Layout {
         out.removeAll(keepingCapacity: true)
         out.appendBigEndian(mapID)
         out.appendBigEndian(partition)
-        out.append(contentsOf: key.utf8)
+        var key = key
+        key.withUTF8 { out.append(contentsOf: $0) }
     }
 
     /// The record key of `key` in map `mapID`.

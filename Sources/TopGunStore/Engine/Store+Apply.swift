@@ -78,7 +78,6 @@ struct Batch {
     var newMaps: [String: Store.MapInfo] = [:]
     var merkle = MerkleDeltas()
     var keyBuffer: [UInt8] = []
-    var logBuffer: [UInt8] = []
     var deltaBuffer: [UInt8] = []
     var stateBuffer: [UInt8] = []
     var orLayout = StatePayload.ORLayout()
@@ -128,7 +127,6 @@ struct Batch {
         }
         self.indexes = indexes
         keyBuffer.reserveCapacity(Layout.recordPrefixBytes + Layout.maxKeyBytes)
-        logBuffer.reserveCapacity(256)
     }
 
     // MARK: Maps
@@ -521,24 +519,33 @@ struct Batch {
         }
     }
 
-    /// Appends `[origin 16][map id 4][flags 1][ttl 8?][key length 2][key][payload]`.
+    /// Appends `[origin 16][map id 4][flags 1][ttl 8?][key length 2][key][payload]`
+    /// (`LogEntry`), written in place in the page LMDB reserves for it.
     mutating func appendLog(
         sequence: HLCTimestamp, origin: HLCTimestamp, mapID: UInt32, flags: Layout.Flags, ttl: UInt64?, key: String,
         payload: [UInt8]?, _ txn: borrowing WriteTransaction
     ) throws {
-        logBuffer.removeAll(keepingCapacity: true)
-        logBuffer.appendBigEndian(origin.packedTime)
-        logBuffer.appendBigEndian(origin.node.rawValue)
-        logBuffer.appendBigEndian(mapID)
-        logBuffer.append(flags.rawValue)
-        if let ttl { logBuffer.appendBigEndian(ttl) }
-        logBuffer.appendBigEndian(UInt16(key.utf8.count))
-        logBuffer.append(contentsOf: key.utf8)
-        if let payload { logBuffer.append(contentsOf: payload) }
+        var key = key
         var seqKey = (UInt64(0), UInt64(0))
         withUnsafeMutableBytes(of: &seqKey) { sequence.store(to: $0.baseAddress!) }
+        let oplog = dbs.oplog
         try withUnsafeBytes(of: seqKey) { k in
-            try logBuffer.withUnsafeBytes { v in try txn.put(v, forKey: k, in: dbs.oplog, flags: .append) }
+            try key.withUTF8 { keyBytes in
+                let keyAt = 21 + (ttl == nil ? 0 : 8) + 2
+                let payloadCount = payload?.count ?? 0
+                try txn.reserve(keyAt + keyBytes.count + payloadCount, forKey: k, in: oplog, flags: .append) { out in
+                    let p = out.baseAddress!
+                    origin.store(to: p)
+                    p.storeBigEndian(mapID, toByteOffset: 16)
+                    p.storeBytes(of: flags.rawValue, toByteOffset: 20, as: UInt8.self)
+                    if let ttl { p.storeBigEndian(ttl, toByteOffset: 21) }
+                    p.storeBigEndian(UInt16(keyBytes.count), toByteOffset: keyAt - 2)
+                    if let base = keyBytes.baseAddress { (p + keyAt).copyMemory(from: base, byteCount: keyBytes.count) }
+                    payload?.withUnsafeBytes { bytes in
+                        if let base = bytes.baseAddress { (p + keyAt + keyBytes.count).copyMemory(from: base, byteCount: payloadCount) }
+                    }
+                }
+            }
         }
     }
 
