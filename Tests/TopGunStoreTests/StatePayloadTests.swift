@@ -50,6 +50,20 @@ struct StatePayloadTests {
         }
     }
 
+    @Test func counterShapesRoundTrip() throws {
+        let shapes = [
+            PNCounter(), PNCounter(positive: [NodeID(1): 3]), PNCounter(negative: [NodeID(2): 4]),
+            PNCounter(positive: [NodeID(1): 3], negative: [NodeID(1): 5]),
+            PNCounter(positive: [NodeID(1): 3], negative: [NodeID(2): 5]),
+            PNCounter(positive: [NodeID(1): 3, NodeID(9): 1], negative: [NodeID(2): 5]),
+        ]
+        for counter in shapes {
+            var bytes: [UInt8] = []
+            StatePayload.encode(counter, into: &bytes)
+            #expect(try bytes.withUnsafeBytes { try StatePayload.decodeCounter($0) } == counter)
+        }
+    }
+
     @Test func truncatedPayloadsAreTypedErrors() {
         var set = ORSet()
         set.add("x", tag: HLCTimestamp(millis: 1, counter: 0, node: NodeID(1)))

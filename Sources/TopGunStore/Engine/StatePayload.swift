@@ -15,6 +15,18 @@ enum StatePayload {
     // MARK: Counter
 
     static func encode(_ counter: PNCounter, into out: inout [UInt8]) {
+        // One node's totals (every delta a replica ships): no set, no sort.
+        if counter.positive.count <= 1 && counter.negative.count <= 1 {
+            let p = counter.positive.first
+            let n = counter.negative.first
+            if let node = p?.key ?? n?.key, p == nil || n == nil || p!.key == n!.key {
+                out.appendBigEndian(UInt16(1))
+                out.appendBigEndian(node.rawValue)
+                out.appendBigEndian(p?.value ?? 0)
+                out.appendBigEndian(n?.value ?? 0)
+                return
+            }
+        }
         let nodes = Set(counter.positive.keys).union(counter.negative.keys).sorted()
         out.appendBigEndian(UInt16(nodes.count))
         for node in nodes {
