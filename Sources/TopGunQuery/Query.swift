@@ -123,6 +123,7 @@ public struct Query: Sendable {
                 candidates.removeAll { !seen.insert($0.key).inserted }
             }
             touched = Set(candidates.map(\.partition))
+            rows.reserveCapacity(candidates.count)
             try store.fetch(map: map, keys: candidates, in: txn) { key, state in consider(key, state) }
         case .fullScan:
             try store.scan(map: map, partition: nil, in: txn) { key, state in
@@ -188,8 +189,17 @@ public struct Query: Sendable {
 
 extension Query {
     /// Sorting honours each key's direction.
+    /// `rows` in query order; each row's sort columns are read once, not per comparison.
     func sorted(_ rows: [Row]) -> [Row] {
-        rows.sorted { Self.compareColumns(Self.position($0, order), Self.position($1, order), order) < 0 }
+        let order = self.order
+        if order.isEmpty {
+            // Key order alone: the position is the key (see `position`). Indices are
+            // sorted, so rows move once.
+            let keys = rows.map { Value.string($0.key) }
+            return rows.indices.sorted { Value.compare(keys[$0], keys[$1]) < 0 }.map { rows[$0] }
+        }
+        let positions = rows.map { Self.position($0, order) }
+        return rows.indices.sorted { Self.compareColumns(positions[$0], positions[$1], order) < 0 }.map { rows[$0] }
     }
 }
 

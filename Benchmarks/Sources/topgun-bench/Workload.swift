@@ -145,12 +145,13 @@ struct Workload {
         return w
     }
 
-    /// A store takes `n` local writes; its op log, read back with `operations(after:)`,
-    /// is what every system then applies (the replication path).
+    /// A store takes `n` local writes over `k` keys; its op log, read back with
+    /// `operations(after:)` (each key's latest write: superseded ones are not read), is
+    /// what every system then applies (the replication path).
     static func replay(n: Int, k: Int, rng: inout SplitMix64) -> Workload {
-        var w = Workload(id: "W6", title: "Replay: apply a \(n)-op log exported from another store", kind: .lww, keys: k, batch: 1_000, durable: false)
         let dir = NSTemporaryDirectory() + "topgun-bench-source-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: dir) }
+        let log: [ReplicatedOperation]
         do {
             let source = try Store(path: dir, options: .init(durability: .noSync, nodeID: NodeID(42)))
             for start in stride(from: 0, to: n, by: 1_000) {
@@ -159,14 +160,17 @@ struct Workload {
                 }
                 _ = try source.apply(mutations)
             }
-            let log = try source.operations(after: nil).map(\.operation)
-            for op in log {
-                w.lww.append(tg_lww_op(key: UInt32(op.key.dropFirst(4))!, hlc: cStamp(op.timestamp)))
-            }
-            w.topgun = batched(log, w.batch)
+            log = try source.operations(after: nil).map(\.operation)
         } catch {
             fatalError("W6 source store: \(error)")
         }
+        var w = Workload(
+            id: "W6", title: "Replay: apply the log of a store that took \(n) writes over \(k) keys (\(log.count) entries to ship)",
+            kind: .lww, keys: k, batch: 1_000, durable: false)
+        for op in log {
+            w.lww.append(tg_lww_op(key: UInt32(op.key.dropFirst(4))!, hlc: cStamp(op.timestamp)))
+        }
+        w.topgun = batched(log, w.batch)
         return w
     }
 }

@@ -24,8 +24,7 @@ extension Value {
         case (.bool(let x), .bool(let y)): return x == y ? 0 : (x ? 1 : -1)
         case (.int(let x), .int(let y)): return x == y ? 0 : (x < y ? -1 : 1)
         case (.string(let x), .string(let y)):
-            if x == y { return 0 }
-            return x.utf8.lexicographicallyPrecedes(y.utf8) ? -1 : 1
+            return compareUTF8(x, y)
         case (.bytes(let x), .bytes(let y)):
             if x == y { return 0 }
             return x.lexicographicallyPrecedes(y) ? -1 : 1
@@ -47,6 +46,25 @@ extension Value {
             return kx.count == ky.count ? 0 : (kx.count < ky.count ? -1 : 1)
         default:
             return compareNumbers(a, b)
+        }
+    }
+
+    /// Strings by their UTF-8 bytes (so by code points), never by canonical
+    /// equivalence: two strings compare equal only when their bytes are equal, as in a
+    /// range index.
+    static func compareUTF8(_ a: String, _ b: String) -> Int {
+        var a = a
+        var b = b
+        return a.withUTF8 { x in
+            b.withUTF8 { y in
+                let n = min(x.count, y.count)
+                var i = 0
+                while i < n {
+                    if x[i] != y[i] { return x[i] < y[i] ? -1 : 1 }
+                    i += 1
+                }
+                return x.count == y.count ? 0 : (x.count < y.count ? -1 : 1)
+            }
         }
     }
 
