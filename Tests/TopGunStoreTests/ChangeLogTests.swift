@@ -85,8 +85,10 @@ struct ChangeLogTests {
                 }
                 store.close()
             }
-            let refusal = #expect(throws: StoreError.self) { try Store(path: dir, options: .init(readOnly: true)) }
-            #expect(refusal?.code == .unsupportedSchema)
+            // Read-only, schema 2 is read as it is.
+            let reader = try Store(path: dir, options: .init(readOnly: true))
+            #expect(try reader.operations(after: nil).map(\.operation) == [op])
+            reader.close()
             let store = try Store(path: dir, options: .init(durability: .noSync))
             #expect(try store.operations(after: nil).map(\.operation) == [op])
             #expect(try store.check().isConsistent)
@@ -105,6 +107,62 @@ struct ChangeLogTests {
             }
             #expect(try store.check().problems.contains { $0.contains("more than the record's name") })
             #expect(throws: StoreError.self) { try store.operations(after: nil) }
+        }
+    }
+    /// Review: the public read gave up after a long run of superseded entries, so
+    /// `topgun export` stopped early and reported nothing.
+    @Test func aLongRunOfSupersededEntriesDoesNotHideWhatFollows() throws {
+        try withStore { store, _ in
+            let run = Store.supersededPerRead + 10
+            for start in stride(from: 0, to: run, by: 10_000) {
+                _ = try store.apply((start..<min(start + 10_000, run)).map { Mutation.set(map: "m", key: "hot", value: .int(Int64($0)), ttlMillis: nil) })
+            }
+            _ = try store.apply([Mutation.set(map: "m", key: "other", value: 1, ttlMillis: nil)])
+            #expect(try store.operations(after: nil, limit: 1_000).map(\.operation.key) == ["hot", "other"])
+            // A replicator's read stops at the cap and says where it got to.
+            guard case .operations(let ops, let through?) = try store.readLog(after: nil, limit: 1_000) else {
+                Issue.record("expected operations")
+                return
+            }
+            #expect(ops.isEmpty)
+            guard case .operations(let rest, _) = try store.readLog(after: through, limit: 1_000) else {
+                Issue.record("expected operations")
+                return
+            }
+            #expect(rest.map(\.operation.key) == ["hot", "other"])
+        }
+    }
+
+    /// Review: a record that fails its digest stopped every reader of the log at its
+    /// entry; it is left out (check reports it with the record) and the log goes on.
+    @Test func aDamagedRecordIsLeftOutAndTheLogGoesOn() throws {
+        try withStore { store, _ in
+            _ = try store.apply([Mutation.set(map: "m", key: "bad", value: "v", ttlMillis: nil)])
+            _ = try store.apply([Mutation.set(map: "m", key: "good", value: "w", ttlMillis: nil)])
+            try store.write { txn in
+                let key = Layout.recordKey(mapID: store.mapInfo("m")!.id, key: "bad")
+                var raw = try #require(try txn.value(forKey: key, in: store.dbs.records))
+                raw[raw.count - 1] ^= 0x01
+                try txn.put(raw, forKey: key, in: store.dbs.records)
+            }
+            guard case .operations(let ops, _) = try store.readLog(after: nil, limit: 10) else {
+                Issue.record("expected operations")
+                return
+            }
+            #expect(ops.map(\.operation.key) == ["good"])
+            let problems = try store.check().problems
+            #expect(problems.contains { $0.hasPrefix("m/bad") }, "\(problems)")
+            #expect(!problems.contains { $0.contains("op-log") }, "reported with the record, not again per log entry: \(problems)")
+        }
+    }
+
+    /// One batch over many maps keeps every map's Merkle digests right.
+    @Test func aBatchOverManyMapsKeepsEachMapsDigests() throws {
+        try withStore { store, _ in
+            let t0 = HLCTimestamp(millis: 1_700_000_000_000, counter: 0, node: NodeID(7))
+            _ = try store.apply((0..<2_000).map { ReplicatedOperation.lww(map: "m\($0 % 500)", key: "k\($0)", value: 1, timestamp: t0) })
+            _ = try store.apply((0..<1_000).map { ReplicatedOperation.lww(map: "m\($0 % 500)", key: "k\($0)", value: nil, timestamp: t0.successor) })
+            for m in 0..<500 { #expect(try store.verifyMerkle(map: "m\(m)").isEmpty) }
         }
     }
 }

@@ -20,6 +20,9 @@ import TopGunCore
 /// first 16 bytes in place.
 enum Layout {
     static let schemaVersion: UInt32 = 3
+    /// The oldest schema a read-only open reads as it is: schema 2 differs only in log
+    /// entries that carry their LWW values, which readers still understand.
+    static let oldestReadableSchema: UInt32 = 2
     static let databases = ["meta", "maps", "records", "oplog", "merkle", "index", "peers"]
     static let maxKeyBytes = 400  // LMDB's key limit is 511 bytes; 6 go to the prefix.
 

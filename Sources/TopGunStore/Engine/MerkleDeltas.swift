@@ -8,40 +8,29 @@ import TopGunCore
 /// `MerkleBuckets.bucketCount` digests as big-endian `UInt64`s, so a batch dirties at
 /// most one small value per partition.
 struct MerkleDeltas {
-    /// Per map touched: the XOR deltas of its 271 × `bucketCount` buckets in one flat
-    /// array, and the partitions touched, in the order first touched.
-    private var mapIDs: [UInt32] = []
-    private var deltas: [[UInt64]] = []
-    private var touched: [[UInt16]] = []
-    /// One bit per partition: touched already.
-    private var seen: [[UInt64]] = []
-    private var last = 0
+    /// `map id << 16 | partition` of each partition touched, and where its
+    /// `bucketCount` deltas start in `deltas` (one flat array: no allocation per
+    /// partition, and a batch over many maps costs what it touches).
+    private var slots: [UInt64: Int] = [:]
+    private var deltas: [UInt64] = []
+    /// The last partition looked up, for runs of one partition.
+    private var last: (id: UInt64, at: Int) = (.max, 0)
 
     /// XORs `entryDelta` (old entry hash ^ new entry hash) into the key's bucket.
     mutating func record(mapID: UInt32, partition: UInt16, keyHash: UInt64, entryDelta: UInt64) {
-        let m = slot(of: mapID)
-        let base = Int(partition) * MerkleBuckets.bucketCount
-        let word = Int(partition) >> 6
-        let bit = UInt64(1) << (UInt64(partition) & 63)
-        if seen[m][word] & bit == 0 {
-            seen[m][word] |= bit
-            touched[m].append(partition)
+        let id = UInt64(mapID) << 16 | UInt64(partition)
+        var at = last.at
+        if last.id != id {
+            if let found = slots[id] {
+                at = found
+            } else {
+                at = deltas.count
+                slots[id] = at
+                deltas.append(contentsOf: repeatElement(0, count: MerkleBuckets.bucketCount))
+            }
+            last = (id, at)
         }
-        deltas[m][base + Int(MerkleBuckets.bucket(ofKeyHash: keyHash))] ^= entryDelta
-    }
-
-    private mutating func slot(of mapID: UInt32) -> Int {
-        if last < mapIDs.count && mapIDs[last] == mapID { return last }
-        if let i = mapIDs.firstIndex(of: mapID) {
-            last = i
-            return i
-        }
-        mapIDs.append(mapID)
-        deltas.append([UInt64](repeating: 0, count: Partitioner.partitionCount * MerkleBuckets.bucketCount))
-        touched.append([])
-        seen.append([UInt64](repeating: 0, count: (Partitioner.partitionCount + 63) / 64))
-        last = mapIDs.count - 1
-        return last
+        deltas[at + Int(MerkleBuckets.bucket(ofKeyHash: keyHash))] ^= entryDelta
     }
 
     /// A record of `kind` went from `old` to `new` (nil: absent): its old Merkle entry
@@ -62,27 +51,24 @@ struct MerkleDeltas {
     /// partitions are deleted.
     func write(_ txn: borrowing WriteTransaction, _ db: LMDB.Database) throws {
         var value = [UInt8](repeating: 0, count: MerkleBuckets.bucketCount * 8)
-        for (m, mapID) in mapIDs.enumerated() {
-            for partition in touched[m].sorted() {
-                let base = Int(partition) * MerkleBuckets.bucketCount
-                let changes = deltas[m][base..<base + MerkleBuckets.bucketCount]
-                guard changes.contains(where: { $0 != 0 }) else { continue }
-                let key = Layout.recordPrefix(mapID: mapID, partition: partition)
-                var buckets = try Self.read(txn.reads, db, key: key)
-                var allZero = true
-                for i in 0..<buckets.count {
-                    buckets[i] ^= changes[base + i]
-                    allZero = allZero && buckets[i] == 0
-                }
-                if allZero {
-                    try txn.delete(key, in: db)
-                    continue
-                }
-                value.withUnsafeMutableBytes { out in
-                    for (i, b) in buckets.enumerated() { out.storeBigEndian(b, toByteOffset: i * 8) }
-                }
-                try txn.put(value, forKey: key, in: db)
+        for (id, at) in slots.sorted(by: { $0.key < $1.key }) {
+            let changes = deltas[at..<at + MerkleBuckets.bucketCount]
+            guard changes.contains(where: { $0 != 0 }) else { continue }
+            let key = Layout.recordPrefix(mapID: UInt32(id >> 16), partition: UInt16(truncatingIfNeeded: id))
+            var buckets = try Self.read(txn.reads, db, key: key)
+            var allZero = true
+            for i in 0..<buckets.count {
+                buckets[i] ^= changes[at + i]
+                allZero = allZero && buckets[i] == 0
             }
+            if allZero {
+                try txn.delete(key, in: db)
+                continue
+            }
+            value.withUnsafeMutableBytes { out in
+                for (i, b) in buckets.enumerated() { out.storeBigEndian(b, toByteOffset: i * 8) }
+            }
+            try txn.put(value, forKey: key, in: db)
         }
     }
 

@@ -49,7 +49,7 @@ extension Store {
     /// later entry carries the record's state, so a reader far behind receives each
     /// changed LWW record once.
     public func operations(after sequence: HLCTimestamp?, limit: Int = .max) throws -> [LoggedOperation] {
-        try read { txn in try operations(after: sequence, limit: limit, txn).operations }
+        try read { txn in try operations(after: sequence, limit: limit, stepLimit: .max, txn).operations }
     }
 
     /// What a replicator reads after a cursor: the next operations, or the news that
@@ -72,16 +72,17 @@ extension Store {
             {
                 return .truncated(through: truncated)
             }
-            let (operations, through) = try operations(after: sequence, limit: limit, txn)
+            let (operations, through) = try operations(after: sequence, limit: limit, stepLimit: Self.supersededPerRead, txn)
             return .operations(operations, readThrough: through)
         }
     }
 
     /// At most `limit` operations after `sequence`, and the last op-log key read (which
     /// superseded entries may put past the last operation). Reading stops after
-    /// `supersededPerRead` superseded entries in a row, so one read stays short.
+    /// `stepLimit` superseded entries in a row, so a replicator's read stays short (it
+    /// goes on from `through`).
     func operations(
-        after sequence: HLCTimestamp?, limit: Int, _ txn: borrowing ReadTransaction
+        after sequence: HLCTimestamp?, limit: Int, stepLimit: Int, _ txn: borrowing ReadTransaction
     ) throws -> (operations: [LoggedOperation], through: HLCTimestamp?) {
         var out: [LoggedOperation] = []
         var through: HLCTimestamp?
@@ -91,7 +92,7 @@ extension Store {
         var recordKey: [UInt8] = []
         try txn.withCursor(on: dbs.oplog) { cursor in
             try cursor.scan(range: KeyRange(from: lower), reverse: false) { k, v in
-                guard out.count < limit, skipped < Self.supersededPerRead else { return false }
+                guard out.count < limit, skipped < stepLimit else { return false }
                 guard k.count == 16 else { throw StoreError(.corruptRecord, "op-log key of \(k.count) bytes") }
                 let seq = HLCTimestamp(loadingFrom: k.baseAddress!)
                 if v.count >= 20, names[v.loadBigEndian(fromByteOffset: 16, as: UInt32.self)] == nil {
@@ -165,10 +166,11 @@ extension Store {
     }
 
     /// The operation an op-log entry stands for, or nil when a later write of its LWW
-    /// record superseded it (the record's stamp is no longer the entry's).
+    /// record superseded it (the record's stamp is no longer the entry's), or when the
+    /// record fails its digest: one damaged record is left out (`check` reports it,
+    /// a repair from a peer replaces it) instead of stopping every reader of the log.
     ///
-    /// - Throws: `StoreError(.corruptRecord)` for an entry that does not parse, or a
-    ///   record it takes its value from that fails its digest.
+    /// - Throws: `StoreError(.corruptRecord)` for an entry that does not parse.
     static func decodeLogEntry(
         _ v: UnsafeRawBufferPointer, names: [UInt32: String], recordKey: inout [UInt8], _ txn: borrowing ReadTransaction, _ dbs: DBs
     ) throws -> ReplicatedOperation? {
@@ -183,9 +185,7 @@ extension Store {
                 guard let header = RecordHeader(raw), header.flags.kind == .lww, header.timestamp == entry.origin else { return nil }
                 guard entry.flags.contains(.valueInRecord) else { return try entry.operation(map: map) }
                 guard !header.flags.contains(.tombstone) else { return nil }
-                guard header.payloadDigest(of: raw) == header.digest else {
-                    throw StoreError(.corruptRecord, "\(map)/\(key): record digest does not match its bytes")
-                }
+                guard header.payloadDigest(of: raw) == header.digest else { return nil }
                 // Not decoded here: whoever applies it validates it (`Store.apply`).
                 let value = Array(UnsafeRawBufferPointer(rebasing: raw[header.payloadOffset...]))
                 return ReplicatedOperation(map: map, key: key, timestamp: entry.origin, payload: .lww(encodedValue: value, ttlMillis: header.ttl))

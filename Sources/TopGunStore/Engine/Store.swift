@@ -155,7 +155,7 @@ public final class Store: Sendable {
                 guard let raw = try txn.value(forKey: Layout.Meta.schema, in: dbs.meta) else {
                     throw StoreError(.notFound, "\(path) holds no TopGun database")
                 }
-                try Self.checkSchema(raw)
+                try Self.checkSchema(raw, readOnly: readOnly)
                 guard let raw = try txn.value(forKey: Layout.Meta.node, in: dbs.meta), raw.count == 8 else {
                     throw StoreError(.corruptRecord, "\(path): the node id is missing")
                 }
@@ -199,9 +199,10 @@ public final class Store: Sendable {
         raw.count == 4 ? raw.withUnsafeBytes { $0.loadBigEndian(as: UInt32.self) } : 0
     }
 
-    private static func checkSchema(_ raw: [UInt8]) throws {
+    private static func checkSchema(_ raw: [UInt8], readOnly: Bool = false) throws {
         let version = schemaVersion(raw)
-        guard version == Layout.schemaVersion else {
+        let readable = readOnly && version >= Layout.oldestReadableSchema && version < Layout.schemaVersion
+        guard version == Layout.schemaVersion || readable else {
             let upgrade = version > 0 && version < Layout.schemaVersion ? " (open it once read-write to upgrade it)" : ""
             throw StoreError(.unsupportedSchema, "database schema \(version); this library reads \(Layout.schemaVersion)\(upgrade)")
         }
