@@ -48,27 +48,44 @@ struct MerkleDeltas {
     }
 
     /// Applies the deltas to the stored digests, partitions in key order; all-zero
-    /// partitions are deleted.
+    /// partitions are deleted. Each stored value is read in place and rewritten where
+    /// its lookup landed.
     func write(_ txn: borrowing WriteTransaction, _ db: LMDB.Database) throws {
-        var value = [UInt8](repeating: 0, count: MerkleBuckets.bucketCount * 8)
+        let width = MerkleBuckets.bucketCount * 8
+        var key = [UInt8](repeating: 0, count: Layout.recordPrefixBytes)
+        var value = [UInt8](repeating: 0, count: width)
         for (id, at) in slots.sorted(by: { $0.key < $1.key }) {
-            let changes = deltas[at..<at + MerkleBuckets.bucketCount]
-            guard changes.contains(where: { $0 != 0 }) else { continue }
-            let key = Layout.recordPrefix(mapID: UInt32(id >> 16), partition: UInt16(truncatingIfNeeded: id))
-            var buckets = try Self.read(txn.reads, db, key: key)
+            guard deltas[at..<at + MerkleBuckets.bucketCount].contains(where: { $0 != 0 }) else { continue }
+            key.withUnsafeMutableBytes { k in
+                k.storeBigEndian(UInt32(id >> 16), toByteOffset: 0)
+                k.storeBigEndian(UInt16(truncatingIfNeeded: id), toByteOffset: 4)
+            }
             var allZero = true
-            for i in 0..<buckets.count {
-                buckets[i] ^= changes[at + i]
-                allZero = allZero && buckets[i] == 0
+            let stored: Int? = try key.withUnsafeBytes { k in
+                try txn.withValue(forKey: k, in: db) { raw -> Int in
+                    guard raw.count == width else { return raw.count }
+                    value.withUnsafeMutableBytes { out in
+                        for i in 0..<MerkleBuckets.bucketCount {
+                            let digest = raw.loadBigEndian(fromByteOffset: i * 8, as: UInt64.self) ^ deltas[at + i]
+                            out.storeBigEndian(digest, toByteOffset: i * 8)
+                            allZero = allZero && digest == 0
+                        }
+                    }
+                    return width
+                }
+            }
+            if let stored, stored != width { throw StoreError(.corruptRecord, "Merkle digests of \(stored) bytes") }
+            if stored == nil {
+                value.withUnsafeMutableBytes { out in
+                    for i in 0..<MerkleBuckets.bucketCount { out.storeBigEndian(deltas[at + i], toByteOffset: i * 8) }
+                }
+                allZero = false
             }
             if allZero {
                 try txn.delete(key, in: db)
-                continue
+            } else {
+                try txn.put(value, forKey: key, in: db)
             }
-            value.withUnsafeMutableBytes { out in
-                for (i, b) in buckets.enumerated() { out.storeBigEndian(b, toByteOffset: i * 8) }
-            }
-            try txn.put(value, forKey: key, in: db)
         }
     }
 
