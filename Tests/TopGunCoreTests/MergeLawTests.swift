@@ -1,6 +1,7 @@
 import PropertyBased
 import Testing
 import TopGunCore
+import TopGunTestSupport
 
 /// Merge must be commutative, associative and idempotent for every CRDT, on
 /// generated states that include ties, tombstones and TTLs.
@@ -64,6 +65,40 @@ struct MergeLawTests {
             var m = a
             let changed = m.merge(b)
             #expect(changed == (m != a))
+        }
+    }
+}
+
+/// The counter's range rule (`PNCounter.value(adding:by:to:)`, which the store runs over
+/// payload bytes) against 128-bit arithmetic.
+struct CounterRangeTests {
+    @Test func addingMatchesWideArithmetic() {
+        var rng = SplitMix64(seed: 16)
+        let edges: [UInt64] = [0, 1, 2, UInt64(Int64.max) - 1, UInt64(Int64.max), UInt64(Int64.max) + 1, UInt64.max - 1, UInt64.max]
+        func total() -> UInt64 { Bool.random(using: &rng) ? edges.randomElement(using: &rng)! : UInt64.random(in: 0...1_000, using: &rng) }
+        for _ in 0..<20_000 {
+            let nodes = (0..<Int.random(in: 0...3, using: &rng)).map { NodeID(UInt64($0 + 1)) }
+            let counter = PNCounter(
+                positive: Dictionary(uniqueKeysWithValues: nodes.map { ($0, total()) }),
+                negative: Dictionary(uniqueKeysWithValues: nodes.map { ($0, total()) }))
+            let node = NodeID(UInt64.random(in: 1...4, using: &rng))
+            let delta = Bool.random(using: &rng) ? Int64.random(in: -5...5, using: &rng) : [Int64.min, Int64.max, -Int64.max].randomElement(using: &rng)!
+            // Reference: every per-node total and both sums must fit in 64 bits; the value in Int64.
+            var p = UInt128(0)
+            var n = UInt128(0)
+            var fits = true
+            for id in Set(counter.positive.keys).union(counter.negative.keys).union([node]) {
+                var tp = UInt128(counter.positive[id] ?? 0)
+                var tn = UInt128(counter.negative[id] ?? 0)
+                if id == node { if delta > 0 { tp += UInt128(delta) } else { tn += UInt128(delta.magnitude) } }
+                fits = fits && tp <= UInt128(UInt64.max) && tn <= UInt128(UInt64.max)
+                p += tp
+                n += tn
+            }
+            fits = fits && p <= UInt128(UInt64.max) && n <= UInt128(UInt64.max)
+            let value = Int128(p) - Int128(n)
+            let expected: Int64? = fits && value >= Int128(Int64.min) && value <= Int128(Int64.max) ? Int64(value) : nil
+            #expect(counter.adding(delta, by: node) == expected, "\(counter) + \(delta) by \(node)")
         }
     }
 }

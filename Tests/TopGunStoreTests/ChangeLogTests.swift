@@ -165,4 +165,35 @@ struct ChangeLogTests {
             for m in 0..<500 { #expect(try store.verifyMerkle(map: "m\(m)").isEmpty) }
         }
     }
+    /// Local increments and remove-alls read their record's payload in place; what they
+    /// write is what the decoded path wrote.
+    @Test func localIncrementsAndRemoveAllsWorkOnTheStoredBytes() throws {
+        try withStore { store, _ in
+            _ = try store.apply([ReplicatedOperation(
+                map: "c", key: "k", timestamp: HLCTimestamp(millis: 1_700_000_000_000, counter: 0, node: NodeID(2)),
+                payload: .counter(PNCounter(positive: [NodeID(2): 10], negative: [NodeID(2): 3])))])
+            _ = try store.apply([Mutation.increment(map: "c", key: "k", by: 5), Mutation.increment(map: "c", key: "k", by: -2)])
+            #expect(try store.state(map: "c", key: "k") == .counter(PNCounter(positive: [NodeID(2): 10, NodeID(1): 5], negative: [NodeID(2): 3, NodeID(1): 2])))
+            // Past the Int64 range: refused, nothing changes.
+            let out = try store.apply([Mutation.increment(map: "c", key: "k", by: .max)])
+            guard case .rejected(.invalid(let why)) = out[0] else {
+                Issue.record("not refused: \(out)")
+                return
+            }
+            #expect(why.contains("at 10"))
+            #expect(try store.state(map: "c", key: "k") == .counter(PNCounter(positive: [NodeID(2): 10, NodeID(1): 5], negative: [NodeID(2): 3, NodeID(1): 2])))
+            // The last delta logged is this node's totals.
+            #expect(try store.operations(after: nil).last?.operation.payload == .counter(PNCounter(positive: [NodeID(1): 5], negative: [NodeID(1): 2])))
+
+            _ = try store.apply([Mutation.add(map: "s", key: "k", value: "a", ttlMillis: nil), Mutation.add(map: "s", key: "k", value: "b", ttlMillis: nil)])
+            #expect(try store.apply([Mutation.removeAll(map: "s", key: "k")])[0].isApplied)
+            guard case .orMap(let set)? = try store.state(map: "s", key: "k") else {
+                Issue.record("no OR-Map record")
+                return
+            }
+            #expect(set.entries.isEmpty && set.tombstones.count == 2)
+            #expect(try store.apply([Mutation.removeAll(map: "s", key: "k")])[0] == .unchanged)
+            #expect(try store.apply([Mutation.removeAll(map: "c", key: "k")])[0] == .rejected(.kindMismatch("map c is pn-counter, not an or-map")))
+        }
+    }
 }

@@ -24,39 +24,35 @@ public struct PNCounter: Hashable, Sendable {
     /// The value after adding `delta` for `node`, or nil when a total would overflow or
     /// the value would leave the `Int64` range.
     public func adding(_ delta: Int64, by node: NodeID) -> Int64? {
+        let nodes = Set(positive.keys).union(negative.keys)
+        return Self.value(adding: delta, by: node, to: nodes.lazy.map { ($0, positive[$0] ?? 0, negative[$0] ?? 0) })
+    }
+
+    /// The rule of `adding(_:by:)` over per-node totals (node, positive, negative), each
+    /// node once: for readers that hold the totals in another form (a stored payload).
+    public static func value(
+        adding delta: Int64, by node: NodeID, to totals: some Sequence<(NodeID, UInt64, UInt64)>
+    ) -> Int64? {
         var p: UInt64 = 0
         var n: UInt64 = 0
-        for (id, total) in positive {
-            var t = total
-            if id == node && delta > 0 {
-                let (sum, o) = t.addingReportingOverflow(UInt64(delta))
-                if o { return nil }
-                t = sum
+        var seen = false
+        func add(_ a: UInt64, to sum: inout UInt64) -> Bool {
+            let (s, o) = sum.addingReportingOverflow(a)
+            sum = s
+            return !o
+        }
+        for (id, positive, negative) in totals {
+            var (tp, tn) = (positive, negative)
+            if id == node {
+                seen = true
+                if delta > 0 { guard add(UInt64(delta), to: &tp) else { return nil } }
+                if delta < 0 { guard add(delta.magnitude, to: &tn) else { return nil } }
             }
-            let (s, o) = p.addingReportingOverflow(t)
-            if o { return nil }
-            p = s
+            guard add(tp, to: &p), add(tn, to: &n) else { return nil }
         }
-        if delta > 0 && positive[node] == nil {
-            let (s, o) = p.addingReportingOverflow(UInt64(delta))
-            if o { return nil }
-            p = s
-        }
-        for (id, total) in negative {
-            var t = total
-            if id == node && delta < 0 {
-                let (sum, o) = t.addingReportingOverflow(delta.magnitude)
-                if o { return nil }
-                t = sum
-            }
-            let (s, o) = n.addingReportingOverflow(t)
-            if o { return nil }
-            n = s
-        }
-        if delta < 0 && negative[node] == nil {
-            let (s, o) = n.addingReportingOverflow(delta.magnitude)
-            if o { return nil }
-            n = s
+        if !seen {
+            if delta > 0 { guard add(UInt64(delta), to: &p) else { return nil } }
+            if delta < 0 { guard add(delta.magnitude, to: &n) else { return nil } }
         }
         if p >= n { return p - n <= UInt64(Int64.max) ? Int64(p - n) : nil }
         let m = n - p

@@ -43,6 +43,19 @@ enum StatePayload {
         return n
     }
 
+    /// The per-node totals of a counter payload, read in place: (node, positive, negative).
+    static func counterTotals(_ raw: UnsafeRawBufferPointer) throws(StoreError) -> [(NodeID, UInt64, UInt64)] {
+        let n = try counterEntries(raw)
+        return (0..<n).map { i in (NodeID(loadBE(raw, 2 + i * 24)), loadBE(raw, 2 + i * 24 + 8), loadBE(raw, 2 + i * 24 + 16)) }
+    }
+
+    /// The tags of an OR-Map payload's live entries, read without decoding values.
+    static func liveTags(_ raw: UnsafeRawBufferPointer) throws(StoreError) -> [HLCTimestamp] {
+        var l = ORLayout()
+        try layout(raw, into: &l)
+        return l.entryOffsets.map { stamp(raw, $0) }
+    }
+
     static func decodeCounter(_ raw: UnsafeRawBufferPointer) throws(StoreError) -> PNCounter {
         let n = try counterEntries(raw)
         var p: [NodeID: UInt64] = [:]

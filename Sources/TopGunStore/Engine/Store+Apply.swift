@@ -193,21 +193,26 @@ struct Batch {
         case .remove(let map, let key, let value):
             return try removeEntries(map: map, key: key, txn) { $0 == value }
         case .removeAll(let map, let key):
-            return try removeEntries(map: map, key: key, txn) { _ in true }
+            if let kind = kindOf(map), kind != .orMap { return .rejected(.kindMismatch("map \(map) is \(kind), not an or-map")) }
+            // Every live tag, read from the payload without decoding its values.
+            let tags = try withPayload(map: map, key: key, kind: .orMap, txn) { try StatePayload.liveTags($0) } ?? []
+            guard !tags.isEmpty else { return .unchanged }
+            return try apply(.init(map: map, key: key, timestamp: stamp(), payload: .orSet(ORSet(tombstones: Set(tags)))), local: true, txn)
         case .increment(let map, let key, let amount):
             guard amount != 0 else { return .unchanged }
             if let kind = kindOf(map), kind != .counter { return .rejected(.kindMismatch("map \(map) is \(kind), not a pn-counter")) }
-            var counter = PNCounter()
-            if let current = try readState(map: map, key: key, kind: .counter, txn), case .counter(let c) = current {
-                counter = c
+            // This node's totals and the range check, read from the payload in place; the
+            // delta is this node's new totals.
+            let own = clock.node
+            let totals = try withPayload(map: map, key: key, kind: .counter, txn) { try StatePayload.counterTotals($0) } ?? []
+            guard PNCounter.value(adding: amount, by: own, to: totals) != nil else {
+                let value = PNCounter.value(adding: 0, by: own, to: totals).map(String.init) ?? "its limit"
+                return .rejected(.invalid("counter \(map)/\(key) at \(value) cannot change by \(amount) within the Int64 range"))
             }
-            guard counter.adding(amount, by: clock.node) != nil else {
-                return .rejected(.invalid("counter \(map)/\(key) at \(counter.value) cannot change by \(amount) within the Int64 range"))
-            }
-            counter.add(amount, by: clock.node)
-            let delta = PNCounter(
-                positive: counter.positive.filter { $0.key == clock.node },
-                negative: counter.negative.filter { $0.key == clock.node })
+            let mine = totals.first { $0.0 == own }
+            var (positive, negative) = (mine?.1 ?? 0, mine?.2 ?? 0)
+            if amount > 0 { positive += UInt64(amount) } else { negative += amount.magnitude }
+            let delta = PNCounter(positive: [own: positive], negative: [own: negative])
             return try apply(.init(map: map, key: key, timestamp: stamp(), payload: .counter(delta)), local: true, txn)
         case .update(let map, let key, let ttl, let body):
             var current: Value?
@@ -236,6 +241,23 @@ struct Batch {
 
     /// The kind of an existing map (nil when there is none yet).
     func kindOf(_ map: String) -> CRDTKind? { (newMaps[map] ?? store.mapInfo(map))?.kind }
+
+    /// Calls `body` with the payload of the record of `key` (nil when there is none),
+    /// after checking it against its header digest, without decoding it.
+    func withPayload<R>(
+        map: String, key: String, kind: CRDTKind, _ txn: borrowing WriteTransaction, _ body: (UnsafeRawBufferPointer) throws -> R
+    ) throws -> R? {
+        guard let info = newMaps[map] ?? store.mapInfo(map), info.kind == kind else { return nil }
+        func checked(_ raw: UnsafeRawBufferPointer) throws -> R {
+            guard let header = RecordHeader(raw), header.flags.kind == kind, header.payloadDigest(of: raw) == header.digest else {
+                throw StoreError(.corruptRecord, "\(map)/\(key): record header or digest does not match its bytes")
+            }
+            return try body(UnsafeRawBufferPointer(rebasing: raw[header.payloadOffset...]))
+        }
+        let recordKey = Layout.recordKey(mapID: info.id, key: key)
+        if !deferredRecords.isEmpty, let record = deferredRecords[recordKey] { return try record.withUnsafeBytes { try checked($0) } }
+        return try recordKey.withUnsafeBytes { k in try txn.withValue(forKey: k, in: dbs.records) { try checked($0) } }
+    }
 
     func readState(map: String, key: String, kind: CRDTKind, _ txn: borrowing WriteTransaction) throws -> StoredState? {
         guard let info = newMaps[map] ?? store.mapInfo(map), info.kind == kind else { return nil }
