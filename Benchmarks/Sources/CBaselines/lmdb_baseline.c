@@ -91,6 +91,59 @@ long tg_lmdb_lww(tg_run *run, const tg_lww_op *ops, size_t count, const uint8_t 
     return applied;
 }
 
+/// LWW with the op log as a by-sequence change index (CouchDB's by_seq): a record holds
+/// `hlc | seq | value`, the log maps seq → record key, and a write deletes the record's
+/// previous log entry in the same transaction, so the log holds one entry per record.
+long tg_lmdb_lww_byseq(tg_run *run, const tg_lww_op *ops, size_t count, const uint8_t *value, size_t len) {
+    MDB_env *env = NULL;
+    MDB_txn *txn = NULL;
+    MDB_dbi dbi, log;
+    long applied = 0;
+    uint64_t seq = 0;
+    uint8_t *record = malloc(24 + len);
+    if (open_env(run, &env)) goto fail;
+    for (size_t start = 0, b = 0; start < count; start += run->batch, b++) {
+        double t0 = tg_now();
+        size_t end = start + run->batch < count ? start + run->batch : count;
+        CHECK(mdb_txn_begin(env, NULL, 0, &txn), "begin");
+        CHECK(mdb_dbi_open(txn, "records", MDB_CREATE, &dbi), "dbi");
+        CHECK(mdb_dbi_open(txn, "oplog", MDB_CREATE, &log), "dbi");
+        for (size_t i = start; i < end; i++) {
+            char kb[32];
+            MDB_val k = {key_text(ops[i].key, kb), kb}, v;
+            int rc = mdb_get(txn, dbi, &k, &v);
+            if (rc == 0 && v.mv_size >= 24 && memcmp(ops[i].hlc, v.mv_data, 16) <= 0) continue;
+            if (rc != 0 && rc != MDB_NOTFOUND) FAIL("get", rc);
+            if (rc == 0) {
+                uint64_t old;
+                memcpy(&old, (char *)v.mv_data + 16, 8);
+                MDB_val ok = {8, &old};
+                CHECK(mdb_del(txn, log, &ok, NULL), "delete");
+            }
+            uint64_t be = __builtin_bswap64(++seq);
+            memcpy(record, ops[i].hlc, 16);
+            memcpy(record + 16, &be, 8);
+            memcpy(record + 24, value, len);
+            MDB_val nv = {24 + len, record};
+            CHECK(mdb_put(txn, dbi, &k, &nv, 0), "put");
+            MDB_val lk = {8, &be};
+            CHECK(mdb_put(txn, log, &lk, &k, MDB_APPEND), "append");
+            applied++;
+        }
+        CHECK(mdb_txn_commit(txn), "commit");
+        txn = NULL;
+        if (run->batch_seconds) run->batch_seconds[b] = tg_now() - t0;
+    }
+    mdb_env_close(env);
+    free(record);
+    return applied;
+fail:
+    if (txn) mdb_txn_abort(txn);
+    if (env) mdb_env_close(env);
+    free(record);
+    return -1;
+}
+
 /// Counters: a value is 8 nodes × (p, n); merge takes the per-node maximum.
 static int counter_step(MDB_txn *txn, MDB_dbi dbi, size_t i, void *c, int *applied, MDB_val *logged) {
     const tg_counter_op *op = (const tg_counter_op *)c + i;

@@ -33,7 +33,7 @@ struct Bench {
                 print(
                     """
                     usage: topgun-bench [--quick] [--json] [--runs R] [--seed S] [--only W1,W2,…] [--ops N] [--keys K]
-                                        [--systems lmdb-raw,lmdb-raw+oplog,sqlite,rocksdb,topgun] [--write-map]
+                                        [--systems lmdb-raw,lmdb-raw+oplog,sqlite,rocksdb,topgun,lmdb-byseq] [--write-map]
                                         [--queries]   (query executor: index vs scan, key lookup vs get, index upkeep)
                                         [--replication]   (catch-up of a 1M-op log between two nodes over TCP)
                                         [--fanout N [--seconds S]]   (N apps syncing over WebSocket with one
@@ -104,7 +104,9 @@ struct Harness {
             SQLiteSystem(), RocksDBSystem(),
             TopGunSystem(writeMap: config.writeMap),
         ]
-        return all.filter { config.systems.isEmpty || config.systems.contains($0.name) || $0.name == "lmdb-raw" }
+        let bySeq: [any BenchSystem] =
+            config.systems.contains("lmdb-byseq") && workload.kind == .lww ? [LMDBBySeqSystem(writeMap: config.writeMap)] : []
+        return all.filter { config.systems.isEmpty || config.systems.contains($0.name) || $0.name == "lmdb-raw" } + bySeq
     }
 
     func run() throws {

@@ -109,6 +109,22 @@ struct RocksDBSystem: BenchSystem {
     func summary(_ w: Workload, dir: String) throws -> tg_summary { try cSummary(tg_rocksdb_summary, w, dir) }
 }
 
+/// LWW only, and only when named in `--systems`: the op log as a by-sequence change
+/// index that deletes each record's previous entry (the design CouchDB's by_seq uses).
+struct LMDBBySeqSystem: BenchSystem {
+    let writeMap: Bool
+    var name: String { "lmdb-byseq" }
+
+    func run(_ w: Workload, dir: String, batchSeconds: inout [Double]) throws -> Int {
+        try cRun(dir, w, &batchSeconds) { run in
+            run.writemap = writeMap ? 1 : 0
+            return tg_lmdb_lww_byseq(&run, w.lww, w.lww.count, Workload.encodedValue, Workload.encodedValue.count)
+        }
+    }
+
+    func summary(_ w: Workload, dir: String) throws -> tg_summary { try cSummary(tg_lmdb_summary, w, dir) }
+}
+
 /// TopGun's `Store.apply`: the merge write path with op log and Merkle digests.
 struct TopGunSystem: BenchSystem {
     let writeMap: Bool

@@ -44,6 +44,8 @@ uint64_t tg_mix(uint64_t h, uint64_t v);
 
 /// Raw LMDB read-merge-write loops (with `oplog`: also MDB_APPEND each applied op).
 long tg_lmdb_lww(tg_run *run, const tg_lww_op *ops, size_t count, const uint8_t *value, size_t len, int oplog);
+/// LWW with a by-sequence change index: one log entry per record, the older one deleted.
+long tg_lmdb_lww_byseq(tg_run *run, const tg_lww_op *ops, size_t count, const uint8_t *value, size_t len);
 long tg_lmdb_counter(tg_run *run, const tg_counter_op *ops, size_t count, int oplog);
 long tg_lmdb_orset(tg_run *run, const tg_orset_op *ops, size_t count, int oplog);
 /// Summaries: LWW digest over (key, hlc); counters over (key, value); OR-set over live (key, tag).
