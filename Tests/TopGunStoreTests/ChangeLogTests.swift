@@ -196,4 +196,40 @@ struct ChangeLogTests {
             #expect(try store.apply([Mutation.removeAll(map: "c", key: "k")])[0] == .rejected(.kindMismatch("map c is pn-counter, not an or-map")))
         }
     }
+    /// Garbage collection removes superseded LWW entries whatever the acknowledgements
+    /// (no reader ships them), in bounded steps that resume and wrap, and keeps what
+    /// readers read, the log's last entry, OR-Map entries and current tombstones.
+    @Test func garbageCollectionRemovesSupersededEntriesWhateverTheAcknowledgements() throws {
+        try withStore { store, _ in
+            try store.registerPeer(NodeID(20))  // never acknowledges: nothing else may go
+            for round in 0..<5 {
+                _ = try store.apply((0..<10).map { Mutation.set(map: "m", key: "k\($0)", value: .int(Int64(round)), ttlMillis: nil) })
+            }
+            _ = try store.apply([Mutation.add(map: "s", key: "k", value: "a", ttlMillis: nil), Mutation.add(map: "s", key: "k", value: "b", ttlMillis: nil)])
+            _ = try store.apply([Mutation.set(map: "m", key: "k0", value: nil, ttlMillis: nil)])
+            let before = try store.operations(after: nil)
+            #expect(try store.opLogCount() == 53)
+            var removed = 0
+            for _ in 0..<5 {
+                let report = try store.collectGarbage(olderThan: anyAge, maxSteps: 20)
+                #expect(report.logEntriesRemoved == 0 && !report.hasMore)
+                removed += report.supersededRemoved
+            }
+            #expect(removed == 41)
+            #expect(try store.opLogCount() == 12, "k0's tombstone, k1…k9's last writes, two OR-Map adds")
+            #expect(try store.operations(after: nil) == before)
+            #expect(try store.check().isConsistent)
+
+            // The last entry stays even when superseded (it marks the log's head).
+            let out = try store.apply([Mutation.set(map: "m", key: "last", value: "mine", ttlMillis: nil)])
+            guard case .applied(let head) = out[0] else {
+                Issue.record("not applied")
+                return
+            }
+            let refused = try #require(try store.operations(after: nil).last?.operation)
+            #expect(try store.revert(refused, serverState: nil))
+            for _ in 0..<2 { _ = try store.collectGarbage(olderThan: anyAge, maxSteps: 100) }
+            #expect(try store.lastSequence() == head)
+        }
+    }
 }

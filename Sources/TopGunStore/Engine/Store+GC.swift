@@ -9,6 +9,9 @@ public struct GarbageCollectionReport: Sendable, Equatable {
     public var tagsRemoved = 0
     /// Op-log entries removed.
     public var logEntriesRemoved = 0
+    /// LWW entries removed because a later write of their record superseded them (no
+    /// reader ships them; see `Store.collectGarbage`), counted apart from the above.
+    public var supersededRemoved = 0
     /// True when the step stopped at its bound and more may remain.
     public var hasMore = false
     /// The known peer whose acknowledgement holds collection back (it has not applied
@@ -38,6 +41,13 @@ extension Store {
     /// a peer cursor stops before it and the refusal is counted on the peer's record.
     /// Under this rule that only happens with a replica that was not known or was
     /// forgotten; `apply(_:overridingHorizon:)` is the operator's repair.
+    ///
+    /// Then, whatever the acknowledgements, the step goes on through the rest of the log
+    /// and removes LWW entries that a later write of their record superseded: readers
+    /// step over them (`operations(after:)`), so no peer needs them, and the log stays
+    /// near one entry per record. This pass reads at most what the step has left of
+    /// `maxSteps`, resumes where the last step stopped and starts over at the end of
+    /// the log; it keeps the log's last entry, and it never sets `hasMore`.
     ///
     /// - Parameters:
     ///   - cutoff: usually `now - retention`.
@@ -120,12 +130,67 @@ extension Store {
                     more = try cursor.next()
                 }
             }
+            if !report.hasMore {
+                try compactSuperseded(after: truncated, budget: maxSteps - report.logEntriesRemoved, &report, txn)
+            }
             try merkle.write(txn, dbs.merkle)
             try txn.put(horizon.bytes, forKey: Layout.Meta.horizon, in: dbs.meta)
             try txn.put([UInt8](bigEndian: wall), forKey: Layout.Meta.gcLastRun, in: dbs.meta)
             if let truncated { try txn.put(truncated.bytes, forKey: Layout.Meta.truncated, in: dbs.meta) }
             self.horizon.withLock { $0 = max($0, horizon) }
             return report
+        }
+    }
+
+    /// Removes superseded LWW entries (see `collectGarbage`), reading at most `budget`
+    /// entries from where the last pass stopped (`Layout.Meta.compactedThrough`), and
+    /// not before `start`.
+    func compactSuperseded(
+        after start: HLCTimestamp?, budget: Int, _ report: inout GarbageCollectionReport, _ txn: borrowing WriteTransaction
+    ) throws {
+        guard budget > 0, let head = try lastSequence(in: txn.reads) else { return }
+        let resume = try txn.value(forKey: Layout.Meta.compactedThrough, in: dbs.meta).flatMap { HLCTimestamp(bytes: $0) }
+        let from = [start, resume].compactMap { $0 }.max()
+        var recordKey: [UInt8] = []
+        var read = 0
+        var reachedEnd = false
+        var last: HLCTimestamp?
+        try txn.withCursor(on: dbs.oplog) { cursor in
+            var more = try from.map { (f) throws(LMDBError) in try cursor.seek(atLeast: f.successor.bytes) } ?? cursor.first()
+            while more && read < budget {
+                guard cursor.currentKey.count == 16 else { throw StoreError(.corruptRecord, "op-log key during GC") }
+                let key = HLCTimestamp(loadingFrom: cursor.currentKey.baseAddress!)
+                read += 1
+                last = key
+                if key != head, try isSuperseded(cursor.currentValue, recordKey: &recordKey, txn) {
+                    try txn.deleteEntry(at: &cursor)
+                    report.supersededRemoved += 1
+                    // The cursor now rests on the following entry (see `collectGarbage`).
+                    more = try cursor.next()
+                } else {
+                    more = try cursor.next()
+                }
+            }
+            reachedEnd = !more
+        }
+        if reachedEnd {
+            _ = try txn.delete(Layout.Meta.compactedThrough, in: dbs.meta)
+        } else if let last {
+            try txn.put(last.bytes, forKey: Layout.Meta.compactedThrough, in: dbs.meta)
+        }
+    }
+
+    /// True when the entry `v` is an LWW write whose record no longer holds it (a later
+    /// write's stamp, or no record). An entry or record that does not parse is kept
+    /// (`check` reports it).
+    func isSuperseded(_ v: UnsafeRawBufferPointer, recordKey: inout [UInt8], _ txn: borrowing WriteTransaction) throws -> Bool {
+        guard let entry = try? LogEntry(v), entry.flags.kind == .lww else { return false }
+        Layout.setRecordKey(&recordKey, mapID: entry.mapID, partition: Partitioner.partition(of: entry.key), key: entry.key)
+        let current: RecordHeader?? = try recordKey.withUnsafeBytes { k in try txn.withValue(forKey: k, in: dbs.records) { RecordHeader($0) } }
+        switch current {
+        case nil: return true
+        case .some(nil): return false
+        case .some(let header?): return header.flags.kind == .lww && header.timestamp != entry.origin
         }
     }
 
