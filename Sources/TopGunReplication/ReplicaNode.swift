@@ -509,11 +509,15 @@ public final class ReplicaNode: Sendable {
                     }
                 }
             }
-            if let retention = configuration.retention {
-                tasks.addTask {
-                    while !Task.isCancelled {
-                        try await Task.sleep(for: self.configuration.gcInterval)
+            // Garbage collection with a retention; without one (apps), only the log's
+            // superseded LWW entries go.
+            tasks.addTask {
+                while !Task.isCancelled {
+                    try await Task.sleep(for: self.configuration.gcInterval)
+                    if let retention = self.configuration.retention {
                         try self.collectGarbage(retention: retention)
+                    } else {
+                        try self.compactLog()
                     }
                 }
             }
@@ -563,11 +567,18 @@ public final class ReplicaNode: Sendable {
         for signal in streams.withLock({ Array($0.signals.values) }) { signal.notify() }
     }
 
+    /// Removes the log's superseded LWW entries (`Store.compactLog`).
+    func compactLog() throws {
+        let removed = try store.compactLog()
+        if removed > 0 { logger.debug("superseded log entries removed", metadata: ["log_entries": "\(removed)"]) }
+    }
+
     /// One garbage-collection pass (in bounded steps until done).
     func collectGarbage(retention: Duration) throws {
         let unmet = contacted.withLock { met in configuration.peers.filter { !met.contains($0) } }
         guard unmet.isEmpty else {
             logger.info("garbage collection waits for first contact with configured peers", metadata: ["peers": "\(unmet)"])
+            try compactLog()
             return
         }
         let age = milliseconds(retention) ?? 0

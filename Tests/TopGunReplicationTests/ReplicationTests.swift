@@ -139,6 +139,25 @@ struct ReplicationTests {
         }
     }
 
+    /// A node without a retention (an app) still removes the log entries that later
+    /// writes of their records superseded, and what it ships is unchanged.
+    @Test func aNodeWithoutRetentionCompactsSupersededEntries() async throws {
+        try await withTemporaryDirectory { root in
+            let server = try openStore(root + "/server", node: 1)
+            let app = try openStore(root + "/app", node: 2)
+            for i in 0..<50 { _ = try app.apply([Mutation.set(map: "m", key: "k\(i % 5)", value: .int(Int64(i)), ttlMillis: nil)]) }
+            #expect(try app.opLogCount() == 50)
+            let serverNode = try await RunningNode(server)
+            let appNode = try await RunningNode(app, listen: false, peers: [serverNode.port])
+            let compacted = try await eventually { try app.opLogCount() == 5 }
+            #expect(compacted)
+            let synced = try await eventually { try records(app, "m") == records(server, "m") }
+            #expect(synced)
+            await appNode.stop()
+            await serverNode.stop()
+        }
+    }
+
     @Test func truncatedLogIsRepairedByAntiEntropy() async throws {
         try await withTemporaryDirectory { root in
             let clock = ManualWallClock(1_700_000_000_000)
@@ -282,18 +301,19 @@ struct ReplicationTests {
     }
 
     /// A subscriber far behind (more log entries than twice the records) catches up by
-    /// a repair: each record once, in its current state, instead of every op.
+    /// a repair: each record once, in its current state, instead of every op. (Counter
+    /// deltas: an LWW log holds only each record's latest write once compacted.)
     @Test func aSubscriberFarBehindCatchesUpByRepair() async throws {
         try await withTemporaryDirectory { root in
             let a = try openStore(root + "/a", node: 1)
-            for round in 0..<20 {
-                _ = try a.apply((0..<10).map { Mutation.set(map: "m", key: "k\($0)", value: .int(Int64(round)), ttlMillis: nil) })
+            for _ in 0..<20 {
+                _ = try a.apply((0..<10).map { Mutation.increment(map: "c", key: "k\($0)", by: 1) })
             }
             let server = try await RunningNode(a, catchUpByRepairAfter: 50)
             let b = try openStore(root + "/b", node: 2)
             let puller = try await RunningNode(b, listen: false, peers: [server.port])
             #expect(try await eventually { try b.peerCursor(NodeID(1)) == a.lastSequence() })
-            #expect(try records(b, "m") == records(a, "m"))
+            #expect(try records(b, "c") == records(a, "c"))
             #expect(server.node.statistics.repairsSent == 10, "ten records, not 200 ops")
             // Once caught up, new writes stream as usual.
             _ = try a.apply([Mutation.set(map: "m", key: "new", value: 1, ttlMillis: nil)])

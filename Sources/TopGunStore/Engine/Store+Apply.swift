@@ -354,26 +354,34 @@ struct Batch {
         let resolver = resolvers.isEmpty ? nil : resolvers[op.map]
         let mapIndexes = indexes.isEmpty ? [] : indexes[op.map] ?? []
         let needOld = wantChanges || resolver != nil
-        typealias Existing = (wins: Bool, timestamp: HLCTimestamp, digest: UInt64, old: StoredState?, oldFields: [Value?])
-        let existing: Existing? = try keyBuffer.withUnsafeBytes { key in
-            try txn.withValue(forKey: key, in: dbs.records) { (raw) throws -> Existing? in
-                guard let header = RecordHeader(raw) else { return nil }
-                let wins = LWWOrder.wins(
+        // The stored record, read in place into locals (the closure returns nothing, so
+        // the lookup passes no large generic result through LMDB's module).
+        var exists = false
+        var wins = true
+        var oldStamp = HLCTimestamp.zero
+        var oldDigest: UInt64 = 0
+        var oldState: StoredState?
+        var oldFields: [Value?] = []
+        try keyBuffer.withUnsafeBytes { key in
+            _ = try txn.withValue(forKey: key, in: dbs.records) { (raw) throws -> Void in
+                guard let header = RecordHeader(raw) else { return }
+                exists = true
+                oldStamp = header.timestamp
+                oldDigest = header.digest
+                wins = LWWOrder.wins(
                     timestamp: incoming, digest: { digest = encoded.map { Digest64.hash($0) } ?? 0; digested = true; return digest }(), ttl: ttl,
                     over: header.timestamp, digest: header.digest, ttl: header.ttl)
-                var old: StoredState?
-                if wins && needOld { old = try? StoredState(decoding: raw, kind: .lww) }
-                var oldFields: [Value?] = []
-                if wins && !mapIndexes.isEmpty && !header.flags.contains(.tombstone) {
+                guard wins else { return }
+                if needOld { oldState = try? StoredState(decoding: raw, kind: .lww) }
+                if !mapIndexes.isEmpty && !header.flags.contains(.tombstone) {
                     // The header is parsed already: the fields come from its payload.
                     let payload = UnsafeRawBufferPointer(rebasing: raw[header.payloadOffset...])
                     oldFields = try mapIndexes.map { try $0.field(ofValue: payload) }
                 }
-                return (wins, header.timestamp, header.digest, old, oldFields)
             }
-        } ?? nil
-        if let existing, !existing.wins { return .unchanged }
-        if existing == nil && incoming < horizon && !overridesHorizon {
+        }
+        if !wins { return .unchanged }
+        if !exists && incoming < horizon && !overridesHorizon {
             // A tombstone for a key that is not here resurrects nothing: drop it. A value
             // may be a write a collected tombstone superseded: refuse it, loudly.
             return encoded == nil ? .unchanged : .rejected(.beyondHorizon(horizon))
@@ -384,7 +392,7 @@ struct Batch {
         var finalDigest = digest
         if let resolver {
             var current: LWWRecord?
-            if case .lww(let r)? = existing?.old { current = r }
+            if case .lww(let r)? = oldState { current = r }
             let value = try encoded.map { bytes in try Value(messagePack: bytes) }
             switch resolver.resolve(current: current, incoming: LWWRecord(value: value, timestamp: incoming, ttlMillis: ttl)) {
             case .accept: break
@@ -411,7 +419,7 @@ struct Batch {
         let keyHash = keyBuffer.withUnsafeBytes { Layout.keyHash(ofRecordKey: $0) }
         merkle.replace(
             mapID: info.id, partition: partition, keyHash: keyHash, kind: .lww,
-            old: existing.map { ($0.timestamp, $0.digest) }, new: (incoming, finalDigest))
+            old: exists ? (oldStamp, oldDigest) : nil, new: (incoming, finalDigest))
 
         // Op log: a value stays in its record only (the entry names the record).
         let sequence = local ? incoming : stamp()
@@ -426,7 +434,6 @@ struct Batch {
             let newFields: [Value?] = try finalEncoded.map { bytes in
                 try bytes.withUnsafeBytes { b in try mapIndexes.map { try $0.field(ofValue: b) } }
             } ?? mapIndexes.map { _ in nil }
-            let oldFields = existing?.oldFields ?? []
             try maintainIndexes(
                 mapIndexes, key: op.key, partition: partition,
                 old: oldFields.isEmpty ? mapIndexes.map { _ in nil } : oldFields, new: newFields, txn)
@@ -435,7 +442,7 @@ struct Batch {
             let value = try finalEncoded.map { try Value(messagePack: $0) }
             changes.append(
                 Change(
-                    map: op.map, key: op.key, sequence: sequence, old: existing?.old,
+                    map: op.map, key: op.key, sequence: sequence, old: oldState,
                     new: .lww(LWWRecord(value: value, timestamp: incoming, ttlMillis: ttl))))
         }
         return .applied(sequence)

@@ -142,6 +142,22 @@ extension Store {
         }
     }
 
+    /// Removes LWW log entries that a later write of their record superseded: the
+    /// second pass of `collectGarbage` alone. Safe at any time on any node, apps
+    /// included — no reader ships such entries — so it needs no retention and waits for
+    /// no acknowledgement. Reads at most `maxSteps` entries, from where the last pass
+    /// stopped.
+    ///
+    /// - Returns: how many entries it removed.
+    @discardableResult
+    public func compactLog(maxSteps: Int = 10_000) throws -> Int {
+        try write { txn in
+            var report = GarbageCollectionReport()
+            try compactSuperseded(after: nil, budget: maxSteps, &report, txn)
+            return report.supersededRemoved
+        }
+    }
+
     /// Removes superseded LWW entries (see `collectGarbage`), reading at most `budget`
     /// entries from where the last pass stopped (`Layout.Meta.compactedThrough`), and
     /// not before `start`.
