@@ -467,29 +467,33 @@ struct Batch {
         let payload = op.payload
         let deltaBytes = deltaBuffer
         let wantChanges = self.wantChanges
-        func inspect(_ raw: UnsafeRawBufferPointer) throws -> (header: RecordHeader, changed: Bool, old: StoredState?) {
+        // The stored record, merged in place into locals (nothing large passes back
+        // through LMDB's generic lookup).
+        var storedHeader: RecordHeader?
+        var changed = false
+        var oldState: StoredState?
+        func inspect(_ raw: UnsafeRawBufferPointer) throws {
             guard let header = RecordHeader(raw), header.flags.kind == kind else {
                 throw StoreError(.corruptRecord, "record of \(op.map)/\(op.key) is not a \(kind) record")
             }
+            storedHeader = header
             let stored = UnsafeRawBufferPointer(rebasing: raw[header.payloadOffset...])
-            let changed = try Self.merge(payload, stored: stored, deltaBytes: deltaBytes, scratch: &scratch, into: &merged)
-            let old = changed && wantChanges ? try StoredState(decoding: raw, kind: kind) : nil
-            return (header, changed, old)
+            changed = try Self.merge(payload, stored: stored, deltaBytes: deltaBytes, scratch: &scratch, into: &merged)
+            if changed && wantChanges { oldState = try StoredState(decoding: raw, kind: kind) }
         }
         let deferred = deferredRecords.isEmpty ? nil : deferredRecords[keyBuffer]
-        let found: (header: RecordHeader, changed: Bool, old: StoredState?)?
         if let deferred {
-            found = try deferred.withUnsafeBytes { try inspect($0) }
+            try deferred.withUnsafeBytes { try inspect($0) }
         } else {
-            found = try keyBuffer.withUnsafeBytes { key in try txn.withValue(forKey: key, in: dbs.records) { raw in try inspect(raw) } } ?? nil
+            try keyBuffer.withUnsafeBytes { key in _ = try txn.withValue(forKey: key, in: dbs.records) { raw in try inspect(raw) } }
         }
-        if found == nil {
+        if storedHeader == nil {
             _ = try Self.merge(payload, stored: nil, deltaBytes: deltaBytes, scratch: &scratch, into: &merged)
-        } else if found?.changed == false {
+        } else if !changed {
             return .unchanged
         }
 
-        if case .orSet(let d) = payload, found != nil, !d.entries.isEmpty,
+        if case .orSet(let d) = payload, storedHeader != nil, !d.entries.isEmpty,
             merged.withUnsafeBytes({ m in d.entries.keys.contains { StatePayload.hasTombstone(m, $0) } })
         {
             // The log (and so every subscriber) must never carry an add this replica has
@@ -498,7 +502,7 @@ struct Batch {
             deltaBuffer.removeAll(keepingCapacity: true)
             StatePayload.encode(ORSet(entries: live, tombstones: d.tombstones), into: &deltaBuffer)
         }
-        let timestamp = max(found?.header.timestamp ?? .zero, op.timestamp)
+        let timestamp = max(storedHeader?.timestamp ?? .zero, op.timestamp)
         let digest = merged.withUnsafeBytes { StatePayload.digest(of: $0, kind: kind) }
         let flags = Layout.Flags(kind: kind, tombstone: false, hasTTL: false)
         let count = merged.count
@@ -521,7 +525,7 @@ struct Batch {
         let keyHash = keyBuffer.withUnsafeBytes { Layout.keyHash(ofRecordKey: $0) }
         merkle.replace(
             mapID: info.id, partition: partition, keyHash: keyHash, kind: info.kind,
-            old: found.map { ($0.header.timestamp, $0.header.digest) }, new: (timestamp, digest))
+            old: storedHeader.map { ($0.timestamp, $0.digest) }, new: (timestamp, digest))
 
         let sequence = local ? op.timestamp : stamp()
         try appendLog(sequence: sequence, origin: op.timestamp, mapID: info.id, flags: flags, ttl: nil, key: op.key, payload: deltaBuffer, txn)
@@ -529,7 +533,7 @@ struct Batch {
             let new: StoredState = try merged.withUnsafeBytes { bytes in
                 kind == .orMap ? .orMap(try StatePayload.decodeORSet(bytes)) : .counter(try StatePayload.decodeCounter(bytes))
             }
-            changes.append(Change(map: op.map, key: op.key, sequence: sequence, old: found?.old, new: new))
+            changes.append(Change(map: op.map, key: op.key, sequence: sequence, old: oldState, new: new))
         }
         return .applied(sequence)
     }
