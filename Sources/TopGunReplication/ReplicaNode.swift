@@ -511,13 +511,19 @@ public final class ReplicaNode: Sendable {
             }
             // Garbage collection with a retention; without one (apps), only the log's
             // superseded LWW entries go.
+            // A failed pass is logged and tried again next time: it must not end the
+            // node (an app's session would stop for good).
             tasks.addTask {
                 while !Task.isCancelled {
                     try await Task.sleep(for: self.configuration.gcInterval)
-                    if let retention = self.configuration.retention {
-                        try self.collectGarbage(retention: retention)
-                    } else {
-                        try self.compactLog()
+                    do {
+                        if let retention = self.configuration.retention {
+                            try self.collectGarbage(retention: retention)
+                        } else {
+                            try self.compactLog()
+                        }
+                    } catch {
+                        self.logger.error("garbage collection failed; trying again later", metadata: ["error": "\(error)"])
                     }
                 }
             }
@@ -587,14 +593,17 @@ public final class ReplicaNode: Sendable {
         let store = self.store
         let confirmed = try acknowledgements.withLock { try $0.confirmed { try store.peerCursor($0) } }
         var report = try store.collectGarbage(olderThan: cutoff, acknowledgements: confirmed)
-        var removed = (report.tombstonesRemoved, report.logEntriesRemoved)
+        var removed = (report.tombstonesRemoved, report.logEntriesRemoved, report.supersededRemoved)
         while report.hasMore {
             report = try store.collectGarbage(olderThan: cutoff)
             removed.0 += report.tombstonesRemoved
             removed.1 += report.logEntriesRemoved
+            removed.2 += report.supersededRemoved
         }
-        if removed != (0, 0) {
-            logger.info("garbage collected", metadata: ["tombstones": "\(removed.0)", "log_entries": "\(removed.1)"])
+        if removed != (0, 0, 0) {
+            logger.info(
+                "garbage collected",
+                metadata: ["tombstones": "\(removed.0)", "log_entries": "\(removed.1)", "superseded_entries": "\(removed.2)"])
         }
         if let waiting = report.waitingFor {
             logger.debug("garbage collection waits for a peer's acknowledgement", metadata: ["peer": "\(waiting)"])

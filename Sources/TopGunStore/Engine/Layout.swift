@@ -34,6 +34,7 @@ enum Layout {
         static let nextMapID = Array("maps.next-id".utf8)
         static let truncated = Array("oplog.truncated-through".utf8)
         static let compactedThrough = Array("oplog.compacted-through".utf8)
+        static let compactedHead = Array("oplog.compacted-head".utf8)
         static let gcLastRun = Array("gc.last-run".utf8)
         static let indexNextID = Array("index.next-id".utf8)
     }

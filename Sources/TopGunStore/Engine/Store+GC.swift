@@ -166,6 +166,10 @@ extension Store {
     ) throws {
         guard budget > 0, let head = try lastSequence(in: txn.reads) else { return }
         let resume = try txn.value(forKey: Layout.Meta.compactedThrough, in: dbs.meta).flatMap { HLCTimestamp(bytes: $0) }
+        // Nothing is superseded without a later entry: a pass that would start over on a
+        // log whose head has not moved since the last full pass has nothing to find.
+        let lastFullPass = try txn.value(forKey: Layout.Meta.compactedHead, in: dbs.meta).flatMap { HLCTimestamp(bytes: $0) }
+        if resume == nil && lastFullPass == head { return }
         let from = [start, resume].compactMap { $0 }.max()
         var recordKey: [UInt8] = []
         var read = 0
@@ -191,20 +195,21 @@ extension Store {
         }
         if reachedEnd {
             _ = try txn.delete(Layout.Meta.compactedThrough, in: dbs.meta)
+            try txn.put(head.bytes, forKey: Layout.Meta.compactedHead, in: dbs.meta)
         } else if let last {
             try txn.put(last.bytes, forKey: Layout.Meta.compactedThrough, in: dbs.meta)
         }
     }
 
     /// True when the entry `v` is an LWW write whose record no longer holds it (a later
-    /// write's stamp, or no record). An entry or record that does not parse is kept
-    /// (`check` reports it).
+    /// write's stamp, or no record in a map this store knows). An entry or record that
+    /// does not parse, or an entry of an unknown map, is kept (`check` reports it).
     func isSuperseded(_ v: UnsafeRawBufferPointer, recordKey: inout [UInt8], _ txn: borrowing WriteTransaction) throws -> Bool {
         guard let entry = try? LogEntry(v), entry.flags.kind == .lww else { return false }
         Layout.setRecordKey(&recordKey, mapID: entry.mapID, partition: Partitioner.partition(of: entry.key), key: entry.key)
         let current: RecordHeader?? = try recordKey.withUnsafeBytes { k in try txn.withValue(forKey: k, in: dbs.records) { RecordHeader($0) } }
         switch current {
-        case nil: return true
+        case nil: return mapName(entry.mapID) != nil
         case .some(nil): return false
         case .some(let header?): return header.flags.kind == .lww && header.timestamp != entry.origin
         }

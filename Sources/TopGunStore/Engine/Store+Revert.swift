@@ -3,9 +3,12 @@ import TopGunCore
 
 extension Store {
     /// Returns a record to a server's state after the server refused `refused`, a
-    /// write this replica pushed (a policy denied it). Not an operation: nothing is
-    /// logged, so nothing is pushed again; the record, its Merkle digest, its index
-    /// entries and live queries follow.
+    /// write this replica pushed (a policy denied it). Not a new write: the record,
+    /// its Merkle digest, its index entries and live queries follow, and an LWW record
+    /// put back to the server's write gets a log entry naming it under that write's
+    /// stamp (the entry of the refused write no longer stands, and log readers and GC
+    /// need one that does). A user's app pushes only its own writes, so the server's
+    /// write is not pushed back; an own earlier write is one the server holds.
     ///
     /// Only the refused write's own effect, and only what this node wrote itself, is
     /// undone, so a newer state that arrived meanwhile stays: an LWW record goes back to `serverState` only while it still
@@ -60,6 +63,15 @@ extension Store {
             }
             guard target != local else { return [.unchanged] }
             try batch.replace(refused.map, info: info, key: refused.key, old: local, with: target, txn)
+            if case .lww(let record)? = target {
+                let flags =
+                    record.value == nil
+                    ? Layout.Flags(kind: .lww, tombstone: true, hasTTL: record.ttlMillis != nil)
+                    : Layout.Flags(rawValue: CRDTKind.lww.rawValue | Layout.Flags.valueInRecord.rawValue)
+                try batch.appendLog(
+                    sequence: batch.stamp(), origin: record.timestamp, mapID: info.id, flags: flags,
+                    ttl: record.value == nil ? record.ttlMillis : nil, key: refused.key, payload: nil, txn)
+            }
             return [.applied(batch.clock.last)]
         }
         return outcomes.first?.isApplied ?? false
