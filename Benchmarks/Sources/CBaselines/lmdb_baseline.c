@@ -23,8 +23,9 @@ static int open_env(tg_run *run, MDB_env **env) {
 typedef int (*step_fn)(MDB_txn *txn, MDB_dbi dbi, size_t i, void *ctx, int *applied, MDB_val *logged);
 
 /// The loop shared by every LMDB baseline: `run->batch` ops per transaction, each op
-/// merged by `step`, applied ops appended to an op log (MDB_APPEND) when `oplog`.
-static long run_loop(tg_run *run, size_t count, int oplog, step_fn step, void *ctx) {
+/// merged by `step`, applied ops appended to an op log (MDB_APPEND) when `oplog`. With
+/// `log_dbi`, the op log is opened for a step that keeps it itself.
+static long run_loop(tg_run *run, size_t count, int oplog, step_fn step, void *ctx, MDB_dbi *log_dbi) {
     MDB_env *env = NULL;
     MDB_txn *txn = NULL;
     MDB_dbi dbi, log = 0;
@@ -36,7 +37,8 @@ static long run_loop(tg_run *run, size_t count, int oplog, step_fn step, void *c
         size_t end = start + run->batch < count ? start + run->batch : count;
         CHECK(mdb_txn_begin(env, NULL, 0, &txn), "begin");
         CHECK(mdb_dbi_open(txn, "records", MDB_CREATE, &dbi), "dbi");
-        if (oplog) CHECK(mdb_dbi_open(txn, "oplog", MDB_CREATE, &log), "dbi");
+        if (oplog || log_dbi) CHECK(mdb_dbi_open(txn, "oplog", MDB_CREATE, &log), "dbi");
+        if (log_dbi) *log_dbi = log;
         for (size_t i = start; i < end; i++) {
             int changed = 0;
             MDB_val logged = {0, NULL};
@@ -86,62 +88,53 @@ static int lww_step(MDB_txn *txn, MDB_dbi dbi, size_t i, void *c, int *applied, 
 
 long tg_lmdb_lww(tg_run *run, const tg_lww_op *ops, size_t count, const uint8_t *value, size_t len, int oplog) {
     lww_ctx ctx = {ops, value, len, malloc(16 + len)};
-    long applied = run_loop(run, count, oplog, lww_step, &ctx);
+    long applied = run_loop(run, count, oplog, lww_step, &ctx, NULL);
     free(ctx.record);
     return applied;
 }
 
+typedef struct {
+    const tg_lww_op *ops;
+    const uint8_t *value;
+    size_t len;
+    uint8_t *record;
+    MDB_dbi log;
+    uint64_t seq;
+} byseq_ctx;
+
 /// LWW with the op log as a by-sequence change index (CouchDB's by_seq): a record holds
 /// `hlc | seq | value`, the log maps seq → record key, and a write deletes the record's
 /// previous log entry in the same transaction, so the log holds one entry per record.
-long tg_lmdb_lww_byseq(tg_run *run, const tg_lww_op *ops, size_t count, const uint8_t *value, size_t len) {
-    MDB_env *env = NULL;
-    MDB_txn *txn = NULL;
-    MDB_dbi dbi, log;
-    long applied = 0;
-    uint64_t seq = 0;
-    uint8_t *record = malloc(24 + len);
-    if (open_env(run, &env)) goto fail;
-    for (size_t start = 0, b = 0; start < count; start += run->batch, b++) {
-        double t0 = tg_now();
-        size_t end = start + run->batch < count ? start + run->batch : count;
-        CHECK(mdb_txn_begin(env, NULL, 0, &txn), "begin");
-        CHECK(mdb_dbi_open(txn, "records", MDB_CREATE, &dbi), "dbi");
-        CHECK(mdb_dbi_open(txn, "oplog", MDB_CREATE, &log), "dbi");
-        for (size_t i = start; i < end; i++) {
-            char kb[32];
-            MDB_val k = {key_text(ops[i].key, kb), kb}, v;
-            int rc = mdb_get(txn, dbi, &k, &v);
-            if (rc == 0 && v.mv_size >= 24 && memcmp(ops[i].hlc, v.mv_data, 16) <= 0) continue;
-            if (rc != 0 && rc != MDB_NOTFOUND) FAIL("get", rc);
-            if (rc == 0) {
-                uint64_t old;
-                memcpy(&old, (char *)v.mv_data + 16, 8);
-                MDB_val ok = {8, &old};
-                CHECK(mdb_del(txn, log, &ok, NULL), "delete");
-            }
-            uint64_t be = __builtin_bswap64(++seq);
-            memcpy(record, ops[i].hlc, 16);
-            memcpy(record + 16, &be, 8);
-            memcpy(record + 24, value, len);
-            MDB_val nv = {24 + len, record};
-            CHECK(mdb_put(txn, dbi, &k, &nv, 0), "put");
-            MDB_val lk = {8, &be};
-            CHECK(mdb_put(txn, log, &lk, &k, MDB_APPEND), "append");
-            applied++;
-        }
-        CHECK(mdb_txn_commit(txn), "commit");
-        txn = NULL;
-        if (run->batch_seconds) run->batch_seconds[b] = tg_now() - t0;
+static int byseq_step(MDB_txn *txn, MDB_dbi dbi, size_t i, void *c, int *applied, MDB_val *logged) {
+    byseq_ctx *ctx = c;
+    (void)logged;
+    char kb[32];
+    MDB_val k = {key_text(ctx->ops[i].key, kb), kb}, v;
+    int rc = mdb_get(txn, dbi, &k, &v);
+    if (rc == 0 && v.mv_size >= 24 && memcmp(ctx->ops[i].hlc, v.mv_data, 16) <= 0) return 0;
+    if (rc != 0 && rc != MDB_NOTFOUND) return rc;
+    if (rc == 0) {
+        uint64_t old;
+        memcpy(&old, (char *)v.mv_data + 16, 8);
+        MDB_val ok = {8, &old};
+        if ((rc = mdb_del(txn, ctx->log, &ok, NULL))) return rc;
     }
-    mdb_env_close(env);
-    free(record);
+    uint64_t be = __builtin_bswap64(++ctx->seq);
+    memcpy(ctx->record, ctx->ops[i].hlc, 16);
+    memcpy(ctx->record + 16, &be, 8);
+    memcpy(ctx->record + 24, ctx->value, ctx->len);
+    MDB_val nv = {24 + ctx->len, ctx->record};
+    if ((rc = mdb_put(txn, dbi, &k, &nv, 0))) return rc;
+    MDB_val lk = {8, &be};
+    *applied = 1;
+    return mdb_put(txn, ctx->log, &lk, &k, MDB_APPEND);
+}
+
+long tg_lmdb_lww_byseq(tg_run *run, const tg_lww_op *ops, size_t count, const uint8_t *value, size_t len) {
+    byseq_ctx ctx = {ops, value, len, malloc(24 + len), 0, 0};
+    long applied = run_loop(run, count, 0, byseq_step, &ctx, &ctx.log);
+    free(ctx.record);
     return applied;
-fail:
-    if (txn) mdb_txn_abort(txn);
-    if (env) mdb_env_close(env);
-    free(record);
-    return -1;
 }
 
 /// Counters: a value is 8 nodes × (p, n); merge takes the per-node maximum.
@@ -165,7 +158,7 @@ static int counter_step(MDB_txn *txn, MDB_dbi dbi, size_t i, void *c, int *appli
 }
 
 long tg_lmdb_counter(tg_run *run, const tg_counter_op *ops, size_t count, int oplog) {
-    return run_loop(run, count, oplog, counter_step, (void *)ops);
+    return run_loop(run, count, oplog, counter_step, (void *)ops, NULL);
 }
 
 /// OR-set as key "key-N" + 16-byte tag -> 'A' + value, or 'R' once removed.
@@ -196,7 +189,7 @@ static int orset_step(MDB_txn *txn, MDB_dbi dbi, size_t i, void *c, int *applied
 }
 
 long tg_lmdb_orset(tg_run *run, const tg_orset_op *ops, size_t count, int oplog) {
-    return run_loop(run, count, oplog, orset_step, (void *)ops);
+    return run_loop(run, count, oplog, orset_step, (void *)ops, NULL);
 }
 
 static uint32_t parse_key(const char *p, size_t n) {
