@@ -44,6 +44,17 @@ struct LogEntry {
         }
     }
 
+    /// Sets `out` to the key of the record the entry names.
+    func recordKey(into out: inout [UInt8]) {
+        Layout.setRecordKey(&out, mapID: mapID, partition: Partitioner.partition(of: key), key: key)
+    }
+
+    /// True while the LWW record `header` still holds the write this entry logged; once
+    /// a later write superseded it, readers step over the entry and GC removes it.
+    func isHeld(by header: RecordHeader) -> Bool {
+        header.flags.kind == .lww && header.timestamp == origin
+    }
+
     /// The operation the entry carries itself (not for `valueInRecord` entries).
     func operation(map: String) throws(StoreError) -> ReplicatedOperation {
         do {

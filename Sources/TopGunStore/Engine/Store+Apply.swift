@@ -242,29 +242,38 @@ struct Batch {
     /// The kind of an existing map (nil when there is none yet).
     func kindOf(_ map: String) -> CRDTKind? { (newMaps[map] ?? store.mapInfo(map))?.kind }
 
+    /// Calls `body` with the stored bytes of the record of `key` in a map of `kind` (nil
+    /// when there is none): the copy this batch holds back (`deferredRecords`), else the
+    /// one in the transaction.
+    func withRecord<R>(
+        map: String, key: String, kind: CRDTKind, _ txn: borrowing WriteTransaction, _ body: (UnsafeRawBufferPointer) throws -> R
+    ) throws -> R? {
+        guard let info = newMaps[map] ?? store.mapInfo(map), info.kind == kind else { return nil }
+        let recordKey = Layout.recordKey(mapID: info.id, key: key)
+        if !deferredRecords.isEmpty, let record = deferredRecords[recordKey] { return try record.withUnsafeBytes { try body($0) } }
+        return try recordKey.withUnsafeBytes { k in try txn.withValue(forKey: k, in: dbs.records) { try body($0) } }
+    }
+
     /// Calls `body` with the payload of the record of `key` (nil when there is none),
     /// after checking it against its header digest, without decoding it.
     func withPayload<R>(
         map: String, key: String, kind: CRDTKind, _ txn: borrowing WriteTransaction, _ body: (UnsafeRawBufferPointer) throws -> R
     ) throws -> R? {
-        guard let info = newMaps[map] ?? store.mapInfo(map), info.kind == kind else { return nil }
-        func checked(_ raw: UnsafeRawBufferPointer) throws -> R {
+        try withRecord(map: map, key: key, kind: kind, txn) { raw in
             guard let header = RecordHeader(raw), header.flags.kind == kind, header.payloadDigest(of: raw) == header.digest else {
                 throw StoreError(.corruptRecord, "\(map)/\(key): record header or digest does not match its bytes")
             }
             return try body(UnsafeRawBufferPointer(rebasing: raw[header.payloadOffset...]))
         }
-        let recordKey = Layout.recordKey(mapID: info.id, key: key)
-        if !deferredRecords.isEmpty, let record = deferredRecords[recordKey] { return try record.withUnsafeBytes { try checked($0) } }
-        return try recordKey.withUnsafeBytes { k in try txn.withValue(forKey: k, in: dbs.records) { try checked($0) } }
     }
 
+    /// The decoded state of the record of `key` (nil when there is none).
     func readState(map: String, key: String, kind: CRDTKind, _ txn: borrowing WriteTransaction) throws -> StoredState? {
-        guard let info = newMaps[map] ?? store.mapInfo(map), info.kind == kind else { return nil }
-        if !deferredRecords.isEmpty {
-            if let record = deferredRecords[Layout.recordKey(mapID: info.id, key: key)] { return try record.withUnsafeBytes { try StoredState(decoding: $0, kind: kind) } }
+        do {
+            return try withRecord(map: map, key: key, kind: kind, txn) { try StoredState(decoding: $0, kind: kind) }
+        } catch let error as StoreError {
+            throw error.naming(map: map, key: key)
         }
-        return try store.readState(mapID: info.id, kind: kind, key: key, txn.reads)
     }
 
     // MARK: The merge path
@@ -421,14 +430,8 @@ struct Batch {
             mapID: info.id, partition: partition, keyHash: keyHash, kind: .lww,
             old: exists ? (oldStamp, oldDigest) : nil, new: (incoming, finalDigest))
 
-        // Op log: a value stays in its record only (the entry names the record).
         let sequence = local ? incoming : stamp()
-        if finalEncoded == nil {
-            try appendLog(sequence: sequence, origin: incoming, mapID: info.id, flags: flags, ttl: ttl, key: op.key, payload: nil, txn)
-        } else {
-            let logFlags = Layout.Flags(rawValue: CRDTKind.lww.rawValue | Layout.Flags.valueInRecord.rawValue)
-            try appendLog(sequence: sequence, origin: incoming, mapID: info.id, flags: logFlags, ttl: nil, key: op.key, payload: nil, txn)
-        }
+        try appendLWWLog(sequence: sequence, origin: incoming, mapID: info.id, key: op.key, tombstone: finalEncoded == nil, ttl: ttl, txn)
 
         if !mapIndexes.isEmpty {
             let newFields: [Value?] = try finalEncoded.map { bytes in
@@ -549,6 +552,21 @@ struct Batch {
             return try deltaBytes.withUnsafeBytes { try StatePayload.mergeCounter(stored: stored, delta: $0, into: &out) }
         case .lww:
             preconditionFailure("LWW ops take applyLWW")
+        }
+    }
+
+    /// Logs an LWW record's write: a value stays in its record only (the entry names the
+    /// record, `Layout.Flags.valueInRecord`); a tombstone entry carries its flags and TTL.
+    mutating func appendLWWLog(
+        sequence: HLCTimestamp, origin: HLCTimestamp, mapID: UInt32, key: String, tombstone: Bool, ttl: UInt64?,
+        _ txn: borrowing WriteTransaction
+    ) throws {
+        if tombstone {
+            let flags = Layout.Flags(kind: .lww, tombstone: true, hasTTL: ttl != nil)
+            try appendLog(sequence: sequence, origin: origin, mapID: mapID, flags: flags, ttl: ttl, key: key, payload: nil, txn)
+        } else {
+            let flags = Layout.Flags(rawValue: CRDTKind.lww.rawValue | Layout.Flags.valueInRecord.rawValue)
+            try appendLog(sequence: sequence, origin: origin, mapID: mapID, flags: flags, ttl: nil, key: key, payload: nil, txn)
         }
     }
 

@@ -206,12 +206,12 @@ extension Store {
     /// does not parse, or an entry of an unknown map, is kept (`check` reports it).
     func isSuperseded(_ v: UnsafeRawBufferPointer, recordKey: inout [UInt8], _ txn: borrowing WriteTransaction) throws -> Bool {
         guard let entry = try? LogEntry(v), entry.flags.kind == .lww else { return false }
-        Layout.setRecordKey(&recordKey, mapID: entry.mapID, partition: Partitioner.partition(of: entry.key), key: entry.key)
+        entry.recordKey(into: &recordKey)
         let current: RecordHeader?? = try recordKey.withUnsafeBytes { k in try txn.withValue(forKey: k, in: dbs.records) { RecordHeader($0) } }
         switch current {
         case nil: return mapName(entry.mapID) != nil
         case .some(nil): return false
-        case .some(let header?): return header.flags.kind == .lww && header.timestamp != entry.origin
+        case .some(let header?): return header.flags.kind == .lww && !entry.isHeld(by: header)
         }
     }
 

@@ -178,11 +178,10 @@ extension Store {
         guard let map = names[entry.mapID] else { throw StoreError(.corruptRecord, "op-log entry: unknown map id \(entry.mapID)") }
         let key = entry.key
         guard entry.flags.kind == .lww else { return try entry.operation(map: map) }
-        // An LWW entry stands while its record still holds the write it logged.
-        Layout.setRecordKey(&recordKey, mapID: entry.mapID, partition: Partitioner.partition(of: key), key: key)
+        entry.recordKey(into: &recordKey)
         let current: ReplicatedOperation?? = try recordKey.withUnsafeBytes { k in
             try txn.withValue(forKey: k, in: dbs.records) { raw -> ReplicatedOperation? in
-                guard let header = RecordHeader(raw), header.flags.kind == .lww, header.timestamp == entry.origin else { return nil }
+                guard let header = RecordHeader(raw), entry.isHeld(by: header) else { return nil }
                 guard entry.flags.contains(.valueInRecord) else { return try entry.operation(map: map) }
                 guard !header.flags.contains(.tombstone) else { return nil }
                 guard header.payloadDigest(of: raw) == header.digest else { return nil }

@@ -64,13 +64,9 @@ extension Store {
             guard target != local else { return [.unchanged] }
             try batch.replace(refused.map, info: info, key: refused.key, old: local, with: target, txn)
             if case .lww(let record)? = target {
-                let flags =
-                    record.value == nil
-                    ? Layout.Flags(kind: .lww, tombstone: true, hasTTL: record.ttlMillis != nil)
-                    : Layout.Flags(rawValue: CRDTKind.lww.rawValue | Layout.Flags.valueInRecord.rawValue)
-                try batch.appendLog(
-                    sequence: batch.stamp(), origin: record.timestamp, mapID: info.id, flags: flags,
-                    ttl: record.value == nil ? record.ttlMillis : nil, key: refused.key, payload: nil, txn)
+                try batch.appendLWWLog(
+                    sequence: batch.stamp(), origin: record.timestamp, mapID: info.id, key: refused.key, tombstone: record.value == nil,
+                    ttl: record.ttlMillis, txn)
             }
             return [.applied(batch.clock.last)]
         }
