@@ -12,6 +12,17 @@ struct ChangeLogTests {
         try store.read { txn in try txn.statistics(of: store.dbs.oplog).usedBytes }
     }
 
+    /// Writes `key` of map m here, then undoes it as a write a server refused and does
+    /// not hold: the record goes without a log entry, so the write's entry stands for
+    /// nothing. Returns that entry's key.
+    func writeThenRevert(_ store: Store, key: String) throws -> HLCTimestamp {
+        let out = try store.apply([Mutation.set(map: "m", key: key, value: "mine", ttlMillis: nil)])
+        guard case .applied(let sequence) = out[0] else { throw StoreError(.storage, "not applied: \(out)") }
+        let refused = try #require(try store.operations(after: nil).first { $0.sequence == sequence }?.operation)
+        #expect(try store.revert(refused, serverState: nil))
+        return sequence
+    }
+
     @Test func aRecordRewrittenManyTimesIsReadOnceAndItsLogHoldsNoValueCopies() throws {
         try withStore { store, _ in
             let big = String(repeating: "x", count: 4_000)
@@ -50,13 +61,7 @@ struct ChangeLogTests {
     /// stand for nothing at the end of the log: a reader's cursor still moves past them.
     @Test func aReadStepsPastSupersededEntriesAtTheEndOfTheLog() throws {
         try withStore { store, _ in
-            let out = try store.apply([Mutation.set(map: "m", key: "k", value: "mine", ttlMillis: nil)])
-            guard case .applied(let sequence) = out[0] else {
-                Issue.record("not applied: \(out)")
-                return
-            }
-            let refused = try #require(try store.operations(after: nil).first?.operation)
-            #expect(try store.revert(refused, serverState: nil))
+            let sequence = try writeThenRevert(store, key: "k")
             #expect(try store.readLog(after: nil, limit: 10) == .operations([], readThrough: sequence))
             #expect(try store.readLog(after: sequence, limit: 10) == .operations([], readThrough: nil))
         }
@@ -220,13 +225,7 @@ struct ChangeLogTests {
             #expect(try store.check().isConsistent)
 
             // The last entry stays even when superseded (it marks the log's head).
-            let out = try store.apply([Mutation.set(map: "m", key: "last", value: "mine", ttlMillis: nil)])
-            guard case .applied(let head) = out[0] else {
-                Issue.record("not applied")
-                return
-            }
-            let refused = try #require(try store.operations(after: nil).last?.operation)
-            #expect(try store.revert(refused, serverState: nil))
+            let head = try writeThenRevert(store, key: "last")
             for _ in 0..<2 { _ = try store.collectGarbage(olderThan: anyAge, maxSteps: 100) }
             #expect(try store.lastSequence() == head)
         }
