@@ -55,6 +55,9 @@ struct Sync: AsyncParsableCommand {
                 throw CLIError("sync with \(server) failed: \(error)")
             }
             print("pulled \(report.opsPulled) ops, pushed \(report.entriesPushed) log entries; both sides hold each other's writes")
+            // A one-shot sync is the app's only running node: its log sheds the entries
+            // later writes superseded here, as a running node's does every GC interval.
+            try db.store.compactLog()
             db.close()
             return
         }

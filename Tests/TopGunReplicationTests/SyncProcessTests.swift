@@ -65,6 +65,24 @@ struct SyncProcessTests {
         }
     }
 
+    /// An app that only ever syncs with `--once` runs no node between syncs: the sync
+    /// sheds the log entries that later writes of the same records superseded.
+    @Test func syncOnceCompactsTheAppsLog() async throws {
+        _ = try #require(topgunBinary, "build the topgun executable first (swift build)")
+        try await withTemporaryDirectory { root in
+            let token = try Self.tokenFile(root)
+            let port = reservePorts(1)[0]
+            let server = try ServeProcess(data: root + "/server", listen: port, peers: [], token: token, extra: [])
+            defer { server.stop() }
+            for i in 0..<5 { try Self.put(root + "/phone", "k", "v\(i)") }
+            #expect(try Store(path: root + "/phone", options: .init(readOnly: true)).opLogCount() == 5)
+            let synced = try Self.sync(root + "/phone", "tcp://127.0.0.1:\(port)", token: token)
+            #expect(synced.status == 0, "\(synced.err)")
+            #expect(try Self.value(root + "/server", "k") == "v4")
+            #expect(try Store(path: root + "/phone", options: .init(readOnly: true)).opLogCount() == 1)
+        }
+    }
+
     /// `topgun sync` running while other processes write the app's files, killed with
     /// SIGKILL at random moments and restarted: every write reaches the server, and
     /// `--once` afterwards finds both sides caught up.
