@@ -35,6 +35,57 @@ struct StoreApplyTests {
         }
     }
 
+    /// A merged counter change is range-checked like a local one: totals a peer sends
+    /// are its claim, and a sum that leaves Int64 (or a total that overflows) is refused
+    /// whole, the stored value unchanged and nothing logged.
+    @Test(arguments: [
+        // Two honest nodes whose sum passes Int64.max.
+        ([NodeID(2): UInt64(Int64.max) - 10], [NodeID: UInt64](), [NodeID(3): UInt64(100)], [NodeID: UInt64]()),
+        // One crafted op: a negative total that wraps the sum to any value.
+        ([NodeID(2): UInt64(5)], [:], [NodeID(3): UInt64.max - 36], [:]),
+        // Totals whose sum overflows UInt64.
+        ([NodeID(2): UInt64.max / 2 + 1], [NodeID(2): UInt64.max / 2], [NodeID(3): UInt64.max / 2 + 1], [NodeID(3): UInt64.max / 2 + 1]),
+        // Below Int64.min.
+        ([:], [NodeID(2): UInt64(Int64.max)], [:], [NodeID(3): UInt64(2)]),
+    ])
+    func mergedCounterChangesStayInTheInt64Range(
+        _ first: [NodeID: UInt64], _ firstNegative: [NodeID: UInt64], _ second: [NodeID: UInt64], _ secondNegative: [NodeID: UInt64]
+    ) throws {
+        try withStore { store, _ in
+            let a = PNCounter(positive: first, negative: firstNegative)
+            let outcomes = try store.apply([ReplicatedOperation(map: "c", key: "k", timestamp: t0, payload: .counter(a))])
+            let stateBefore = try store.state(map: "c", key: "k")
+            let logBefore = try store.operations(after: nil).count
+            let b = PNCounter(positive: second, negative: secondNegative)
+            let out = try store.apply([ReplicatedOperation(map: "c", key: "k", timestamp: t0.successor, payload: .counter(b))])
+            if outcomes[0].isApplied {
+                guard case .rejected(.invalid(let why)) = out[0] else {
+                    Issue.record("not refused: \(out)")
+                    return
+                }
+                #expect(why.contains("Int64"))
+                #expect(try store.state(map: "c", key: "k") == stateBefore)
+                #expect(try store.operations(after: nil).count == logBefore)
+            } else {
+                // The first op alone is out of range: refused too.
+                #expect(stateBefore == nil)
+            }
+            #expect(try store.check().problems.isEmpty)
+        }
+    }
+
+    /// A single op whose own totals leave Int64 never lands either.
+    @Test func aCounterOpOutOfRangeOnItsOwnIsRefused() throws {
+        try withStore { store, _ in
+            let op = ReplicatedOperation(map: "c", key: "k", timestamp: t0, payload: .counter(PNCounter(negative: [NodeID(2): UInt64(Int64.max) + 2])))
+            guard case .rejected(.invalid) = try store.apply([op])[0] else {
+                Issue.record("accepted")
+                return
+            }
+            #expect(try store.state(map: "c", key: "k") == nil)
+        }
+    }
+
     @Test func farFutureOpIsRejectedAloneAndClockIsNotDragged() throws {
         try withStore { store, _ in
             let far = HLCTimestamp(millis: t0.millis + 3_600_000, counter: 0, node: NodeID(9))

@@ -49,6 +49,15 @@ enum StatePayload {
         return (0..<n).map { i in (NodeID(loadBE(raw, 2 + i * 24)), loadBE(raw, 2 + i * 24 + 8), loadBE(raw, 2 + i * 24 + 16)) }
     }
 
+    /// The value of a counter payload, read in place; nil when a total overflows or the
+    /// value is outside the `Int64` range (the one range rule, `PNCounter.value`).
+    static func counterValue(_ raw: UnsafeRawBufferPointer) throws(StoreError) -> Int64? {
+        let n = try counterEntries(raw)
+        return PNCounter.value(
+            adding: 0, by: NodeID(0),
+            to: (0..<n).lazy.map { i in (NodeID(loadBE(raw, 2 + i * 24)), loadBE(raw, 2 + i * 24 + 8), loadBE(raw, 2 + i * 24 + 16)) })
+    }
+
     /// The tags of an OR-Map payload's live entries, read without decoding values.
     static func liveTags(_ raw: UnsafeRawBufferPointer) throws(StoreError) -> [HLCTimestamp] {
         var l = ORLayout()

@@ -495,6 +495,11 @@ struct Batch {
         } else if !changed {
             return .unchanged
         }
+        // Every counter change, local or merged, keeps the value an Int64: per-node
+        // totals are a peer's claim, and a crafted one could wrap the sum.
+        if kind == .counter, try merged.withUnsafeBytes({ try StatePayload.counterValue($0) }) == nil {
+            return .rejected(.invalid("counter \(op.map)/\(op.key) would leave the Int64 range with this change"))
+        }
 
         if case .orSet(let d) = payload, storedHeader != nil, !d.entries.isEmpty,
             merged.withUnsafeBytes({ m in d.entries.keys.contains { StatePayload.hasTombstone(m, $0) } })

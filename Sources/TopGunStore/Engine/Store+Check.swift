@@ -48,6 +48,11 @@ extension Store {
                         }
                         do {
                             _ = try StoredState(decoding: v, kind: info.kind)
+                            if info.kind == .counter,
+                                try StatePayload.counterValue(UnsafeRawBufferPointer(rebasing: v[header.payloadOffset...])) == nil
+                            {
+                                report.problems.append("\(name)/\(key): counter value outside the Int64 range")
+                            }
                         } catch {
                             report.problems.append("\(name)/\(key): \(error)")
                         }

@@ -95,6 +95,41 @@ extension Store {
         }
     }
 
+    /// What `claimDevice` decided.
+    public enum DeviceClaim: Sendable, Equatable {
+        /// The id is bound to the user (now, or since an earlier session).
+        case claimed
+        /// The id is bound to another principal.
+        case takenByAnother
+        /// The id is new and the user already has `limit` devices.
+        case limitReached(Int)
+    }
+
+    /// Binds `peer` to user `subject` unless another principal holds it or the user
+    /// already has `maxDevices` node ids, counted and claimed in one write transaction:
+    /// simultaneous claims cannot pass the limit together.
+    public func claimDevice(_ peer: NodeID, user subject: String, maxDevices: Int) throws -> DeviceClaim {
+        let wall = options.wallClock.milliseconds()
+        return try write { txn in
+            if let stored = try Self.readPeer(peer, txn.reads, dbs) {
+                guard Self.samePrincipal(stored.user, subject) else { return .takenByAnother }
+            } else {
+                var devices = 0
+                try txn.forEach(in: dbs.peers) { k, v in
+                    guard k.byteCount == 8 else { return true }
+                    if let state = v.withUnsafeBytes({ PeerState(node: NodeID(0), $0) }), Self.samePrincipal(state.user, subject) { devices += 1 }
+                    return devices < maxDevices
+                }
+                if devices >= maxDevices { return .limitReached(maxDevices) }
+            }
+            try Self.updatePeer(peer, txn, dbs) { state, isNew in
+                state.lastSeenMillis = wall
+                if isNew { state.user = subject }
+            }
+            return .claimed
+        }
+    }
+
     /// Binds `peer` to the replicas, taking it from a user's app that claimed it first
     /// (a replica that proved the shared secret wins).
     ///
@@ -214,7 +249,29 @@ extension Store {
         visible: (@Sendable (String) -> RecordFilter)? = nil
     ) throws -> [ReplicatedOperation] {
         var ops: [ReplicatedOperation] = []
+        for part in try repairPlan(theirs: theirs, maps: maps, partitions: partitions, visible: visible) {
+            ops += try repairOperations(part, visible: visible)
+        }
+        return ops
+    }
+
+    /// One partition of a map whose bucket digests differ from a peer's.
+    public struct RepairPart: Sendable, Equatable {
+        public var map: String
+        public var partition: UInt16
+        public var buckets: Set<UInt8>
+    }
+
+    /// Where this store's digests differ from `theirs`, partition by partition, in the
+    /// order `repairOperations(theirs:…)` sends them: a repair can then read and send
+    /// one partition at a time, holding no more than that in memory.
+    public func repairPlan(
+        theirs: [String: [UInt16: [UInt64]]], maps: [String] = [], partitions: [UInt16] = [],
+        visible: (@Sendable (String) -> RecordFilter)? = nil
+    ) throws -> [RepairPart] {
+        var plan: [RepairPart] = []
         let names = maps.isEmpty ? Array(Set(self.maps.keys).union(theirs.keys)).sorted() : maps
+        let zero = [UInt64](repeating: 0, count: MerkleBuckets.bucketCount)
         for map in names {
             let filter = visible?(map) ?? .all
             if case .none = filter { continue }
@@ -222,18 +279,26 @@ extension Store {
             let their = theirs[map] ?? [:]
             for partition in Set(ours.keys).union(their.keys).sorted() {
                 if !partitions.isEmpty && !partitions.contains(partition) { continue }
-                let zero = [UInt64](repeating: 0, count: MerkleBuckets.bucketCount)
                 let a = ours[partition] ?? zero
                 let b = their[partition] ?? zero
-                let differing = Set((0..<MerkleBuckets.bucketCount).filter { a[$0] != b[$0] }.map { UInt8($0) })
-                if !differing.isEmpty {
-                    var found = try stateOperations(map: map, partition: partition, buckets: differing)
-                    if case .some(let admits) = filter { found = found.filter { admits($0.key) } }
-                    ops += found
-                }
+                let differing = Set((0..<MerkleBuckets.bucketCount).filter { $0 < b.count && a[$0] != b[$0] || $0 >= b.count && a[$0] != 0 }.map { UInt8($0) })
+                if !differing.isEmpty { plan.append(RepairPart(map: map, partition: partition, buckets: differing)) }
             }
         }
-        return ops
+        return plan
+    }
+
+    /// The current states of the records in one part of a repair plan that `visible`
+    /// lets the peer see.
+    public func repairOperations(_ part: RepairPart, visible: (@Sendable (String) -> RecordFilter)? = nil) throws -> [ReplicatedOperation] {
+        let filter = visible?(part.map) ?? .all
+        var found = try stateOperations(map: part.map, partition: part.partition, buckets: part.buckets)
+        switch filter {
+        case .all: break
+        case .none: found = []
+        case .some(let admits): found = found.filter { admits($0.key) }
+        }
+        return found
     }
 
     /// Which records of a map a peer may see.
