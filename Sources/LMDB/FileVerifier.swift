@@ -84,6 +84,10 @@ public enum FileVerifier {
 
     /// One pass; returns the sum of the meta transaction ids it saw (to detect change).
     static func verifyOnce(_ fd: Int32, full: Bool, into report: inout Report) -> UInt64? {
+        // The metas before the size: a writer writes a commit's pages before its meta,
+        // so the file is at least as long as the metas read first say (the other order
+        // can see a new meta and the old size, and call a healthy file short).
+        let metas = readMetas(fd)
         var st = stat()
         guard fstat(fd, &st) == 0 else {
             report.problems.append("stat: \(String(cString: strerror(errno)))")
@@ -94,7 +98,7 @@ public enum FileVerifier {
             report.problems.append("the data file is empty (truncated to 0 bytes)")
             return nil
         }
-        guard let (m0, m1) = readMetas(fd) else {
+        guard let (m0, m1) = metas else {
             report.problems.append("the data file is shorter than its two meta pages")
             return nil
         }
