@@ -8,7 +8,6 @@ let nioPosix: Target.Dependency = .product(name: "NIOPosix", package: "swift-nio
 let logging: Target.Dependency = .product(name: "Logging", package: "swift-log")
 let serviceLifecycle: Target.Dependency = .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
 let unixSignals: Target.Dependency = .product(name: "UnixSignals", package: "swift-service-lifecycle")
-let metrics: Target.Dependency = .product(name: "Metrics", package: "swift-metrics")
 let prometheus: Target.Dependency = .product(name: "Prometheus", package: "swift-prometheus")
 let nioSSL: Target.Dependency = .product(name: "NIOSSL", package: "swift-nio-ssl")
 let nioHTTP1: Target.Dependency = .product(name: "NIOHTTP1", package: "swift-nio")
@@ -36,7 +35,6 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
-        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
         .package(url: "https://github.com/vapor/jwt-kit", from: "5.7.1"),
@@ -62,7 +60,7 @@ let package = Package(
         ),
         .executableTarget(name: "topgun", dependencies: [
                 "TopGunStore", "TopGunQuery", "TopGunReplication", "TopGunCore", argumentParser, logging, serviceLifecycle, unixSignals,
-                metrics, prometheus,
+                prometheus,
             ]),
         .target(
             name: "TopGunTestSupport",
@@ -87,7 +85,7 @@ let package = Package(
         .testTarget(
             name: "TopGunReplicationTests",
             dependencies: [
-                "TopGunReplication", "TopGunStore", "TopGunTestSupport", nioCore, nioPosix, jwtKit,
+                "TopGunReplication", "TopGunStore", "TopGunTestSupport", nioCore, nioPosix, nioSSL, crypto, jwtKit, logging,
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ]
         ),

@@ -80,10 +80,11 @@ extension ReplicaNode {
         }
     }
 
-    /// HELLO, then WELCOME within the handshake timeout (a server that accepts but never
-    /// answers is dropped), from a node that is not this one.
+    /// HELLO, WELCOME, PROOF (or the JWT in HELLO), then ADMITTED, within the handshake
+    /// timeout (a server that accepts but never answers is dropped), from a node that
+    /// is not this one.
     ///
-    /// - Returns: the peer's node id and its op-log head.
+    /// - Returns: the peer's node id, its op-log head, and whether a repair comes first.
     func handshake(
         _ raw: any Channel, _ address: PeerAddress, _ outbound: NIOAsyncChannelOutboundWriter<Frame>,
         _ frames: inout NIOAsyncChannelInboundStream<Frame>.AsyncIterator, offersLog: Bool
@@ -95,43 +96,61 @@ extension ReplicaNode {
         defer { deadline.cancel() }
         let hello = Hello(version: Frame.protocolVersion, node: store.nodeID, offersLog: offersLog, bearer: configuration.bearerToken)
         try await outbound.write(Message.hello(hello).frame)
-        guard let first = try await frames.next() else { throw ReplicationError(.protocolViolation, "closed during handshake") }
-        let message = try Message(first)
-        let (version, peer, head, serverNonce, serverProof, repairFirst): (UInt16, NodeID, HLCTimestamp, [UInt8], [UInt8], Bool)
-        switch message {
-        case .welcome(let v, let n, let h, let nonce, let proof, let repair):
-            (version, peer, head, serverNonce, serverProof, repairFirst) = (v, n, h, nonce, proof, repair)
-        case .error(let text):
+        let serverNonce: [UInt8]
+        switch try await handshakeMessage(&frames) {
+        case .welcome(let version, let nonce):
+            guard version == Frame.protocolVersion else { throw ReplicationError(.unsupportedVersion, "peer speaks \(version)") }
+            serverNonce = nonce
+        case let other:
+            throw ReplicationError(.protocolViolation, "expected WELCOME, got \(other.name)")
+        }
+        // A user's app presents its JWT in HELLO; the server is authenticated by TLS
+        // (`wss://`), not by the replicas' secret, which the app does not hold.
+        if configuration.bearerToken == nil {
+            try await outbound.write(
+                Message.proof(
+                    Handshake.proof(
+                        secret: configuration.token, role: .client, clientNonce: hello.nonce, serverNonce: serverNonce, client: store.nodeID,
+                        server: nil)
+                ).frame)
+        }
+        let admission: Admission
+        switch try await handshakeMessage(&frames) {
+        case .admitted(let a): admission = a
+        case let other: throw ReplicationError(.protocolViolation, "expected ADMITTED, got \(other.name)")
+        }
+        welcomed.set()
+        // The server proves it knows the secret before this node sends anything but
+        // its own proof: a fake server gets nothing else.
+        if configuration.bearerToken == nil {
+            guard
+                Handshake.verify(
+                    admission.proof, secret: configuration.token, role: .server, clientNonce: hello.nonce, serverNonce: serverNonce,
+                    client: store.nodeID, server: admission.node)
+            else {
+                throw ReplicationError(.unauthorized, "\(address) did not prove that it knows the shared secret (another secret, or not a server of this mesh)")
+            }
+        }
+        guard admission.node != store.nodeID else {
+            throw ReplicationError(
+                .duplicateNodeID,
+                "the server at \(address) has this node's own id \(admission.node): one of the two data directories is a copy; give it a fresh id with `topgun reset-id`")
+        }
+        return (admission.node, admission.head, admission.repairFirst)
+    }
+
+    /// The next handshake message; an ERROR becomes the error it names.
+    private func handshakeMessage(_ frames: inout NIOAsyncChannelInboundStream<Frame>.AsyncIterator) async throws -> Message {
+        guard let frame = try await frames.next() else { throw ReplicationError(.protocolViolation, "closed during handshake") }
+        let message = try Message(frame)
+        if case .error(let text) = message {
             let code: ReplicationError.Code =
                 text.hasPrefix(ReplicationError.Code.duplicateNodeID.rawValue) ? .duplicateNodeID
                 : text.hasPrefix(ReplicationError.Code.unsupportedVersion.rawValue) ? .unsupportedVersion : .unauthorized
             let prefix = code.rawValue + ": "
             throw ReplicationError(code, text.hasPrefix(prefix) ? String(text.dropFirst(prefix.count)) : text)
-        case .hello, .proof, .subscribe, .segment, .ack, .digests, .needDigests, .repair, .resume, .heartbeat, .rejected:
-            throw ReplicationError(.protocolViolation, "expected WELCOME, got \(message.name)")
         }
-        welcomed.set()
-        guard version == Frame.protocolVersion else { throw ReplicationError(.unsupportedVersion, "peer speaks \(version)") }
-        guard peer != store.nodeID else {
-            throw ReplicationError(
-                .duplicateNodeID, "the server at \(address) has this node's own id \(peer): one of the two data directories is a copy; give it a fresh id with `topgun reset-id`")
-        }
-        // A user's app presents its JWT in HELLO; the server is authenticated by TLS
-        // (`wss://`), not by the replicas' secret, which the app does not hold.
-        if configuration.bearerToken != nil { return (peer, head, repairFirst) }
-        // The server proves it knows the secret before this node proves anything (or
-        // sends anything else): a fake server learns nothing and gets nothing.
-        guard
-            Handshake.verify(
-                serverProof, secret: configuration.token, role: .server, clientNonce: hello.nonce, serverNonce: serverNonce,
-                client: store.nodeID, server: peer)
-        else {
-            throw ReplicationError(.unauthorized, "\(address) did not prove that it knows the shared secret (another secret, or not a server of this mesh)")
-        }
-        let proof = Handshake.proof(
-            secret: configuration.token, role: .client, clientNonce: hello.nonce, serverNonce: serverNonce, client: store.nodeID, server: peer)
-        try await outbound.write(Message.proof(proof).frame)
-        return (peer, head, repairFirst)
+        return message
     }
 
     /// This store's Merkle bucket digests of `maps` (every map when empty), over the

@@ -11,7 +11,7 @@ public struct Frame: Sendable, Equatable {
         public init(rawValue: UInt8) { self.rawValue = rawValue }
         /// Client → server: protocol version, node id, token.
         public static let hello = Kind(rawValue: 1)
-        /// Server → client: protocol version, node id.
+        /// Server → client: protocol version and the server's nonce.
         public static let welcome = Kind(rawValue: 2)
         /// Client → server: cursor and map/partition filter.
         public static let subscribe = Kind(rawValue: 3)
@@ -38,6 +38,9 @@ public struct Frame: Sendable, Equatable {
         /// Server → client: an operation the client pushed was refused (policy or
         /// origin), with the server's state of that record for the client to return to.
         public static let rejected = Kind(rawValue: 13)
+        /// Server → client, after the client authenticated: the server's node id,
+        /// op-log head, whether a repair comes first, and its proof.
+        public static let admitted = Kind(rawValue: 14)
     }
 
     public var kind: Kind
@@ -57,7 +60,9 @@ public struct Frame: Sendable, Equatable {
     /// 5: HELLO may carry a JWT instead (then no PROOF follows); REJECTED.
     /// 6: WELCOME says whether a repair comes first; a segment's cursor end may follow
     ///    its last entry (empty segments move a filtered subscriber's cursor).
-    public static let protocolVersion: UInt16 = 6
+    /// 7: the client proves first; WELCOME carries only a nonce, and the server's id,
+    ///    head and proof follow in ADMITTED once the client has authenticated.
+    public static let protocolVersion: UInt16 = 7
     /// Largest frame accepted by default (segments are bounded well below it).
     public static let defaultMaxBytes = 32 << 20
 }
@@ -196,6 +201,50 @@ struct Hello: Equatable {
                 }
                 guard r.remaining == 0 else { throw ReplicationError(.malformed, "bytes after HELLO") }
                 return .success(Hello(version: version, node: node, offersLog: flags & 1 != 0, nonce: nonce, bearer: bearer))
+            } catch { return .failure(error) }
+        }
+        self = try result.get()
+    }
+}
+
+/// The server's answer once a client authenticated (ADMITTED): `node u64 | head 16 |
+/// flags u8 | proof 32`. The proof is zeros for an app that presented a JWT (it
+/// authenticates the server by TLS, not by the replicas' secret).
+struct Admission: Sendable, Equatable {
+    var node: NodeID
+    /// The server's op-log head.
+    var head: HLCTimestamp
+    /// The server starts by asking for digests (a user's app whose grants may have
+    /// changed); the client is not caught up before that repair.
+    var repairFirst: Bool
+    var proof: [UInt8]
+
+    var frame: Frame {
+        var b: [UInt8] = []
+        b.appendBigEndian(node.rawValue)
+        b.appendStamp(head)
+        b.append(repairFirst ? 1 : 0)
+        b += proof
+        return Frame(.admitted, b)
+    }
+
+    init(node: NodeID, head: HLCTimestamp, repairFirst: Bool, proof: [UInt8]) {
+        self.node = node
+        self.head = head
+        self.repairFirst = repairFirst
+        self.proof = proof
+    }
+
+    init(_ frame: Frame) throws(ReplicationError) {
+        let result: Result<Admission, ReplicationError> = frame.body.withUnsafeBytes { raw in
+            var r = ByteReader(raw)
+            do throws(ReplicationError) {
+                let node = NodeID(try r.be(UInt64.self))
+                let head = try r.stamp()
+                let flags = try r.u8()
+                let proof = Array(try r.slice(Handshake.proofBytes))
+                guard r.remaining == 0, flags & ~1 == 0 else { throw ReplicationError(.malformed, "ADMITTED of \(raw.count) bytes") }
+                return .success(Admission(node: node, head: head, repairFirst: flags & 1 != 0, proof: proof))
             } catch { return .failure(error) }
         }
         self = try result.get()

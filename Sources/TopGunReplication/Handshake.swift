@@ -2,19 +2,27 @@ import Crypto
 import TopGunCore
 
 /// The shared secret is never sent: each side proves it knows it with an HMAC-SHA256
-/// over fresh nonces from both sides and both node ids (swift-crypto).
+/// over fresh nonces from both sides and the node ids (swift-crypto).
 ///
 /// ```
-/// client → HELLO   version, node, flags, client nonce
-/// server → WELCOME version, node, head, server nonce, server proof
-/// client → PROOF   client proof        (only once the server's proof checked out)
+/// client → HELLO    version, node, flags, client nonce [, JWT]
+/// server → WELCOME  version, server nonce                  (nothing else before authentication)
+/// client → PROOF    client proof                           (secret only; an app's JWT was in HELLO)
+/// server → ADMITTED node, op-log head, repair-first, server proof
 /// ```
+/// The client proves first, so a client that does not know the secret gets no HMAC of
+/// known inputs to guess the secret from offline: the server answers it with ERROR.
 /// A captured exchange replayed on a new connection fails: the server's nonce is new.
-/// A server that does not know the secret cannot produce its proof, so a client never
-/// sends its own to it (nor anything else).
+/// A client checks the server's proof before it sends anything else, so a fake server
+/// gets nothing but the client's proof: an impersonator (someone on the path, or a
+/// server the client was pointed at) could guess the secret from that offline, which
+/// TLS prevents and `minimumSecretBytes` of random bytes makes hopeless.
 enum Handshake {
     static let nonceBytes = 32
     static let proofBytes = 32
+    /// The shortest shared secret a node accepts: 256 bits, as many as the HMAC key
+    /// holds (`head -c 32 /dev/urandom | base64` makes one).
+    static let minimumSecretBytes = 32
 
     /// Fresh random bytes for a nonce.
     static func nonce() -> [UInt8] {
@@ -23,28 +31,36 @@ enum Handshake {
     }
 
     enum Role: String {
-        case server = "topgun-server-proof"
-        case client = "topgun-client-proof"
+        case server = "topgun-server-proof-v7"
+        case client = "topgun-client-proof-v7"
     }
 
-    /// HMAC-SHA256(secret, role | client nonce | server nonce | client id | server id).
-    static func proof(
-        secret: [UInt8], role: Role, clientNonce: [UInt8], serverNonce: [UInt8], client: NodeID, server: NodeID
-    ) -> [UInt8] {
+    /// HMAC-SHA256(secret, role | client nonce | server nonce | client id [| server id]):
+    /// the client's proof precedes the server's id, the server's proof binds it.
+    static func proof(secret: [UInt8], role: Role, clientNonce: [UInt8], serverNonce: [UInt8], client: NodeID, server: NodeID?) -> [UInt8] {
+        Array(HMAC<SHA256>.authenticationCode(for: message(role, clientNonce, serverNonce, client, server), using: SymmetricKey(data: secret)))
+    }
+
+    /// Checks a proof in constant time (swift-crypto's HMAC validation).
+    static func verify(
+        _ proof: [UInt8], secret: [UInt8], role: Role, clientNonce: [UInt8], serverNonce: [UInt8], client: NodeID, server: NodeID?
+    ) -> Bool {
+        HMAC<SHA256>.isValidAuthenticationCode(
+            proof, authenticating: message(role, clientNonce, serverNonce, client, server), using: SymmetricKey(data: secret))
+    }
+
+    private static func message(_ role: Role, _ clientNonce: [UInt8], _ serverNonce: [UInt8], _ client: NodeID, _ server: NodeID?) -> [UInt8] {
         var message = Array(role.rawValue.utf8)
         message += clientNonce
         message += serverNonce
         message.appendBigEndian(client.rawValue)
-        message.appendBigEndian(server.rawValue)
-        let key = SymmetricKey(data: secret)
-        return Array(HMAC<SHA256>.authenticationCode(for: message, using: key))
+        if let server { message.appendBigEndian(server.rawValue) }
+        return message
     }
+}
 
-    /// Checks a proof in constant time.
-    static func verify(
-        _ proof: [UInt8], secret: [UInt8], role: Role, clientNonce: [UInt8], serverNonce: [UInt8], client: NodeID, server: NodeID
-    ) -> Bool {
-        constantTimeEquals(
-            proof, self.proof(secret: secret, role: role, clientNonce: clientNonce, serverNonce: serverNonce, client: client, server: server))
-    }
+/// Compares secrets in time independent of their contents, whatever their lengths
+/// (swift-crypto compares the digests in constant time).
+func constantTimeEquals(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+    SHA256.hash(data: a) == SHA256.hash(data: b)
 }

@@ -64,6 +64,12 @@ struct Link {
         /// the logged op differs, as after a resolver's replacement). In memory, per
         /// link; entries go once the stream has passed them.
         let received = Mutex<[HLCTimestamp: ReplicatedOperation]>([:])
+        /// The remote's digests not yet answered, merged: DIGESTS frames that arrive
+        /// while a repair is being sent are served by one more repair, not one each, so
+        /// a reader flooding DIGESTS costs this node one repair at a time.
+        let pendingDigests = Mutex<Digests?>(nil)
+        /// Bumped when `pendingDigests` gets digests.
+        let repairWake = ChangeSignal()
     }
 
     /// Runs the link until the remote closes it, an error ends it, or the task is
@@ -108,6 +114,23 @@ struct Link {
                     var iterator = subscribed.makeAsyncIterator()
                     guard let subscription = await iterator.next() else { return }
                     try await stream(subscription, publisher, out)
+                })
+                // Repairs go straight to the connection, a chunk at a time, each write
+                // waiting while the connection is not writable: what a repair holds is
+                // one partition's records, however slowly the remote reads.
+                tasks.addTask(operation: closing {
+                    while true {
+                        let generation = publisher.repairWake.generation
+                        if let digests = publisher.pendingDigests.withLock({ pending in
+                            defer { pending = nil }
+                            return pending
+                        }) {
+                            try await repair(digests, publisher, outbound)
+                        } else {
+                            _ = await publisher.repairWake.wait(after: generation)
+                            try Task.checkCancellation()
+                        }
+                    }
                 })
             }
             if let subscription {
@@ -200,22 +223,16 @@ struct Link {
             publisher.wake.notify()
         case .digests(let digests):
             guard serves else { throw message.unexpected(from: "a peer this node does not serve") }
-            let subscription = publisher.values.withLock { $0.subscription } ?? Subscription()
-            // The head is read before the records: everything logged up to it is in
-            // the repair, so the stream may go on after it.
-            let head = try node.store.logHead()
-            try repair(digests, subscription, out)
-            out.yield(.resume(head))
-            // Under the policy this link's access was built with (a reload closes it).
-            let generation = grantedUnder
-            node.repairedUnder.withLock { $0[peer] = generation }
-            publisher.values.withLock {
-                if $0.repairPending {
-                    $0.resumeFrom = head
-                    $0.repairPending = false
-                }
+            // Only maps this node has can differ in something it can send.
+            try node.store.refreshMaps()
+            let known = node.store.maps
+            publisher.pendingDigests.withLock { pending in
+                var merged = pending ?? Digests(maps: [:])
+                for (map, buckets) in digests.maps where known[map] != nil { merged.maps[map] = buckets }
+                pending = merged
             }
-            publisher.wake.notify()
+            node.stats.withLock { $0.repairsRequested += 1 }
+            publisher.repairWake.notify()
 
         // The subscriber half: this side pulls the remote's log.
         case .segment(let segment), .repair(let segment):
@@ -241,7 +258,7 @@ struct Link {
                 throw ReplicationError(.duplicateNodeID, "peer error: \(text)")
             }
             throw ReplicationError(.protocolViolation, "peer error: \(text)")
-        case .hello, .welcome, .proof, .heartbeat:
+        case .hello, .welcome, .proof, .admitted, .heartbeat:
             throw message.unexpected(from: "a connected peer")
         }
         return true
@@ -389,34 +406,63 @@ struct Link {
     }
 
     /// Sends the records of every bucket whose digest differs from the remote's, in the
-    /// subscribed maps (all maps either side has when it subscribed to everything).
-    func repair(_ digests: Digests, _ subscription: Subscription, _ out: AsyncStream<Message>.Continuation) throws {
+    /// subscribed maps (all maps either side has when it subscribed to everything), one
+    /// partition at a time, then RESUME.
+    func repair(_ digests: Digests, _ publisher: Publisher, _ outbound: NIOAsyncChannelOutboundWriter<Frame>) async throws {
+        let subscription = publisher.values.withLock { $0.subscription } ?? Subscription()
+        // The head is read before the records: everything logged up to it is in the
+        // repair, so the stream may go on after it.
+        let head = try node.store.logHead()
         // Maps another process created since this one loaded the table are covered too.
         try node.store.refreshMaps()
         let access = self.access
         let visible: (@Sendable (String) -> Store.RecordFilter)? = access.isUnrestricted ? nil : { @Sendable map in access.readable(in: map) }
-        let ops = try node.store.repairOperations(
-            theirs: digests.maps, maps: subscription.maps, partitions: subscription.partitions, visible: visible)
+        let plan = try node.store.repairPlan(theirs: digests.maps, maps: subscription.maps, partitions: subscription.partitions, visible: visible)
+        let node = self.node
+        func send(_ message: Message) async throws {
+            let frame = message.frame
+            try await outbound.write(frame)
+            node.stats.withLock { $0.bytesSent += frame.body.count + 5 }
+        }
         // Chunks bounded like stream segments: by count and by bytes.
         let budget = max(1, node.configuration.maxFrameBytes / 4)
         var sequence: UInt64 = 0
         var chunk: [LoggedOperation] = []
         var chunkBytes = 0
-        func flush() {
+        var sent = 0
+        func flush() async throws {
             guard !chunk.isEmpty else { return }
-            out.yield(.repair(Segment(origin: node.store.nodeID, entries: chunk)))
+            let segment = Segment(origin: node.store.nodeID, entries: chunk)
             chunk = []
             chunkBytes = 0
+            try await send(.repair(segment))
         }
-        for op in ops {
-            let size = op.rawSize
-            if !chunk.isEmpty && (chunk.count >= node.configuration.segmentSize || chunkBytes + size > budget) { flush() }
-            sequence += 1
-            chunk.append(LoggedOperation(sequence: HLCTimestamp(millis: sequence, counter: 0, node: node.store.nodeID), operation: op))
-            chunkBytes += size
+        for part in plan {
+            for op in try node.store.repairOperations(part, visible: visible) {
+                let size = op.rawSize
+                if !chunk.isEmpty && (chunk.count >= node.configuration.segmentSize || chunkBytes + size > budget) { try await flush() }
+                sequence += 1
+                chunk.append(LoggedOperation(sequence: HLCTimestamp(millis: sequence, counter: 0, node: node.store.nodeID), operation: op))
+                chunkBytes += size
+                sent += 1
+            }
         }
-        flush()
-        node.stats.withLock { $0.repairsSent += ops.count }
+        try await flush()
+        try await send(.resume(head))
+        node.stats.withLock {
+            $0.repairsSent += sent
+            $0.repairsServed += 1
+        }
+        // Under the policy this link's access was built with (a reload closes it).
+        let generation = grantedUnder
+        node.repairedUnder.withLock { $0[peer] = generation }
+        publisher.values.withLock {
+            if $0.repairPending {
+                $0.resumeFrom = head
+                $0.repairPending = false
+            }
+        }
+        publisher.wake.notify()
     }
 
     /// True when a subscriber at `cursor` is so far behind that the current state of

@@ -23,59 +23,78 @@ struct Listener {
         try await channel.executeThenClose { inbound, outbound in
             var frames = inbound.makeAsyncIterator()
             guard let first = try await frames.next() else { return }
-            let hello: Hello
-            let principal: Principal
-            var repairFirst = false
+            let admission: (Hello, Principal, Bool)
             do {
-                hello = try admit(first)
-                if let bearer = hello.bearer {
-                    // A user's app: its JWT names the principal; no secret is involved
-                    // (the app authenticates the server by TLS).
-                    principal = try await verify(bearer)
-                    try claimIdentity(hello.node, principal)
-                    try await claimSession(hello.node)
-                    // Grants may have changed since this app was last brought up to date
-                    // (a reload, or a restart): the session starts with a repair.
-                    let generation = node.policyGeneration.load(ordering: .relaxed)
-                    repairFirst = node.policy.withLock({ $0 }) != nil && node.repairedUnder.withLock({ $0[hello.node] }) != generation
-                    try await outbound.write(
-                        Message.welcome(
-                            version: Frame.protocolVersion, node: node.store.nodeID, head: try node.store.logHead(), nonce: Handshake.nonce(),
-                            proof: [UInt8](repeating: 0, count: Handshake.proofBytes), repairFirst: repairFirst
-                        ).frame)
-                } else {
-                    principal = .replica(hello.node)
-                    // Challenge–response: prove knowing the secret, then check the
-                    // client's proof before anything else happens on this connection.
-                    let nonce = Handshake.nonce()
-                    let proof = Handshake.proof(
-                        secret: node.configuration.token, role: .server, clientNonce: hello.nonce, serverNonce: nonce,
-                        client: hello.node, server: node.store.nodeID)
-                    try await outbound.write(
-                        Message.welcome(version: Frame.protocolVersion, node: node.store.nodeID, head: try node.store.logHead(), nonce: nonce, proof: proof).frame)
-                    guard let answer = try await frames.next() else {
-                        throw ReplicationError(.unauthorized, "closed during the handshake (the client did not accept this node's proof)")
-                    }
-                    guard case .proof(let theirs) = try Message(answer),
-                        Handshake.verify(
-                            theirs, secret: node.configuration.token, role: .client, clientNonce: hello.nonce, serverNonce: nonce,
-                            client: hello.node, server: node.store.nodeID)
-                    else {
-                        throw ReplicationError(.unauthorized, "wrong secret: the client's proof does not match")
-                    }
-                    try claimIdentity(hello.node, principal)
-                    try await claimSession(hello.node)
-                }
+                admission = try await handshake(first, &frames, outbound)
             } catch {
                 node.stats.withLock { $0.handshakesRefused += 1 }
-                node.logger.warning("refused peer", metadata: ["reason": "\(error)"])
+                node.refusals.record(error)
                 try? await outbound.write(Message.error("\(error)").frame)
                 return
             }
             // Authenticated: full-size frames from here on.
             try? await raw.pipeline.handler(type: HandshakeGate.self).get().openGate()
-            try await serve(hello, principal, repairFirst, raw, admitted, &frames, outbound)
+            try await serve(admission.0, admission.1, admission.2, raw, admitted, &frames, outbound)
         }
+    }
+
+    /// HELLO, WELCOME, PROOF (secret) or a verified JWT (app), then ADMITTED.
+    ///
+    /// - Returns: the HELLO, the principal it authenticated as, and whether the
+    ///   session starts with a repair.
+    func handshake(
+        _ first: Frame, _ frames: inout NIOAsyncChannelInboundStream<Frame>.AsyncIterator, _ outbound: NIOAsyncChannelOutboundWriter<Frame>
+    ) async throws -> (Hello, Principal, Bool) {
+        let hello = try admit(first)
+        // Nothing but a nonce before the client has authenticated: no node id, no
+        // head, and no proof to guess the secret from offline.
+        let nonce = Handshake.nonce()
+        try await outbound.write(Message.welcome(version: Frame.protocolVersion, nonce: nonce).frame)
+        let principal: Principal
+        var proof = [UInt8](repeating: 0, count: Handshake.proofBytes)
+        if let bearer = hello.bearer {
+            // A user's app: its JWT names the principal; no secret is involved (the
+            // app authenticates the server by TLS).
+            principal = try await verify(bearer)
+        } else {
+            guard !node.configuration.token.isEmpty else {
+                throw ReplicationError(.unauthorized, "this node has no shared secret: replicas cannot connect, only apps with a JWT")
+            }
+            guard let answer = try await frames.next() else {
+                throw ReplicationError(.unauthorized, "closed during the handshake (no PROOF)")
+            }
+            guard case .proof(let theirs) = try Message(answer),
+                Handshake.verify(
+                    theirs, secret: node.configuration.token, role: .client, clientNonce: hello.nonce, serverNonce: nonce, client: hello.node,
+                    server: nil)
+            else {
+                throw ReplicationError(.unauthorized, "wrong secret: the client's proof does not match")
+            }
+            principal = .replica(hello.node)
+            proof = Handshake.proof(
+                secret: node.configuration.token, role: .server, clientNonce: hello.nonce, serverNonce: nonce, client: hello.node,
+                server: node.store.nodeID)
+        }
+        try refuseOwnID(hello.node)
+        try claimIdentity(hello.node, principal)
+        let session = try await claimSession(hello.node)
+        // Grants may have changed since this app was last brought up to date (a reload,
+        // or a restart): the session starts with a repair.
+        var repairFirst = false
+        if !principal.isReplica {
+            let generation = node.policyGeneration.load(ordering: .relaxed)
+            repairFirst = node.policy.withLock({ $0 }) != nil && node.repairedUnder.withLock({ $0[hello.node] }) != generation
+        }
+        do {
+            try await outbound.write(
+                Message.admitted(Admission(node: node.store.nodeID, head: try node.store.logHead(), repairFirst: repairFirst, proof: proof)).frame)
+        } catch {
+            node.liveSessions.withLock { sessions in
+                if sessions[hello.node] === session { sessions[hello.node] = nil }
+            }
+            throw error
+        }
+        return (hello, principal, repairFirst)
     }
 
     /// Runs the link of an admitted peer until it ends (or its credential expires).
@@ -143,13 +162,14 @@ struct Listener {
             throw ReplicationError(.unauthorized, "node id \(peer) belongs to another principal than \(principal); use a fresh id")
         }
         // Every device holds garbage collection back: a user cannot mint ids at will.
-        if known == nil, try node.store.nodeCount(ofUser: principal.subject) >= node.configuration.maxDevicesPerUser {
-            throw ReplicationError(
-                .unauthorized,
-                "\(principal) already has \(node.configuration.maxDevicesPerUser) devices (node ids); an operator frees one with `topgun forget-peer`")
-        }
-        guard try node.store.claimPeer(peer, user: principal.subject) else {
+        switch try node.store.claimDevice(peer, user: principal.subject, maxDevices: node.configuration.maxDevicesPerUser) {
+        case .claimed:
+            break
+        case .takenByAnother:
             throw ReplicationError(.unauthorized, "node id \(peer) belongs to another principal than \(principal); use a fresh id")
+        case .limitReached(let limit):
+            throw ReplicationError(
+                .unauthorized, "\(principal) already has \(limit) devices (node ids); an operator frees one with `topgun forget-peer`")
         }
     }
 
@@ -166,7 +186,7 @@ struct Listener {
         }
     }
 
-    /// Checks a HELLO: version, and an id that is not this node's.
+    /// Checks a HELLO's version.
     func admit(_ frame: Frame) throws -> Hello {
         guard case .hello(let hello) = try Message(frame) else {
             throw ReplicationError(.protocolViolation, "expected HELLO")
@@ -174,20 +194,25 @@ struct Listener {
         guard hello.version == Frame.protocolVersion else {
             throw ReplicationError(.unsupportedVersion, "protocol \(hello.version); this node speaks \(Frame.protocolVersion)")
         }
-        guard hello.node != node.store.nodeID else {
+        return hello
+    }
+
+    /// Refuses an authenticated peer that presents this node's own id (told only after
+    /// authentication: an unauthenticated probe learns nothing of this node's id).
+    func refuseOwnID(_ peer: NodeID) throws {
+        guard peer != node.store.nodeID else {
             node.stats.withLock { $0.duplicateIDsRefused += 1 }
             throw ReplicationError(
                 .duplicateNodeID,
-                "peer presents this node's own id \(hello.node): a copy of this data directory? give the copy a fresh id with `topgun reset-id`")
+                "peer presents this node's own id \(peer): a copy of this data directory? give the copy a fresh id with `topgun reset-id`")
         }
-        return hello
     }
 
     /// One live session per node id (two nodes sharing an id never exchange writes).
     /// A session that has heard nothing, not even a heartbeat, for two heartbeat
     /// intervals is a connection its peer lost and is dialling again: the new one
     /// replaces it. One still heard from belongs to another node with the same id.
-    func claimSession(_ peer: NodeID) async throws {
+    func claimSession(_ peer: NodeID) async throws -> LiveSession {
         let activity = try? await channel.channel.pipeline.handler(type: ActivityStamp.self).get()
         let session = LiveSession(activity: activity) { [raw = channel.channel] in raw.close(promise: nil) }
         let silentAfter = UInt64(max(1, nanoseconds(node.configuration.heartbeatInterval) / 1_000_000)) * 2
@@ -212,6 +237,7 @@ struct Listener {
         case .some(nil):
             break
         }
+        return session
     }
 }
 

@@ -6,13 +6,13 @@ import TopGunCore
 enum Message: Sendable {
     /// Client → server: protocol version, node id, token.
     case hello(Hello)
-    /// Server → client: protocol version, node id, op-log head, the server's nonce and
-    /// its proof that it knows the secret.
-    /// `repairFirst`: the server starts by asking for digests (a user's app whose
-    /// grants may have changed); the client is not caught up before that repair.
-    case welcome(version: UInt16, node: NodeID, head: HLCTimestamp, nonce: [UInt8], proof: [UInt8], repairFirst: Bool = false)
+    /// Server → client: protocol version and the server's nonce; nothing else is told
+    /// before the client has authenticated.
+    case welcome(version: UInt16, nonce: [UInt8])
     /// Client → server: the client's proof that it knows the secret.
     case proof([UInt8])
+    /// Server → client, once the client authenticated: who the server is, and its proof.
+    case admitted(Admission)
     // After the handshake either side may subscribe to the other's log; "subscriber"
     // and "publisher" below are roles on one link, not client and server.
     /// Subscriber → publisher: cursor and map/partition filter.
@@ -49,6 +49,7 @@ enum Message: Sendable {
         case .proof:
             guard frame.body.count == Handshake.proofBytes else { throw ReplicationError(.malformed, "PROOF of \(frame.body.count) bytes") }
             self = .proof(frame.body)
+        case .admitted: self = .admitted(try Admission(frame))
         case .subscribe: self = .subscribe(try Subscription(frame))
         case .segment: self = .segment(try Segment(decoding: frame.body))
         case .ack: self = .ack(try Acknowledgement(frame))
@@ -67,12 +68,9 @@ enum Message: Sendable {
     var frame: Frame {
         switch self {
         case .hello(let hello): hello.frame
-        case .welcome(let version, let node, let head, let nonce, let proof, let repairFirst):
-            Frame(
-                .welcome,
-                [UInt8](bigEndian: version) + [UInt8](bigEndian: node.rawValue) + Frame.stamp(.welcome, head).body + nonce + proof
-                    + [repairFirst ? 1 : 0])
+        case .welcome(let version, let nonce): Frame(.welcome, [UInt8](bigEndian: version) + nonce)
         case .proof(let proof): Frame(.proof, proof)
+        case .admitted(let admission): admission.frame
         case .subscribe(let subscription): subscription.frame
         case .segment(let segment): Frame(.segment, segment.encoded())
         case .ack(let ack): ack.frame
@@ -92,6 +90,7 @@ enum Message: Sendable {
         case .hello: "HELLO"
         case .welcome: "WELCOME"
         case .proof: "PROOF"
+        case .admitted: "ADMITTED"
         case .subscribe: "SUBSCRIBE"
         case .segment: "SEGMENT"
         case .ack: "ACK"
@@ -109,18 +108,9 @@ enum Message: Sendable {
         guard body.count >= 2 else { throw ReplicationError(.malformed, "WELCOME of \(body.count) bytes") }
         let version = body.withUnsafeBytes { $0.loadBigEndian(as: UInt16.self) }
         // Another version's WELCOME: report the version, whatever its layout.
-        guard version == Frame.protocolVersion else { return .welcome(version: version, node: NodeID(0), head: .zero, nonce: [], proof: []) }
-        guard body.count == 26 + Handshake.nonceBytes + Handshake.proofBytes + 1 else {
-            throw ReplicationError(.malformed, "WELCOME of \(body.count) bytes")
-        }
-        return body.withUnsafeBytes {
-            .welcome(
-                version: version, node: NodeID($0.loadBigEndian(fromByteOffset: 2, as: UInt64.self)),
-                head: HLCTimestamp(loadingFrom: $0.baseAddress! + 10),
-                nonce: Array(body[26..<(26 + Handshake.nonceBytes)]),
-                proof: Array(body[(26 + Handshake.nonceBytes)..<(26 + Handshake.nonceBytes + Handshake.proofBytes)]),
-                repairFirst: body.last! & 1 != 0)
-        }
+        guard version == Frame.protocolVersion else { return .welcome(version: version, nonce: []) }
+        guard body.count == 2 + Handshake.nonceBytes else { throw ReplicationError(.malformed, "WELCOME of \(body.count) bytes") }
+        return .welcome(version: version, nonce: Array(body[2...]))
     }
 
     /// A protocol violation: `self` is not expected from a peer in `role`.

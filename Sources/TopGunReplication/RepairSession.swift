@@ -51,7 +51,7 @@ extension ReplicaNode {
                     return report
                 case .error(let text):
                     throw ReplicationError(.protocolViolation, "peer error: \(text)")
-                case .hello, .welcome, .proof, .subscribe, .segment, .ack, .digests, .needDigests, .heartbeat, .rejected:
+                case .hello, .welcome, .proof, .admitted, .subscribe, .segment, .ack, .digests, .needDigests, .heartbeat, .rejected:
                     throw message.unexpected(from: "a server during a repair")
                 }
             }

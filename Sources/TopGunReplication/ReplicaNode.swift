@@ -144,6 +144,9 @@ public final class ReplicaNode: Sendable {
         public var trustRoots: String?
         /// Extra plain routes of the HTTP listener, such as `/metrics`.
         public var httpRoutes: [String: @Sendable () -> (contentType: String, body: String)]
+        /// When set, `httpRoutes` answer 401 unless the request carries
+        /// `Authorization: Bearer <this>` (`/healthz` stays open, for load balancers).
+        public var httpRoutesToken: [UInt8]?
         /// Watch the op-log head for commits by other processes on the same files (one
         /// read per `pollInterval` for the whole node); commits of this process wake the
         /// streams directly.
@@ -165,6 +168,47 @@ public final class ReplicaNode: Sendable {
         /// Node ids (devices) one user may sync from: each is a peer garbage collection
         /// waits for, until it acknowledges or is forgotten.
         public var maxDevicesPerUser = 32
+        /// Plain TCP and plain HTTP (`ws://`) to or on addresses other than loopback. A
+        /// plain link can be read, and after a genuine handshake written, by anyone on
+        /// its path; false refuses such a configuration unless the node has TLS files.
+        public var allowsPlaintext = false
+
+        /// Checks what a node refuses to run with: a shared secret shorter than
+        /// `ReplicaNode.minimumSecretBytes`, a node that dials replicas without a secret,
+        /// and plain links beyond loopback unless `allowsPlaintext`.
+        ///
+        /// - Throws: `ReplicationError(.invalidConfiguration)` saying what to change.
+        public func validate() throws(ReplicationError) {
+            if !token.isEmpty && token.count < Handshake.minimumSecretBytes {
+                throw ReplicationError(
+                    .invalidConfiguration,
+                    "the shared secret is \(token.count) bytes; at least \(Handshake.minimumSecretBytes) are needed (make one with `head -c 32 /dev/urandom | base64`)")
+            }
+            if token.isEmpty && bearerToken == nil && !peers.isEmpty {
+                throw ReplicationError(.invalidConfiguration, "dialling peers needs the shared secret or a JWT")
+            }
+            if let listen, tls == nil, !allowsPlaintext, !isLoopback(listen.host) { throw plaintextRefusal("listening on \(listen.host)") }
+            if let http, tls == nil, !allowsPlaintext, !isLoopback(http.host) { throw plaintextRefusal("HTTP on \(http.host)") }
+            for peer in peers { try checkLink(to: peer) }
+        }
+
+        /// Refuses a plain link to `peer` beyond loopback unless `allowsPlaintext`.
+        ///
+        /// - Throws: `ReplicationError(.invalidConfiguration)`.
+        public func checkLink(to peer: PeerAddress) throws(ReplicationError) {
+            guard !allowsPlaintext, !isLoopback(peer.host) else { return }
+            switch peer.transport {
+            case .tcp where tls == nil: throw plaintextRefusal("the link to \(peer)")
+            case .webSocket(_, secure: false): throw plaintextRefusal("the link to \(peer)")
+            case .tcp, .webSocket: return
+            }
+        }
+
+        private func plaintextRefusal(_ what: String) -> ReplicationError {
+            ReplicationError(
+                .invalidConfiguration,
+                "\(what) is plain text beyond loopback: anyone on the path can read it, and write to it after a genuine handshake; use TLS (--tls-cert/--tls-key, wss://) or allow plain links explicitly (--insecure)")
+        }
 
         public init(
             listen: PeerAddress?, peers: [PeerAddress] = [], token: [UInt8], subscription: Subscription = .init(),
@@ -175,8 +219,10 @@ public final class ReplicaNode: Sendable {
             heldRetryInterval: Duration = .seconds(10), push: Bool = true, watchOtherProcesses: Bool = true,
             http: PeerAddress? = nil, httpRoutes: [String: @Sendable () -> (contentType: String, body: String)] = [:],
             trustRoots: String? = nil, bearerToken: String? = nil, policy: Policy? = nil, tokenVerifier: TokenVerifier? = nil,
-            maxDevicesPerUser: Int = 32, catchUpByRepairAfter: Int = 10_000
+            maxDevicesPerUser: Int = 32, catchUpByRepairAfter: Int = 10_000, allowsPlaintext: Bool = false, httpRoutesToken: [UInt8]? = nil
         ) {
+            self.allowsPlaintext = allowsPlaintext
+            self.httpRoutesToken = httpRoutesToken
             self.maxDevicesPerUser = maxDevicesPerUser
             self.catchUpByRepairAfter = catchUpByRepairAfter
             self.bearerToken = bearerToken
@@ -217,6 +263,11 @@ public final class ReplicaNode: Sendable {
         public var rawBytesSent = 0
         public var handshakesRefused = 0
         public var repairsSent = 0
+        /// DIGESTS frames received (each asks for a repair).
+        public var repairsRequested = 0
+        /// Repairs sent whole (each ends with RESUME); DIGESTS that arrive while one is
+        /// being sent are merged into the next.
+        public var repairsServed = 0
         /// Sessions refused because the peer presented this node's id or one that
         /// already had a live session.
         public var duplicateIDsRefused = 0
@@ -236,6 +287,9 @@ public final class ReplicaNode: Sendable {
         public init() {}
     }
 
+    /// The shortest shared secret a node accepts, in bytes (256 bits).
+    public static let minimumSecretBytes = Handshake.minimumSecretBytes
+
     public let store: Store
     public let configuration: Configuration
     let logger: Logger
@@ -243,6 +297,8 @@ public final class ReplicaNode: Sendable {
     /// The node made `group` and shuts it down.
     let ownsGroup: Bool
     let stats = Mutex(Statistics())
+    /// Refused handshakes, logged at a bounded rate.
+    let refusals: RefusalLog
     /// The policy now in force (see `reload(policy:)`).
     let policy: Mutex<Policy?>
     /// Bumped by every policy reload.
@@ -315,7 +371,8 @@ public final class ReplicaNode: Sendable {
     /// For peers addressed by host name: the name is verified.
     let clientTLSByName: NIOSSLContext?
 
-    /// - Throws: `NIOSSLError` when TLS files cannot be read.
+    /// - Throws: `ReplicationError(.invalidConfiguration)` for a configuration
+    ///   `Configuration.validate()` refuses; `NIOSSLError` when TLS files cannot be read.
     ///
     /// - Parameter eventLoopGroup: the SwiftNIO threads to run on; by default the node
     ///   makes one thread of its own (many nodes in one process should share a group).
@@ -323,10 +380,12 @@ public final class ReplicaNode: Sendable {
         store: Store, configuration: Configuration, logger: Logger = Logger(label: "topgun.replication"),
         eventLoopGroup: (any EventLoopGroup)? = nil
     ) throws {
+        try configuration.validate()
         self.store = store
         self.configuration = configuration
         self.policy = Mutex(configuration.policy)
         self.logger = logger
+        self.refusals = RefusalLog(logger: logger)
         self.group = eventLoopGroup ?? MultiThreadedEventLoopGroup(numberOfThreads: 1)
         self.ownsGroup = eventLoopGroup == nil
         if let tls = configuration.tls {
@@ -339,16 +398,16 @@ public final class ReplicaNode: Sendable {
                 server.certificateVerification = .noHostnameVerification
                 server.trustRoots = .file(clientCA)
             }
-            serverTLS = try NIOSSLContext(configuration: server)
+            serverTLS = try NIOSSLContext(configuration: TLSPolicy.hardened(server))
             var client = TLSConfiguration.makeClientConfiguration()
             client.trustRoots = .file(tls.trustRoots ?? tls.certificate)
             client.certificateChain = chain
             client.privateKey = .privateKey(key)
             // A peer addressed by host name is verified against its certificate's names
             // (SAN); one addressed by IP against the trust roots only.
-            clientTLSByName = try NIOSSLContext(configuration: client)
+            clientTLSByName = try NIOSSLContext(configuration: TLSPolicy.hardened(client))
             client.certificateVerification = .noHostnameVerification
-            clientTLS = try NIOSSLContext(configuration: client)
+            clientTLS = try NIOSSLContext(configuration: TLSPolicy.hardened(client))
         } else {
             serverTLS = nil
             clientTLS = nil
@@ -677,6 +736,7 @@ public final class ReplicaNode: Sendable {
     }
 
     func connect(_ peer: PeerAddress) async throws -> NIOAsyncChannel<Frame, Frame> {
+        try configuration.checkLink(to: peer)
         if case .webSocket(let path, let secure) = peer.transport {
             return try await connectWebSocket(peer, path: path, secure: secure)
         }
@@ -686,6 +746,17 @@ public final class ReplicaNode: Sendable {
                 channel.eventLoop.makeCompletedFuture { try self.pipeline(channel, host: peer.host) }
             }
     }
+}
+
+/// True for `localhost` and loopback address literals (127.0.0.0/8, ::1).
+func isLoopback(_ host: String) -> Bool {
+    if host == "localhost" { return true }
+    var v4 = in_addr()
+    if inet_pton(AF_INET, host, &v4) == 1 { return UInt32(bigEndian: v4.s_addr) >> 24 == 127 }
+    let bare = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
+    var v6 = in6_addr()
+    guard inet_pton(AF_INET6, bare, &v6) == 1 else { return false }
+    return withUnsafeBytes(of: &v6) { $0.elementsEqual([UInt8](repeating: 0, count: 15) + [1]) }
 }
 
 /// True for an IPv4 or IPv6 address literal (which TLS cannot send as SNI).
@@ -698,15 +769,6 @@ func isIPAddress(_ host: String) -> Bool {
 func nanoseconds(_ duration: Duration) -> Int64 {
     let c = duration.components
     return c.seconds * 1_000_000_000 + c.attoseconds / 1_000_000_000
-}
-
-/// Compares secrets in time independent of where they differ.
-func constantTimeEquals(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-    var diff = UInt8(truncatingIfNeeded: a.count ^ b.count)
-    for i in 0..<max(a.count, b.count) {
-        diff |= (i < a.count ? a[i] : 0) ^ (i < b.count ? b[i] : 0)
-    }
-    return diff == 0
 }
 
 /// A result set once (the listener's port, or why there is none) and the tasks

@@ -24,6 +24,9 @@ public struct ReplicationError: Error, Sendable, Equatable, CustomStringConverti
         /// A JWT was refused: malformed, badly signed, expired, not yet valid, or for
         /// another issuer or audience.
         public static let badToken = Code(rawValue: "bad token")
+        /// A node configuration it refuses to run with (a short secret, plain links
+        /// beyond loopback).
+        public static let invalidConfiguration = Code(rawValue: "invalid configuration")
         /// The session's credential expired.
         public static let expired = Code(rawValue: "expired")
     }

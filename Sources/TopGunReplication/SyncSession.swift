@@ -276,13 +276,17 @@ extension Database {
     ///
     /// `watchOtherProcesses`: also push writes other processes make on the same files
     /// (one read of the log head per 20 ms); in-process writes are pushed at once.
+    /// `allowsPlaintext`: permit `tcp://` without TLS files and `ws://` to a host other
+    /// than loopback (anyone on the path can read and alter such a link).
     ///
-    /// - Throws: `ReplicationError(.malformed)` for a URL that is none of these.
+    /// - Throws: `ReplicationError(.malformed)` for a URL that is none of these;
+    ///   `.invalidConfiguration` for a secret under `ReplicaNode.minimumSecretBytes` or
+    ///   a plain link beyond loopback.
     public func sync(
-        with url: String, token: [UInt8], trustRoots: String? = nil, watchOtherProcesses: Bool = false,
+        with url: String, token: [UInt8], trustRoots: String? = nil, watchOtherProcesses: Bool = false, allowsPlaintext: Bool = false,
         logger: Logger = Logger(label: "topgun.sync"), eventLoopGroup: (any EventLoopGroup)? = nil
     ) throws -> SyncSession {
-        try sync(url, token: token, jwt: nil, trustRoots, watchOtherProcesses, logger, eventLoopGroup)
+        try sync(url, token: token, jwt: nil, trustRoots, watchOtherProcesses, allowsPlaintext, logger, eventLoopGroup)
     }
 
     /// Starts syncing as a user: like `sync(with:token:)`, but the database presents
@@ -291,15 +295,15 @@ extension Database {
     /// here and reported by `SyncSession.rejections()`. Use `wss://` or TLS: the token
     /// is a bearer credential.
     public func sync(
-        with url: String, jwt: String, trustRoots: String? = nil, watchOtherProcesses: Bool = false,
+        with url: String, jwt: String, trustRoots: String? = nil, watchOtherProcesses: Bool = false, allowsPlaintext: Bool = false,
         logger: Logger = Logger(label: "topgun.sync"), eventLoopGroup: (any EventLoopGroup)? = nil
     ) throws -> SyncSession {
-        try sync(url, token: [], jwt: jwt, trustRoots, watchOtherProcesses, logger, eventLoopGroup)
+        try sync(url, token: [], jwt: jwt, trustRoots, watchOtherProcesses, allowsPlaintext, logger, eventLoopGroup)
     }
 
     private func sync(
-        _ url: String, token: [UInt8], jwt: String?, _ trustRoots: String?, _ watchOtherProcesses: Bool, _ logger: Logger,
-        _ eventLoopGroup: (any EventLoopGroup)?
+        _ url: String, token: [UInt8], jwt: String?, _ trustRoots: String?, _ watchOtherProcesses: Bool, _ allowsPlaintext: Bool,
+        _ logger: Logger, _ eventLoopGroup: (any EventLoopGroup)?
     ) throws -> SyncSession {
         guard let server = ReplicaNode.PeerAddress(url: url) else {
             throw ReplicationError(.malformed, "\(url) is not a tcp://, ws:// or wss:// URL")
@@ -308,7 +312,7 @@ extension Database {
             store: store,
             configuration: .init(
                 listen: nil, peers: [server], token: token, push: true, watchOtherProcesses: watchOtherProcesses, trustRoots: trustRoots,
-                bearerToken: jwt),
+                bearerToken: jwt, allowsPlaintext: allowsPlaintext),
             logger: logger, eventLoopGroup: eventLoopGroup)
         let session = SyncSession(node: node, server: server)
         session.start()

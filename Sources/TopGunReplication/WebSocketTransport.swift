@@ -23,8 +23,9 @@ extension ReplicaNode {
 
     /// Binds the HTTP listener (`Configuration.http`).
     func bindHTTP(_ address: PeerAddress) async throws -> NIOAsyncChannel<EventLoopFuture<HTTPConnection>, Never> {
-        let maxFrame = configuration.maxFrameBytes + 16
         let routes = configuration.httpRoutes
+        let routesToken = configuration.httpRoutesToken
+        let timeout = nanoseconds(configuration.handshakeTimeout)
         let server = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -40,10 +41,13 @@ extension ReplicaNode {
                         try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: serverTLS))
                     }
                     let upgrader = NIOTypedWebSocketServerUpgrader<HTTPConnection>(
-                        maxFrameSize: maxFrame,
+                        maxFrameSize: WebSocketFrameBridge.maxFragmentBytes,
                         shouldUpgrade: { channel, head in
+                            // RFC 6455 §4.1: a GET whose Connection header names Upgrade.
                             let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
-                            return channel.eventLoop.makeSucceededFuture(path == "/sync" ? HTTPHeaders() : nil)
+                            let connection = head.headers["Connection"].flatMap { $0.split(separator: ",") }
+                            let upgrades = connection.contains { $0.lowercased().filter { $0 != " " && $0 != "\t" } == "upgrade" }
+                            return channel.eventLoop.makeSucceededFuture(path == "/sync" && head.method == .GET && upgrades ? HTTPHeaders() : nil)
                         },
                         upgradePipelineHandler: { channel, _ in
                             channel.eventLoop.makeCompletedFuture {
@@ -58,7 +62,10 @@ extension ReplicaNode {
                                 upgraders: [upgrader],
                                 notUpgradingCompletionHandler: { channel in
                                     channel.eventLoop.makeCompletedFuture {
-                                        try channel.pipeline.syncOperations.addHandler(HTTPRoutesHandler(routes: routes))
+                                        // The routes handler keeps its own deadline, per request.
+                                        deadline.cancel()
+                                        try channel.pipeline.syncOperations.addHandler(
+                                            HTTPRoutesHandler(routes: routes, token: routesToken, timeout: .nanoseconds(timeout)))
                                         return .plain
                                     }
                                 })))
@@ -89,7 +96,6 @@ extension ReplicaNode {
 
     /// Connects to a `ws://` or `wss://` peer and upgrades to WebSocket.
     func connectWebSocket(_ peer: PeerAddress, path: String, secure: Bool) async throws -> NIOAsyncChannel<Frame, Frame> {
-        let maxFrame = configuration.maxFrameBytes + 16
         // A host name is verified against the certificate; an IP address cannot be
         // sent as SNI, and is checked against the trust roots only.
         let isAddress = isIPAddress(peer.host)
@@ -103,7 +109,7 @@ extension ReplicaNode {
                             try NIOSSLClientHandler(context: tls, serverHostname: isAddress ? nil : peer.host))
                     }
                     let upgrader = NIOTypedWebSocketClientUpgrader<NIOAsyncChannel<Frame, Frame>?>(
-                        maxFrameSize: maxFrame,
+                        maxFrameSize: WebSocketFrameBridge.maxFragmentBytes,
                         upgradePipelineHandler: { channel, _ in
                             channel.eventLoop.makeCompletedFuture {
                                 try channel.pipeline.syncOperations.addHandler(WebSocketFrameBridge(isClient: true))
@@ -143,87 +149,226 @@ extension ReplicaNode {
             client.certificateChain = try NIOSSLCertificate.fromPEMFile(tls.certificate).map { .certificate($0) }
             client.privateKey = .privateKey(try NIOSSLPrivateKey(file: tls.privateKey, format: .pem))
         }
-        return try NIOSSLContext(configuration: client)
+        return try NIOSSLContext(configuration: TLSPolicy.hardened(client))
     }
 }
 
-/// Between WebSocket messages and the byte stream the frame codec reads: binary
-/// messages in, one binary message per written buffer out (masked from a client);
-/// answers pings and closes on a close frame or a text message.
-final class WebSocketFrameBridge: ChannelDuplexHandler, Sendable {
+/// Between WebSocket messages and the byte stream the frame codec reads, per RFC 6455:
+/// binary messages in (fragmented or not), each written buffer out as one binary
+/// message in fragments of at most `WebSocketFrameBridge.maxFragmentBytes` (masked from
+/// a client). It answers pings, answers a Close with a Close and closes, sends a Close
+/// before closing itself, and ends the connection with 1002 (protocol error) on reserved
+/// bits, an unmasked frame from a client or a masked one from a server, a lone
+/// continuation, a new data frame inside a fragmented message, a reserved opcode or a
+/// malformed Close; text (not part of this protocol) gets 1003.
+final class WebSocketFrameBridge: ChannelDuplexHandler {
     typealias InboundIn = WebSocketFrame
     typealias InboundOut = ByteBuffer
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = WebSocketFrame
 
+    /// The largest WebSocket frame either side decodes, before authentication and after:
+    /// larger messages travel as fragments, so a connection that has not authenticated
+    /// cannot make this node buffer more (the frame codec bounds reassembly).
+    static let maxFragmentBytes = 64 << 10
+
     let isClient: Bool
+    /// Inside a fragmented binary message (its first frame had no FIN).
+    private var inMessage = false
+    /// A Close was sent; nothing more is.
+    private var closeSent = false
 
     init(isClient: Bool) { self.isClient = isClient }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
+        if frame.rsv1 || frame.rsv2 || frame.rsv3 { return fail(context, .protocolError, "reserved bits set") }
+        // Clients mask every frame; servers mask none (RFC 6455 §5.1).
+        if (frame.maskKey == nil) != isClient { return fail(context, .protocolError, isClient ? "masked frame from the server" : "unmasked frame from a client") }
         switch frame.opcode {
-        case .binary, .continuation:
+        case .binary:
+            if inMessage { return fail(context, .protocolError, "a new message inside a fragmented one") }
+            inMessage = !frame.fin
+            context.fireChannelRead(wrapInboundOut(frame.unmaskedData))
+        case .continuation:
+            if !inMessage { return fail(context, .protocolError, "a continuation outside a fragmented message") }
+            inMessage = !frame.fin
             context.fireChannelRead(wrapInboundOut(frame.unmaskedData))
         case .ping:
+            guard !closeSent else { return }
             let pong = WebSocketFrame(fin: true, opcode: .pong, maskKey: isClient ? .random() : nil, data: frame.unmaskedData)
             context.writeAndFlush(wrapOutboundOut(pong), promise: nil)
         case .pong:
             break
         case .connectionClose:
-            context.close(promise: nil)
+            var payload = frame.unmaskedData
+            switch payload.readableBytes {
+            case 0:
+                sendClose(context, code: nil)
+            case 1:
+                fail(context, .protocolError, "a Close frame of 1 byte")
+            default:
+                let code = payload.readInteger(as: UInt16.self)!
+                guard Self.isValidCloseCode(code) else { return fail(context, .protocolError, "Close code \(code)") }
+                guard String(validating: payload.readableBytesView, as: UTF8.self) != nil else {
+                    return fail(context, .dataInconsistentWithMessage, "a Close reason that is not UTF-8")
+                }
+                // The usual answer echoes the code.
+                sendClose(context, code: WebSocketErrorCode(codeNumber: Int(code)))
+            }
+        case .text:
+            fail(context, .unacceptableData, "text messages are not part of this protocol")
         default:
-            // Text and unknown opcodes are not part of this protocol.
-            context.fireErrorCaught(ReplicationError(.protocolViolation, "WebSocket message of type \(frame.opcode)"))
-            context.close(promise: nil)
+            fail(context, .protocolError, "reserved opcode \(frame.opcode)")
         }
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        let frame = WebSocketFrame(fin: true, opcode: .binary, maskKey: isClient ? .random() : nil, data: unwrapOutboundIn(data))
-        context.write(wrapOutboundOut(frame), promise: promise)
+        var buffer = unwrapOutboundIn(data)
+        guard !closeSent else {
+            promise?.fail(ChannelError.ioOnClosedChannel)
+            return
+        }
+        var first = true
+        repeat {
+            let slice = buffer.readSlice(length: min(buffer.readableBytes, Self.maxFragmentBytes))!
+            let last = buffer.readableBytes == 0
+            let frame = WebSocketFrame(fin: last, opcode: first ? .binary : .continuation, maskKey: isClient ? .random() : nil, data: slice)
+            context.write(wrapOutboundOut(frame), promise: last ? promise : nil)
+            first = false
+        } while buffer.readableBytes > 0
+    }
+
+    /// A Close (1000, going away) goes out before the connection closes from this side.
+    func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+        guard mode == .all, !closeSent, context.channel.isActive else { return context.close(mode: mode, promise: promise) }
+        closeSent = true
+        let frame = Self.closeFrame(.normalClosure, masked: isClient)
+        context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
+        context.close(mode: mode, promise: promise)
+    }
+
+    private func sendClose(_ context: ChannelHandlerContext, code: WebSocketErrorCode?) {
+        guard !closeSent else { return context.close(promise: nil) }
+        closeSent = true
+        let frame =
+            code.map { Self.closeFrame($0, masked: isClient) }
+            ?? WebSocketFrame(fin: true, opcode: .connectionClose, maskKey: isClient ? .random() : nil, data: ByteBuffer())
+        context.writeAndFlush(wrapOutboundOut(frame)).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+    }
+
+    private func fail(_ context: ChannelHandlerContext, _ code: WebSocketErrorCode, _ why: String) {
+        context.fireErrorCaught(ReplicationError(.protocolViolation, "WebSocket: \(why)"))
+        sendClose(context, code: code)
+    }
+
+    static func closeFrame(_ code: WebSocketErrorCode, masked: Bool) -> WebSocketFrame {
+        var data = ByteBuffer()
+        data.write(webSocketErrorCode: code)
+        return WebSocketFrame(fin: true, opcode: .connectionClose, maskKey: masked ? .random() : nil, data: data)
+    }
+
+    /// Codes a peer may send in a Close (RFC 6455 §7.4): not 1004–1006 or 1015, which
+    /// are never sent, and nothing below 1000 or in the unassigned 1016–2999.
+    static func isValidCloseCode(_ code: UInt16) -> Bool {
+        switch code {
+        case 1000...1003, 1007...1014: true
+        case 3000...4999: true
+        default: false
+        }
     }
 }
 
 /// Answers plain HTTP requests on the listener: `GET /healthz`, the configured routes
-/// (`/metrics`), 426 for `/sync` without an upgrade, 404 otherwise.
+/// (`/metrics`; with `token`, only for `Authorization: Bearer <token>`), 426 for
+/// `/sync` without an upgrade, 404 otherwise. Connections stay open between requests
+/// (HTTP/1.1 keep-alive, pipelined requests answered in order) until the client asks to
+/// close, or no request completes within `timeout` of the previous answer.
 final class HTTPRoutesHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
     let routes: [String: @Sendable () -> (contentType: String, body: String)]
-    private var path: String?
+    let token: [UInt8]?
+    let timeout: TimeAmount
+    private var head: HTTPRequestHead?
+    private var deadline: Scheduled<Void>?
 
-    init(routes: [String: @Sendable () -> (contentType: String, body: String)]) {
+    init(routes: [String: @Sendable () -> (contentType: String, body: String)], token: [UInt8]?, timeout: TimeAmount) {
         self.routes = routes
+        self.token = token
+        self.timeout = timeout
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) { armDeadline(context) }
+
+    func handlerRemoved(context: ChannelHandlerContext) { deadline?.cancel() }
+
+    private func armDeadline(_ context: ChannelHandlerContext) {
+        deadline?.cancel()
+        let channel = context.channel
+        deadline = context.eventLoop.scheduleTask(in: timeout) { channel.close(promise: nil) }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
-            path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+            self.head = head
         case .body:
             break
         case .end:
-            let requested = path ?? "/"
-            let (status, contentType, body): (HTTPResponseStatus, String, String)
-            if requested == "/healthz" {
-                (status, contentType, body) = (.ok, "text/plain", "ok\n")
-            } else if let route = routes[requested] {
-                let answer = route()
-                (status, contentType, body) = (.ok, answer.contentType, answer.body)
-            } else if requested == "/sync" {
-                (status, contentType, body) = (.upgradeRequired, "text/plain", "use a WebSocket upgrade\n")
-            } else {
-                (status, contentType, body) = (.notFound, "text/plain", "not found\n")
+            guard let head else {
+                // An upgrade request that was refused: the upgrade handler kept its head.
+                let body = "not upgraded: WebSocket sync is a GET /sync with Connection: Upgrade and Upgrade: websocket\n"
+                var headers = HTTPHeaders()
+                headers.add(name: "Content-Type", value: "text/plain")
+                headers.add(name: "Content-Length", value: "\(body.utf8.count)")
+                headers.add(name: "Connection", value: "close")
+                context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .badRequest, headers: headers))), promise: nil)
+                context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil)
+                let channel = context.channel
+                context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+                return
             }
+            self.head = nil
+            let requested = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+            let (status, contentType, body) = answer(requested, head)
+            let keepAlive = head.isKeepAlive
             var headers = HTTPHeaders()
             headers.add(name: "Content-Type", value: contentType)
             headers.add(name: "Content-Length", value: "\(body.utf8.count)")
-            headers.add(name: "Connection", value: "close")
-            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
-            context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil)
-            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(promise: nil) }
+            if status == .unauthorized { headers.add(name: "WWW-Authenticate", value: "Bearer") }
+            headers.add(name: "Connection", value: keepAlive ? "keep-alive" : "close")
+            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
+            context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: head.method == .HEAD ? "" : body)))), promise: nil)
+            if keepAlive {
+                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+                armDeadline(context)
+            } else {
+                let channel = context.channel
+                context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+            }
         }
+    }
+
+    private func answer(_ path: String, _ head: HTTPRequestHead) -> (HTTPResponseStatus, String, String) {
+        guard head.method == .GET || head.method == .HEAD else {
+            return path == "/sync" ? (.upgradeRequired, "text/plain", "use a WebSocket upgrade (GET)\n") : (.methodNotAllowed, "text/plain", "GET only\n")
+        }
+        if path == "/healthz" { return (.ok, "text/plain", "ok\n") }
+        if let route = routes[path] {
+            if let token {
+                let presented = head.headers["Authorization"].first.flatMap { value -> [UInt8]? in
+                    value.hasPrefix("Bearer ") ? Array(value.utf8.dropFirst(7)) : nil
+                }
+                guard let presented, constantTimeEquals(presented, token) else {
+                    return (.unauthorized, "text/plain", "this route needs Authorization: Bearer <token>\n")
+                }
+            }
+            let answer = route()
+            return (.ok, answer.contentType, answer.body)
+        }
+        if path == "/sync" { return (.upgradeRequired, "text/plain", "use a WebSocket upgrade\n") }
+        return (.notFound, "text/plain", "not found\n")
     }
 }

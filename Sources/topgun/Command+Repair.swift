@@ -24,6 +24,7 @@ struct Repair: AsyncParsableCommand {
     @OptionGroup var token: TokenOption
     @Option(help: "Seconds to wait for the peer.") var timeout: Double = 30
     @Flag(help: "Rebuild from the peer into a new store even if this one opens.") var fresh = false
+    @Flag(help: "Allow plain TCP or HTTP beyond loopback (anyone on the path can read the link and write to it).") var insecure = false
 
     func run() async throws {
         guard let address = ReplicaNode.PeerAddress(from) else { throw CLIError("bad --from \(from), expected HOST:PORT") }
@@ -40,7 +41,8 @@ struct Repair: AsyncParsableCommand {
             store = try options.open()
         }
         let node = try ReplicaNode(
-            store: store, configuration: .init(listen: nil, token: try token.secret(), handshakeTimeout: .milliseconds(Int(timeout * 1_000))),
+            store: store, configuration: .init(
+                listen: nil, token: try token.secret(), handshakeTimeout: .milliseconds(Int(timeout * 1_000)), allowsPlaintext: insecure),
             logger: Logger(label: "topgun.repair"))
         let report = try await node.repair(from: address)
         print("repaired from \(report.peer): \(report.received) records received, \(report.applied) applied, cursor \(report.head)")

@@ -50,6 +50,11 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "PEM public key (ES256 or RS256) for client JWTs (repeatable).") var jwtPublicKey: [String] = []
     @Option(help: "Required iss claim of client JWTs.") var jwtIssuer: String?
     @Option(help: "Required aud claim of client JWTs.") var jwtAudience: String?
+    @Option(help: "File holding a bearer token that GET /metrics requires (Authorization: Bearer <token>; /healthz stays open).")
+    var metricsTokenFile: String?
+    @Flag(help: "Label /metrics series with users' subjects (topgun_user_sessions{subject}); by default labels name node ids only.")
+    var metricsSubjects = false
+    @Flag(help: "Allow plain TCP or HTTP beyond loopback (anyone on the path can read the link and write to it).") var insecure = false
 
     func run() async throws {
         LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
@@ -106,7 +111,7 @@ struct Serve: AsyncParsableCommand {
         let store = try Store(path: options.data, options: durability.storeOptions)
         if let http, let metrics, http != metrics { throw CLIError("--metrics is another name for --http: give one address") }
         let httpAddress = try (http ?? metrics).map { try Self.listenAddress($0, flag: http != nil ? "--http" : "--metrics") }
-        let registry = httpAddress != nil ? MetricsEndpoint.bootstrap() : nil
+        let registry = httpAddress != nil ? PrometheusCollectorRegistry() : nil
         var routes: [String: @Sendable () -> (contentType: String, body: String)] = [:]
         if let registry {
             routes["/metrics"] = {
@@ -115,6 +120,13 @@ struct Serve: AsyncParsableCommand {
                 return ("text/plain; version=0.0.4", String(decoding: bytes, as: UTF8.self))
             }
         }
+        let metricsToken = try metricsTokenFile.map { path in
+            guard let data = FileManager.default.contents(atPath: path) else { throw CLIError("cannot read --metrics-token-file \(path)") }
+            let token = Array(String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines).utf8)
+            guard token.count >= 16 else { throw CLIError("the metrics token in \(path) is \(token.count) bytes; use at least 16 (`head -c 32 /dev/urandom | base64`)") }
+            return token
+        }
+        if metricsToken != nil && httpAddress == nil { throw CLIError("--metrics-token-file needs --http") }
         let subscription = Subscription(
             maps: maps?.split(separator: ",").map(String.init) ?? [],
             partitions: partitions?.split(separator: ",").compactMap { UInt16($0) } ?? [])
@@ -127,9 +139,10 @@ struct Serve: AsyncParsableCommand {
                 // Collect at least twice per retention period, at most once a minute.
                 gcInterval: .seconds(max(1, min(60, (retention ?? 120) / 2))),
                 heartbeatInterval: .milliseconds(Int(idleTimeout * 250)), idleTimeout: .milliseconds(Int(idleTimeout * 1_000)),
-                http: httpAddress, httpRoutes: routes, policy: policyRules, tokenVerifier: verifier),
+                http: httpAddress, httpRoutes: routes, policy: policyRules, tokenVerifier: verifier, allowsPlaintext: insecure,
+                httpRoutesToken: metricsToken),
             logger: logger)
-        let service = NodeService(node: node, logger: logger, registry: registry, policyFile: policy)
+        let service = NodeService(node: node, logger: logger, registry: registry, metricsSubjects: metricsSubjects, policyFile: policy)
         let group = ServiceGroup(
             configuration: .init(services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
@@ -149,6 +162,7 @@ struct NodeService: Service {
     let node: ReplicaNode
     let logger: Logger
     let registry: PrometheusCollectorRegistry?
+    let metricsSubjects: Bool
     /// Reloaded on SIGHUP.
     let policyFile: String?
 
@@ -165,7 +179,7 @@ struct NodeService: Service {
             try await withThrowingTaskGroup(of: Void.self) { tasks in
                 tasks.addTask { try await node.run() }
                 if let registry {
-                    tasks.addTask { try await MetricsEndpoint(registry: registry, node: node).publish() }
+                    tasks.addTask { try await MetricsEndpoint(registry: registry, node: node, subjects: metricsSubjects).publish() }
                 }
                 tasks.addTask {
                     // SIGHUP: read the policy file again; a file that does not parse

@@ -22,6 +22,7 @@ struct Sync: AsyncParsableCommand {
     @Option(help: "The server's URL: tcp://HOST:PORT, ws://HOST:PORT/PATH or wss://HOST:PORT/PATH.") var server: String
     @OptionGroup var token: TokenOption
     @Flag(help: "Sync until caught up both ways, then exit.") var once = false
+    @Flag(help: "Allow plain TCP or HTTP beyond loopback (anyone on the path can read the link and write to it).") var insecure = false
     @Option(help: "With --once: give up after this many seconds.") var timeout: Double = 60
     @Option(help: "PEM certificates trusted for a wss:// server (default: the system's).") var tlsCA: String?
 
@@ -45,7 +46,9 @@ struct Sync: AsyncParsableCommand {
         if once {
             let node = try ReplicaNode(
                 store: db.store,
-                configuration: .init(listen: nil, token: secret, push: true, watchOtherProcesses: false, trustRoots: tlsCA, bearerToken: jwt))
+                configuration: .init(
+                    listen: nil, token: jwt == nil ? secret : [], push: true, watchOtherProcesses: false, trustRoots: tlsCA, bearerToken: jwt,
+                    allowsPlaintext: insecure))
             let refusals = node.addRejectionObserver { Self.report($0) }
             defer { node.removeRejectionObserver(refusals) }
             let report: SyncReport
@@ -63,9 +66,9 @@ struct Sync: AsyncParsableCommand {
         }
         // Writes by other processes (`topgun put` on the same files) are pushed too.
         let session =
-            try jwt.map { try db.sync(with: server, jwt: $0, trustRoots: tlsCA, watchOtherProcesses: true) }
-            ?? db.sync(with: server, token: secret, trustRoots: tlsCA, watchOtherProcesses: true)
-        try await withTaskCancellationHandler {
+            try jwt.map { try db.sync(with: server, jwt: $0, trustRoots: tlsCA, watchOtherProcesses: true, allowsPlaintext: insecure) }
+            ?? db.sync(with: server, token: secret, trustRoots: tlsCA, watchOtherProcesses: true, allowsPlaintext: insecure)
+        await withTaskCancellationHandler {
             await withTaskGroup(of: Void.self) { tasks in
                 tasks.addTask { for await rejection in session.rejections() { Self.report(rejection) } }
                 tasks.addTask { for await status in session.statusUpdates() { print("\(status)") } }

@@ -1,57 +1,71 @@
-import CoreMetrics
-import Foundation
-import Metrics
 import Prometheus
 import TopGunCore
 import TopGunReplication
 import TopGunStore
 
 /// Keeps the Prometheus metrics of a node current (its HTTP listener serves them on
-/// `GET /metrics`): merge ops, commit latency histogram, op-log size, per-peer lag,
-/// bytes in and out, rejected segments, sessions by principal, refused writes and
-/// tokens by reason.
+/// `GET /metrics`), by Prometheus conventions: every family has HELP, times are in
+/// seconds, points in time are `_timestamp_seconds`, and a value that does not exist
+/// (a peer that never acknowledged) has no series. Labels name node ids, never users'
+/// subjects, unless `subjects` asks for them.
 struct MetricsEndpoint {
     let registry: PrometheusCollectorRegistry
     let node: ReplicaNode
+    /// Also export open sessions per user subject (`topgun_user_sessions{subject}`).
+    var subjects = false
 
-    /// Installs the Prometheus backend for swift-metrics.
-    static func bootstrap() -> PrometheusCollectorRegistry {
-        let registry = PrometheusCollectorRegistry()
-        var factory = PrometheusMetricsFactory(registry: registry)
-        factory.defaultDurationHistogramBuckets = [
-            .microseconds(250), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10),
-            .milliseconds(25), .milliseconds(100), .milliseconds(500), .seconds(1),
-        ]
-        MetricsSystem.bootstrap(factory)
-        return registry
-    }
+    static let batchBuckets: [Duration] = [
+        .microseconds(250), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10),
+        .milliseconds(25), .milliseconds(100), .milliseconds(500), .seconds(1),
+    ]
 
-    /// Copies node and store counters into swift-metrics once a second.
+    /// Copies node and store counters into the registry once a second.
     func publish() async throws {
-        let mergeOps = Counter(label: "topgun_merge_ops_total")
-        let offered = Counter(label: "topgun_ops_offered_total")
-        let batch = Timer(label: "topgun_batch_duration_seconds", preferredDisplayUnit: .seconds)
-        let oplog = Gauge(label: "topgun_oplog_entries")
-        let bytesIn = Counter(label: "topgun_replication_bytes_in_total")
-        let bytesOut = Counter(label: "topgun_replication_bytes_out_total")
-        let rejected = Counter(label: "topgun_replication_segments_rejected_total")
-        let refused = Counter(label: "topgun_replication_handshakes_refused_total")
-        let horizon = Counter(label: "topgun_replication_refused_beyond_gc_horizon_total")
-        let idle = Counter(label: "topgun_replication_idle_timeouts_total")
-        let duplicates = Counter(label: "topgun_replication_duplicate_node_ids_total")
+        let r = registry
+        let mergeOps = r.makeCounter(name: "topgun_merge_ops_total", help: "Operations that changed a record, local or merged.")
+        let offered = r.makeCounter(name: "topgun_ops_offered_total", help: "Operations offered to the merge, applied or not.")
+        let batch = r.makeDurationHistogram(
+            name: "topgun_batch_duration_seconds", buckets: Self.batchBuckets, help: "Duration of one write transaction (a batch of operations).")
+        let oplog = r.makeGauge(name: "topgun_oplog_entries", help: "Entries in the op log.")
+        let bytesIn = r.makeCounter(name: "topgun_replication_received_bytes_total", help: "Bytes of replication frames received.")
+        let bytesOut = r.makeCounter(name: "topgun_replication_sent_bytes_total", help: "Bytes of replication frames sent.")
+        let rejected = r.makeCounter(
+            name: "topgun_replication_segments_rejected_total", help: "Frames refused whole (malformed, bad checksum, wrong origin).")
+        let refused = r.makeCounter(
+            name: "topgun_replication_handshakes_refused_total", help: "Connections refused during the handshake (bad credential, version, identity).")
+        let invalid = r.makeCounter(
+            name: "topgun_replication_ops_refused_invalid_total",
+            help: "Merged operations refused one by one as invalid (a value too large, a counter leaving the Int64 range).")
+        let horizon = r.makeCounter(
+            name: "topgun_replication_refused_beyond_gc_horizon_total", help: "Operations refused as older than the garbage-collection horizon.")
+        let idle = r.makeCounter(name: "topgun_replication_idle_timeouts_total", help: "Connections closed because nothing arrived within the idle timeout.")
+        let duplicates = r.makeCounter(
+            name: "topgun_replication_duplicate_node_ids_total", help: "Sessions refused because a node id was this node's own or already live.")
+        let connectedPeers = r.makeGauge(name: "topgun_connected_peers", help: "Peers with a live link now.")
+        let helpLag = "How far this node's pull of the peer's log is behind this node's clock."
+        let helpAckLag = "How far the peer's acknowledgement of this node's log is behind this node's clock (absent until it acknowledged)."
+        let helpConnected = "1 when the peer has a live link now."
+        let helpSeen = "When the peer was last heard from (Unix time)."
+        let helpSessions = "Open accepted sessions by kind of principal (replica or user)."
+        let helpUserSessions = "Open accepted sessions by user subject."
+        let helpWrites = "Pushed writes this node refused, by reason."
+        let helpTokens = "Client JWTs refused, by reason."
         var last = (StoreCounters.Snapshot(), ReplicaNode.Statistics())
-        var seenPrincipals = Set<String>()
+        var acknowledgedLag: [NodeID: Gauge] = [:]
+        var seenSubjects = Set<String>()
+        func seconds(_ millis: UInt64) -> Double { Double(millis) / 1000 }
         while !Task.isCancelled {
             let store = node.store.counters.snapshot
             let stats = node.statistics
             mergeOps.increment(by: Int64(store.applied - last.0.applied))
             offered.increment(by: Int64(store.operations - last.0.operations))
-            for d in node.store.counters.drainBatchDurations() { batch.recordNanoseconds(Int64(d.components.seconds) * 1_000_000_000 + d.components.attoseconds / 1_000_000_000) }
-            oplog.record(Double(try node.store.opLogCount()))
+            for d in node.store.counters.drainBatchDurations() { batch.record(d) }
+            oplog.set(to: Double(try node.store.opLogCount()))
             bytesIn.increment(by: Int64(stats.bytesReceived - last.1.bytesReceived))
             bytesOut.increment(by: Int64(stats.bytesSent - last.1.bytesSent))
             rejected.increment(by: Int64(stats.segmentsRejected - last.1.segmentsRejected))
             refused.increment(by: Int64(stats.handshakesRefused - last.1.handshakesRefused))
+            invalid.increment(by: Int64(stats.opsRefusedInvalid - last.1.opsRefusedInvalid))
             horizon.increment(by: Int64(store.refusedBeyondHorizon - last.0.refusedBeyondHorizon))
             idle.increment(by: Int64(stats.idleTimeouts - last.1.idleTimeouts))
             duplicates.increment(by: Int64(stats.duplicateIDsRefused - last.1.duplicateIDsRefused))
@@ -59,29 +73,39 @@ struct MetricsEndpoint {
             let connected = node.connectedPeers
             for peer in try node.store.peers() {
                 let id = [("peer", peer.node.description)]
-                // Pull lag: how far behind this node is on the peer's log.
-                Gauge(label: "topgun_peer_lag_ms", dimensions: id)
-                    .record(Double(now > peer.cursor.millis ? now - peer.cursor.millis : 0))
-                // Push lag: how far behind the peer is on this node's log.
+                r.makeGauge(name: "topgun_peer_lag_seconds", labels: id, help: helpLag)
+                    .set(to: seconds(now > peer.cursor.millis ? now - peer.cursor.millis : 0))
                 let acknowledged = max(peer.acknowledged, node.acknowledgedCursor(of: peer.node) ?? .zero)
-                Gauge(label: "topgun_peer_acknowledged_lag_ms", dimensions: id)
-                    .record(Double(now > acknowledged.millis ? now - acknowledged.millis : 0))
-                Gauge(label: "topgun_peer_connected", dimensions: id).record(connected.contains(peer.node) ? 1 : 0)
-                Gauge(label: "topgun_peer_last_seen_ms", dimensions: id).record(Double(peer.lastSeenMillis))
+                if acknowledged > .zero {
+                    let gauge = acknowledgedLag[peer.node] ?? r.makeGauge(name: "topgun_peer_acknowledged_lag_seconds", labels: id, help: helpAckLag)
+                    acknowledgedLag[peer.node] = gauge
+                    gauge.set(to: seconds(now > acknowledged.millis ? now - acknowledged.millis : 0))
+                }
+                r.makeGauge(name: "topgun_peer_connected", labels: id, help: helpConnected).set(to: connected.contains(peer.node) ? 1 : 0)
+                if peer.lastSeenMillis > 0 {
+                    r.makeGauge(name: "topgun_peer_last_seen_timestamp_seconds", labels: id, help: helpSeen).set(to: seconds(peer.lastSeenMillis))
+                }
             }
-            Gauge(label: "topgun_connected_peers").record(Double(connected.count))
-            // Sessions by principal (zero for those that ended since the last second).
+            connectedPeers.set(to: Double(connected.count))
             let sessions = node.sessionsByPrincipal
-            for principal in Set(sessions.keys).union(seenPrincipals) {
-                Gauge(label: "topgun_sessions", dimensions: [("principal", principal)]).record(Double(sessions[principal] ?? 0))
+            var byKind = ["replica": 0, "user": 0]
+            for (principal, count) in sessions { byKind[principal.hasPrefix("user:") ? "user" : "replica", default: 0] += count }
+            for (kind, count) in byKind { r.makeGauge(name: "topgun_sessions", labels: [("kind", kind)], help: helpSessions).set(to: Double(count)) }
+            if subjects {
+                // Zero for those that ended since the last second.
+                let users = sessions.filter { $0.key.hasPrefix("user:") }
+                for subject in Set(users.keys).union(seenSubjects) {
+                    r.makeGauge(name: "topgun_user_sessions", labels: [("subject", String(subject.dropFirst(5)))], help: helpUserSessions)
+                        .set(to: Double(users[subject] ?? 0))
+                }
+                seenSubjects.formUnion(users.keys)
             }
-            seenPrincipals.formUnion(sessions.keys)
             for (reason, count) in stats.writesRejected {
-                Counter(label: "topgun_writes_rejected_total", dimensions: [("reason", reason)])
+                r.makeCounter(name: "topgun_writes_rejected_total", labels: [("reason", reason)], help: helpWrites)
                     .increment(by: Int64(count - (last.1.writesRejected[reason] ?? 0)))
             }
             for (reason, count) in stats.tokensRefused {
-                Counter(label: "topgun_tokens_refused_total", dimensions: [("reason", reason)])
+                r.makeCounter(name: "topgun_tokens_refused_total", labels: [("reason", reason)], help: helpTokens)
                     .increment(by: Int64(count - (last.1.tokensRefused[reason] ?? 0)))
             }
             last = (store, stats)

@@ -98,13 +98,50 @@ struct CLITests {
 
 @Suite(.timeLimit(.minutes(2)))
 struct ServeMetricsTests {
+    /// The exposition-format rules promtool's linter checks that matter here: every
+    /// family has HELP and TYPE, counters end in `_total`, no milliseconds, no NaN.
+    static func lintProblems(_ text: String) -> [String] {
+        var problems: [String] = []
+        var help = Set<String>()
+        var type = Set<String>()
+        var families = Set<String>()
+        for line in text.split(separator: "\n") {
+            let words = line.split(separator: " ")
+            if line.hasPrefix("# HELP "), words.count > 3 { help.insert(String(words[2])) }
+            if line.hasPrefix("# TYPE "), words.count == 4 {
+                type.insert(String(words[2]))
+                if words[3] == "counter" && !words[2].hasSuffix("_total") { problems.append("counter \(words[2]) without _total") }
+            }
+            guard !line.hasPrefix("#"), let name = words.first?.split(separator: "{").first else { continue }
+            var family = String(name)
+            for suffix in ["_bucket", "_sum", "_count"] where family.hasSuffix(suffix) && !type.contains(family) { family.removeLast(suffix.count) }
+            families.insert(family)
+            if family.hasSuffix("_ms") || family.contains("_ms_") || family.contains("millis") { problems.append("\(family): not a base unit") }
+            if words.last.map({ $0.lowercased().contains("nan") }) == true { problems.append("\(line): no value") }
+        }
+        for family in families.subtracting(help) { problems.append("\(family) has no HELP") }
+        for family in families.subtracting(type) { problems.append("\(family) has no TYPE") }
+        return problems
+    }
+
+    /// promtool, where the machine has it (`.ci/run` unpacks it from Debian's
+    /// prometheus package into `TOPGUN_PROMTOOL`).
+    static var promtool: String? {
+        [ProcessInfo.processInfo.environment["TOPGUN_PROMTOOL"], "/usr/bin/promtool"].compactMap { $0 }
+            .first { FileManager.default.isExecutableFile(atPath: $0) }
+    }
+
     @Test func serveExposesPrometheusMetricsAndStopsOnSIGTERM() async throws {
         let binary = try #require(CLI.binary)
         try await withTemporaryDirectory { dir in
-            try "token\n".write(toFile: dir + "/token", atomically: true, encoding: .utf8)
+            try "\(testSecret)\n".write(toFile: dir + "/token", atomically: true, encoding: .utf8)
+            try "metrics-bearer-token-0123456789\n".write(toFile: dir + "/metrics-token", atomically: true, encoding: .utf8)
             let p = Process()
             p.executableURL = URL(fileURLWithPath: binary)
-            p.arguments = ["serve", "--data", dir + "/db", "--listen", "127.0.0.1:0", "--token-file", dir + "/token", "--metrics", "127.0.0.1:0"]
+            p.arguments = [
+                "serve", "--data", dir + "/db", "--listen", "127.0.0.1:0", "--token-file", dir + "/token", "--metrics", "127.0.0.1:0",
+                "--metrics-token-file", dir + "/metrics-token",
+            ]
             let out = Pipe()
             p.standardOutput = out
             p.standardError = FileHandle(forWritingAtPath: "/dev/null")
@@ -117,17 +154,50 @@ struct ServeMetricsTests {
             }
             let metricsLine = try #require(text.split(separator: "\n").first { $0.hasPrefix("metrics on port") })
             let port = try #require(Int(metricsLine.split(separator: " ").last!))
+            let url = "http://127.0.0.1:\(port)/metrics"
+            // Without the token: 401; /healthz stays open.
+            #expect(try runTool("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", url]).out == "401")
+            #expect(try httpGet("http://127.0.0.1:\(port)/healthz") == "ok\n")
+            // A write, so the op log has an entry to count.
+            let a = try runTopGun(["put", "--data", dir + "/db", "m", "k", "1"])
+            #expect(a.status == 0)
             // The gauges are sampled every second: wait for a sample with the counters.
             var metrics = ""
             _ = try await eventually {
-                metrics = try httpGet("http://127.0.0.1:\(port)/metrics")
-                return metrics.contains("topgun_oplog_entries") && metrics.contains("topgun_batch_duration_seconds_bucket")
+                metrics = try runTool("/usr/bin/curl", ["-s", "-H", "Authorization: Bearer metrics-bearer-token-0123456789", url]).out
+                return metrics.contains("topgun_oplog_entries 1") && metrics.contains("topgun_batch_duration_seconds_bucket")
             }
             #expect(metrics.contains("topgun_merge_ops_total") && metrics.contains("topgun_batch_duration_seconds_bucket"))
             #expect(metrics.contains("topgun_oplog_entries"))
+            #expect(Self.lintProblems(metrics).isEmpty, "\(Self.lintProblems(metrics))")
+            if let promtool = Self.promtool {
+                try metrics.write(toFile: dir + "/metrics.txt", atomically: true, encoding: .utf8)
+                let check = Process()
+                check.executableURL = URL(fileURLWithPath: "/bin/sh")
+                check.arguments = ["-c", "'\(promtool)' check metrics < '\(dir)/metrics.txt' 2>&1"]
+                let pipe = Pipe()
+                check.standardOutput = pipe
+                try check.run()
+                let said = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+                check.waitUntilExit()
+                #expect(check.terminationStatus == 0 && said.isEmpty, "promtool: \(said)")
+            }
             p.terminate()
             p.waitUntilExit()
             #expect(p.terminationStatus == 0, "graceful shutdown exits 0")
+        }
+    }
+
+    /// A secret under 32 bytes, and plain HTTP beyond loopback without `--insecure`,
+    /// stop `serve` with a message saying what to do.
+    @Test func serveRefusesAShortSecretAndPlainTextBeyondLoopback() throws {
+        try withTemporaryDirectory { dir in
+            try "short\n".write(toFile: dir + "/short", atomically: true, encoding: .utf8)
+            try "\(testSecret)\n".write(toFile: dir + "/token", atomically: true, encoding: .utf8)
+            let short = try runTopGun(["serve", "--data", dir + "/a", "--listen", "127.0.0.1:0", "--token-file", dir + "/short"])
+            #expect(short.status != 0 && short.err.contains("at least 32"), "\(short.err)")
+            let plain = try runTopGun(["serve", "--data", dir + "/a", "--http", "0.0.0.0:0", "--token-file", dir + "/token"])
+            #expect(plain.status != 0 && plain.err.contains("--insecure"), "\(plain.err)")
         }
     }
 }

@@ -1,6 +1,8 @@
 import NIOCore
 import NIOPosix
 import TopGunCore
+import TopGunTestSupport
+import TopGunTestSupport
 
 @testable import TopGunReplication
 
@@ -12,8 +14,12 @@ final class FrameClient {
     var inbound: NIOAsyncChannelInboundStream<Frame>.AsyncIterator
     let outbound: NIOAsyncChannelOutboundWriter<Frame>
 
-    init(port: Int) async throws {
-        channel = try await ClientBootstrap(group: group).connect(host: "127.0.0.1", port: port) { channel in
+    /// - Parameter receiveBuffer: the socket's receive buffer in bytes (a small one
+    ///   makes the server's writes wait while this client does not read).
+    init(port: Int, receiveBuffer: Int? = nil) async throws {
+        var bootstrap = ClientBootstrap(group: group)
+        if let receiveBuffer { bootstrap = bootstrap.channelOption(.socketOption(.so_rcvbuf), value: SocketOptionValue(receiveBuffer)) }
+        channel = try await bootstrap.connect(host: "127.0.0.1", port: port) { channel in
             channel.eventLoop.makeCompletedFuture {
                 try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(maxBytes: Frame.defaultMaxBytes)))
                 try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
@@ -38,26 +44,32 @@ final class FrameClient {
         return nil
     }
 
-    /// The handshake as `node` knowing `token`: HELLO, then (on a WELCOME whose proof
-    /// checks out) PROOF. Returns the server's WELCOME or ERROR.
-    func hello(node: NodeID, token: String = "secret") async throws -> Frame? {
+    /// The handshake as `node` knowing `token`: HELLO, WELCOME, PROOF, then the
+    /// server's ADMITTED (its proof checked) or ERROR, which is returned.
+    func hello(node: NodeID, token: String = testSecret) async throws -> Frame? {
         let hello = Hello(version: Frame.protocolVersion, node: node, offersLog: false)
         try await send(hello.frame)
         guard let answer = try await next() else { return nil }
-        guard case .welcome(_, let server, _, let nonce, let proof, _) = try Message(answer) else { return answer }
+        guard case .welcome(_, let nonce) = try Message(answer) else { return answer }
         let secret = Array(token.utf8)
-        guard Handshake.verify(proof, secret: secret, role: .server, clientNonce: hello.nonce, serverNonce: nonce, client: node, server: server) else {
-            return answer
-        }
         try await send(
-            Message.proof(Handshake.proof(secret: secret, role: .client, clientNonce: hello.nonce, serverNonce: nonce, client: node, server: server))
+            Message.proof(Handshake.proof(secret: secret, role: .client, clientNonce: hello.nonce, serverNonce: nonce, client: node, server: nil))
                 .frame)
-        return answer
+        guard let admitted = try await next() else { return nil }
+        guard case .admitted(let admission) = try Message(admitted) else { return admitted }
+        guard
+            Handshake.verify(
+                admission.proof, secret: secret, role: .server, clientNonce: hello.nonce, serverNonce: nonce, client: node, server: admission.node)
+        else { throw ReplicationError(.unauthorized, "the server's proof does not match") }
+        return admitted
     }
 
-    /// The handshake of a user's app: HELLO carrying `jwt`. Returns WELCOME or ERROR.
-    func hello(node: NodeID, jwt: String) async throws -> Frame? {
-        try await send(Hello(version: Frame.protocolVersion, node: node, offersLog: false, bearer: jwt).frame)
+    /// The handshake of a user's app: HELLO carrying `jwt`, WELCOME, then ADMITTED or
+    /// ERROR, which is returned.
+    func hello(node: NodeID, jwt: String, offersLog: Bool = false) async throws -> Frame? {
+        try await send(Hello(version: Frame.protocolVersion, node: node, offersLog: offersLog, bearer: jwt).frame)
+        guard let answer = try await next() else { return nil }
+        guard case .welcome = try Message(answer) else { return answer }
         return try await next()
     }
 

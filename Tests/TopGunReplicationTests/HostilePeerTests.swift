@@ -13,50 +13,6 @@ import TopGunTestSupport
 /// and the node keeps serving everyone else.
 @Suite(.timeLimit(.minutes(2)))
 struct HostilePeerTests {
-    /// Opens a raw TCP connection and returns everything the server sends until it
-    /// closes the connection (or `timeout` passes).
-    func rawSession(port: Int, send: [[UInt8]], timeout: Duration = .seconds(5)) async throws -> (bytes: [UInt8], closed: Bool) {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let channel = try await ClientBootstrap(group: group).connect(host: "127.0.0.1", port: port) { channel in
-            channel.eventLoop.makeCompletedFuture { try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel) }
-        }
-        var received: [UInt8] = []
-        var closed = false
-        try? await channel.executeThenClose { inbound, outbound in
-            for chunk in send { try? await outbound.write(ByteBuffer(bytes: chunk)) }
-            try await withThrowingTaskGroup(of: [UInt8]?.self) { group in
-                group.addTask {
-                    var all: [UInt8] = []
-                    do {
-                        for try await buffer in inbound { all += Array(buffer.readableBytesView) }
-                    } catch {
-                        // A reset is the server closing on us too.
-                    }
-                    return all
-                }
-                group.addTask {
-                    try await Task.sleep(for: timeout)
-                    return nil
-                }
-                if let first = try await group.next(), let bytes = first {
-                    received = bytes
-                    closed = true
-                }
-                group.cancelAll()
-            }
-        }
-        try await group.shutdownGracefully()
-        return (received, closed)
-    }
-
-    func framed(_ frame: Frame) -> [UInt8] {
-        var out: [UInt8] = []
-        out.appendBigEndian(UInt32(1 + frame.body.count))
-        out.append(frame.kind.rawValue)
-        out += frame.body
-        return out
-    }
-
     /// A node speaking an older protocol (version 1 or 2: HELLO without the flags byte)
     /// is told "unsupported version", not left guessing.
     @Test(arguments: [UInt16(1), 2])
@@ -108,7 +64,7 @@ struct HostilePeerTests {
         try await withTemporaryDirectory { root in
             let store = try openStore(root + "/a", node: 1)
             let node = try ReplicaNode(
-                store: store, configuration: .init(listen: .init(host: "127.0.0.1", port: 0), token: Array("secret".utf8), handshakeTimeout: .milliseconds(300)))
+                store: store, configuration: .init(listen: .init(host: "127.0.0.1", port: 0), token: Array(testSecret.utf8), handshakeTimeout: .milliseconds(300)))
             let task = Task { try await node.run() }
             _ = try await node.listening()
             let started = ContinuousClock.now
@@ -125,7 +81,7 @@ struct HostilePeerTests {
         try await withTemporaryDirectory { root in
             let store = try openStore(root + "/a", node: 1)
             let node = try ReplicaNode(
-                store: store, configuration: .init(listen: .init(host: "127.0.0.1", port: 0), token: Array("secret".utf8), maxFrameBytes: 1 << 16))
+                store: store, configuration: .init(listen: .init(host: "127.0.0.1", port: 0), token: Array(testSecret.utf8), maxFrameBytes: 1 << 16))
             let task = Task { try await node.run() }
             _ = try await node.listening()
             // Announces a 16 MiB frame, then streams bytes: refused at the header, never buffered.
@@ -228,9 +184,10 @@ struct ImpostorServerTests {
             let impostor = try await RawServer { client, nonce in
                 let serverNonce = Handshake.nonce()
                 let proof = Handshake.proof(
-                    secret: Array("secret".utf8), role: .server, clientNonce: nonce, serverNonce: serverNonce, client: client, server: NodeID(50))
+                    secret: Array(testSecret.utf8), role: .server, clientNonce: nonce, serverNonce: serverNonce, client: client, server: NodeID(50))
                 return [
-                    Message.welcome(version: Frame.protocolVersion, node: NodeID(50), head: .zero, nonce: serverNonce, proof: proof).frame,
+                    Message.welcome(version: Frame.protocolVersion, nonce: serverNonce).frame,
+                    Message.admitted(Admission(node: NodeID(50), head: .zero, repairFirst: false, proof: proof)).frame,
                     Frame(.segment, Segment(origin: NodeID(51), entries: sampleEntries(5)).encoded()),
                 ]
             }
@@ -245,15 +202,14 @@ struct ImpostorServerTests {
     }
 
     /// A fake server without the secret cannot prove it knows it: the client stops at
-    /// its WELCOME, sends no proof of its own and no data, and pulls nothing.
+    /// its ADMITTED, sends nothing after its own proof, and pulls nothing.
     @Test func aServerWithoutTheSecretGetsNothing() async throws {
         try await withTemporaryDirectory { root in
             let fake = try await RawServer { _, _ in
                 [
-                    Message.welcome(
-                        version: Frame.protocolVersion, node: NodeID(60), head: .zero, nonce: Handshake.nonce(),
-                        proof: [UInt8](repeating: 0xAB, count: Handshake.proofBytes)
-                    ).frame,
+                    Message.welcome(version: Frame.protocolVersion, nonce: Handshake.nonce()).frame,
+                    Message.admitted(Admission(node: NodeID(60), head: .zero, repairFirst: false, proof: [UInt8](repeating: 0xAB, count: Handshake.proofBytes)))
+                        .frame,
                     Frame(.segment, Segment(origin: NodeID(60), entries: sampleEntries(5)).encoded()),
                 ]
             }
@@ -261,7 +217,11 @@ struct ImpostorServerTests {
             _ = try store.apply([Mutation.set(map: "private", key: "k", value: "v", ttlMillis: nil)])
             let puller = try await RunningNode(store, listen: false, peers: [fake.port])
             #expect(try await eventually { puller.node.statistics.linksDown >= 2 })
-            #expect(fake.received.isEmpty, "no PROOF, no SUBSCRIBE, no segment after HELLO")
+            // Each connection carried the client's PROOF (5 + 32 bytes) and nothing else:
+            // no SUBSCRIBE, no segment.
+            let received = fake.received
+            #expect(received.count % 37 == 0 && !received.isEmpty, "\(received.count) bytes after HELLO")
+            #expect(stride(from: 0, to: received.count, by: 37).allSatisfy { received[$0 + 4] == Frame.Kind.proof.rawValue })
             #expect(try store.state(map: "tags", key: "k2") == nil, "nothing of the fake segment applied")
             await puller.stop()
             try await fake.stop()
@@ -279,12 +239,12 @@ struct ImpostorServerTests {
             let client = try await FrameClient(port: server.port)
             let hello = Hello(version: Frame.protocolVersion, node: NodeID(7), offersLog: false)
             try await client.send(hello.frame)
-            guard case .welcome(_, let serverID, _, let nonce, _, _)? = try await client.next().map({ try Message($0) }) else {
+            guard case .welcome(_, let nonce)? = try await client.next().map({ try Message($0) }) else {
                 Issue.record("no WELCOME")
                 return
             }
             let proof = Handshake.proof(
-                secret: Array("secret".utf8), role: .client, clientNonce: hello.nonce, serverNonce: nonce, client: NodeID(7), server: serverID)
+                secret: Array(testSecret.utf8), role: .client, clientNonce: hello.nonce, serverNonce: nonce, client: NodeID(7), server: nil)
             try await client.send(Message.proof(proof).frame)
             try await client.close()
             // The replay on a new connection.

@@ -15,7 +15,7 @@ struct LinkFaultProcessTests {
     /// A shared-secret file in `root`, for `--token-file`.
     static func tokenFile(in root: String) throws -> String {
         let path = root + "/token"
-        try "s3cret\n".write(toFile: path, atomically: true, encoding: .utf8)
+        try "\(testSecret)\n".write(toFile: path, atomically: true, encoding: .utf8)
         return path
     }
 

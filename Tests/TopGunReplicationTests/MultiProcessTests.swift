@@ -22,7 +22,7 @@ struct MultiProcessTests {
         let binary = try #require(topgunBinary, "build the topgun executable first (swift build)")
         try await withTemporaryDirectory { root in
             let token = root + "/token"
-            try "s3cret\n".write(toFile: token, atomically: true, encoding: .utf8)
+            try "\(testSecret)\n".write(toFile: token, atomically: true, encoding: .utf8)
             let ports = reservePorts(3)
             let dirs = (0..<3).map { root + "/n\($0)" }
             // Node 2 reaches node 0 through a proxy the test can cut.
@@ -84,7 +84,7 @@ extension MultiProcessTests {
         _ = try #require(topgunBinary, "build the topgun executable first (swift build)")
         try await withTemporaryDirectory { root in
             let token = root + "/token"
-            try "s3cret\n".write(toFile: token, atomically: true, encoding: .utf8)
+            try "\(testSecret)\n".write(toFile: token, atomically: true, encoding: .utf8)
             let ports = reservePorts(2)
             func cli(_ args: [String]) throws -> String { try runTopGun(args).out }
             _ = try cli(["put", "--data", root + "/a", "users", "old", #"{"age":40}"#])

@@ -230,7 +230,7 @@ struct PermissionTests {
             let serverStore = try openStore(root + "/server", node: 1)
             let server = try await RunningNode(serverStore, policy: try Policy(json: Array(Self.policyJSON.utf8)), verifier: try await Self.verifier())
             let replica = try openStore(root + "/replica", node: 7)
-            let replicaNode = try ReplicaNode(store: replica, configuration: .init(listen: nil, token: Array("secret".utf8)))
+            let replicaNode = try ReplicaNode(store: replica, configuration: .init(listen: nil, token: Array(testSecret.utf8)))
             _ = try await replicaNode.syncOnce(with: .init(host: "127.0.0.1", port: server.port), timeout: .seconds(10))
             // Alice's app claims the replica's id, then bob's app claims alice's.
             let mallory = try openStore(root + "/mallory", node: 7)
@@ -255,7 +255,7 @@ struct PermissionTests {
                 .syncOnce(with: .init(host: "127.0.0.1", port: server.port), timeout: .seconds(10))
             #expect(try await eventually { !server.node.connectedPeers.contains(NodeID(20)) })
             let owner = try openStore(root + "/owner", node: 20)
-            _ = try await ReplicaNode(store: owner, configuration: .init(listen: nil, token: Array("secret".utf8)))
+            _ = try await ReplicaNode(store: owner, configuration: .init(listen: nil, token: Array(testSecret.utf8)))
                 .syncOnce(with: .init(host: "127.0.0.1", port: server.port), timeout: .seconds(10))
             #expect(try serverStore.peer(NodeID(20))?.user == nil)
             #expect(try await eventually { !server.node.connectedPeers.contains(NodeID(20)) })
@@ -288,7 +288,7 @@ struct PermissionTests {
             let server = try await RunningNode(serverStore, policy: try Policy(json: Array(Self.policyJSON.utf8)), verifier: try await Self.verifier())
             let client = try await FrameClient(port: server.port)
             let welcome = try #require(try await client.hello(node: NodeID(40), jwt: try await Self.token("mallory")))
-            guard case .welcome = try Message(welcome) else { throw CancellationError() }
+            guard case .admitted = try Message(welcome) else { throw CancellationError() }
             try await client.send(Message.subscribe(Subscription(cursor: nil)).frame)
             try await client.send(Message.ack(Acknowledgement(cursor: HLCTimestamp(millis: HLCTimestamp.maxMillis, counter: 0, node: NodeID(1)), head: nil)).frame)
             let forged = ReplicatedOperation.lww(

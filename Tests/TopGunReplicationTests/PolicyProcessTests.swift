@@ -16,7 +16,7 @@ struct PolicyProcessTests {
     @Test func usersSyncWithinThePolicyAndAReloadTakesEffect() async throws {
         _ = try #require(topgunBinary, "build the topgun executable first (swift build)")
         try await withTemporaryDirectory { root in
-            let secret = try Self.write("replica-secret\n", root + "/secret")
+            let secret = try Self.write("\(testSecret)\n", root + "/secret")
             let jwtKey = try Self.write(PermissionTests.secret + "\n", root + "/jwt.key")
             let policy = try Self.write(PermissionTests.policyJSON, root + "/policy.json")
             let alice = try Self.write(try await PermissionTests.token("alice"), root + "/alice.jwt")

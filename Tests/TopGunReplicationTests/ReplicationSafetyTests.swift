@@ -20,7 +20,7 @@ struct ReplicationSafetyTests {
             let server = try await RunningNode(a, idleTimeout: .seconds(60))
             let client = try await FrameClient(port: server.port)
             let subscriber = NodeID(77)
-            #expect(try await client.hello(node: subscriber)?.kind == .welcome)
+            #expect(try await client.hello(node: subscriber)?.kind == .admitted)
             try await client.send(Subscription().frame)
             // One segment per write, none acknowledged: after four the stream waits.
             var segments: [Segment] = []
@@ -114,11 +114,11 @@ struct ReplicationSafetyTests {
             // Heartbeats every second, idle timeout 4 s: silent after 2 s.
             let server = try await RunningNode(a, idleTimeout: .seconds(4))
             let lost = try await FrameClient(port: server.port)
-            #expect(try await lost.hello(node: NodeID(6))?.kind == .welcome)
+            #expect(try await lost.hello(node: NodeID(6))?.kind == .admitted)
             // The connection goes quiet, as one cut without FIN does (the scenario's time).
             try await Task.sleep(for: .milliseconds(2_500))
             let b = try openStore(root + "/b", node: 6)
-            let node = try ReplicaNode(store: b, configuration: .init(listen: nil, token: Array("secret".utf8)))
+            let node = try ReplicaNode(store: b, configuration: .init(listen: nil, token: Array(testSecret.utf8)))
             _ = try await node.syncOnce(with: .init(host: "127.0.0.1", port: server.port), timeout: .seconds(10))
             #expect(try b.state(map: "m", key: "k") != nil)
             #expect(server.node.statistics.duplicateIDsRefused == 0)
@@ -135,16 +135,16 @@ struct ReplicationSafetyTests {
             let server = try await RunningNode(a)
             let impostor = try await FrameClient(port: server.port)
             let refused = try #require(try await impostor.hello(node: a.nodeID))
-            #expect(refused.kind == .error, "refused at HELLO: the node's own id")
+            #expect(refused.kind == .error, "refused once authenticated: the node's own id")
             #expect(String(decoding: refused.body, as: UTF8.self).contains("own id"))
             try await impostor.close()
 
             let first = try await FrameClient(port: server.port)
-            #expect(try await first.hello(node: NodeID(5))?.kind == .welcome)
+            #expect(try await first.hello(node: NodeID(5))?.kind == .admitted)
             let second = try await FrameClient(port: server.port)
-            // A second live session with one id is refused once the proof checked out.
-            #expect(try await second.hello(node: NodeID(5))?.kind == .welcome)
-            let answer = try #require(try await second.next())
+            // A second live session with one id is refused once the proof checked out,
+            // before ADMITTED.
+            let answer = try #require(try await second.hello(node: NodeID(5)))
             #expect(answer.kind == .error)
             #expect(String(decoding: answer.body, as: UTF8.self).hasPrefix(ReplicationError.Code.duplicateNodeID.rawValue))
             #expect(server.node.statistics.duplicateIDsRefused == 2)
@@ -156,7 +156,7 @@ struct ReplicationSafetyTests {
             _ = try a.apply([Mutation.increment(map: "c", key: "k", by: 1)])
             let copy = try openStore(root + "/copy", node: 99)
             #expect(copy.nodeID == a.nodeID, "a copy keeps the id it was copied with")
-            let node = try ReplicaNode(store: copy, configuration: .init(listen: nil, token: Array("secret".utf8)))
+            let node = try ReplicaNode(store: copy, configuration: .init(listen: nil, token: Array(testSecret.utf8)))
             await #expect(throws: ReplicationError.self) {
                 try await node.session(with: .init(host: "127.0.0.1", port: server.port)) {}
             }

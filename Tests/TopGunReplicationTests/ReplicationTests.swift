@@ -15,7 +15,7 @@ final class RunningNode: Sendable {
 
     init(
         _ store: Store, listen: Bool = true, port: Int = 0, http: Int? = nil, peers: [Int] = [],
-        addresses: [ReplicaNode.PeerAddress] = [], token: String = "secret", subscription: Subscription = .init(),
+        addresses: [ReplicaNode.PeerAddress] = [], token: String = testSecret, subscription: Subscription = .init(),
         antiEntropy: Duration? = nil, tls: ReplicaNode.TLSFiles? = nil, retention: Duration? = nil,
         idleTimeout: Duration = .seconds(5), segmentSize: Int = 1_000, push: Bool = true, maxFrameBytes: Int = Frame.defaultMaxBytes,
         bearer: String? = nil, policy: Policy? = nil, verifier: TokenVerifier? = nil, maxDevices: Int = 32,
@@ -91,9 +91,9 @@ struct ReplicationTests {
         try await withTemporaryDirectory { root in
             let a = try openStore(root + "/a", node: 1)
             _ = try a.apply([Mutation.set(map: "m", key: "k", value: 1, ttlMillis: nil)])
-            let server = try await RunningNode(a, token: "right")
+            let server = try await RunningNode(a, token: testSecret)
             let intruder = try openStore(root + "/b", node: 2)
-            let thief = try await RunningNode(intruder, listen: false, peers: [server.port], token: "wrong")
+            let thief = try await RunningNode(intruder, listen: false, peers: [server.port], token: otherSecret)
             // Refused, dialled again after its backoff, refused again: and nothing came.
             #expect(try await eventually { server.node.statistics.handshakesRefused >= 2 })
             #expect(try records(intruder, "m").isEmpty)

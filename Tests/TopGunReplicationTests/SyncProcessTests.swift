@@ -8,7 +8,7 @@ import TopGunTestSupport
 /// WebSocket through nginx as the reverse proxy a deployment puts in front.
 @Suite(.timeLimit(.minutes(3)))
 struct SyncProcessTests {
-    static func tokenFile(_ root: String, _ secret: String = "s3cret") throws -> String {
+    static func tokenFile(_ root: String, _ secret: String = testSecret) throws -> String {
         let path = root + "/token-\(secret)"
         try "\(secret)\n".write(toFile: path, atomically: true, encoding: .utf8)
         return path
@@ -56,7 +56,7 @@ struct SyncProcessTests {
             let again = try Self.sync(root + "/phone", url, token: token)
             #expect(again.status == 0 && again.out.contains("pulled 0 ops"), "\(again.out) \(again.err)")
 
-            let refused = try Self.sync(root + "/phone", url, token: try Self.tokenFile(root, "wrong"))
+            let refused = try Self.sync(root + "/phone", url, token: try Self.tokenFile(root, otherSecret))
             #expect(refused.status != 0 && refused.err.contains("unauthorized"), "\(refused.err)")
             #expect(refused.err.split(separator: "\n").count == 1, "one line: \(refused.err)")
             let closedPort = reservePorts(1)[0]

@@ -119,7 +119,7 @@ struct TwoWaySyncTests {
             let db = try Database(path: root + "/app")
             let notes = db.map("notes", of: String.self)
             try await notes.set("before-connecting", "a0")
-            let sync = try db.sync(with: "ws://127.0.0.1:\(port)/sync", token: Array("secret".utf8))
+            let sync = try db.sync(with: "ws://127.0.0.1:\(port)/sync", token: Array(testSecret.utf8))
             let seen = Statuses()
             let watcher = Task { for await status in sync.statusUpdates() { seen.append(status) } }
             try await sync.waitUntilIdle()
@@ -160,12 +160,12 @@ struct TwoWaySyncTests {
             let server = try await RunningNode(
                 serverStore, listen: false, http: port, tls: .init(certificate: certificate, privateKey: key))
             let db = try Database(path: root + "/app")
-            let sync = try db.sync(with: "wss://localhost:\(port)/sync", token: Array("secret".utf8), trustRoots: certificate)
+            let sync = try db.sync(with: "wss://localhost:\(port)/sync", token: Array(testSecret.utf8), trustRoots: certificate)
             try await sync.waitUntilIdle()
             #expect(try db.map("notes", of: String.self).get("secret") == "s")
             await sync.stop()
             let plain = try Database(path: root + "/plain")
-            let plainSync = try plain.sync(with: "ws://localhost:\(port)/sync", token: Array("secret".utf8))
+            let plainSync = try plain.sync(with: "ws://localhost:\(port)/sync", token: Array(testSecret.utf8))
             #expect(try await eventually { plainSync.node.statistics.linksDown >= 2 })
             #expect(try plain.map("notes", of: String.self).get("secret") == nil)
             await plainSync.stop()

@@ -108,6 +108,18 @@ public struct Policy: Sendable, Equatable {
             let deny = try actions(r.deny)
             guard !allow.isEmpty || !deny.isEmpty else { throw ReplicationError(.badPolicy, "rule \(i + 1) allows and denies nothing") }
             guard !r.maps.list.isEmpty, !r.maps.list.contains("") else { throw ReplicationError(.badPolicy, "rule \(i + 1) names no map") }
+            // `{sub}` ends the pattern or is followed by a separator no subject holds, so
+            // one user's keys are never inside another's.
+            if let keys = r.keys {
+                var rest = Substring(keys)
+                while let marker = rest.range(of: "{sub}") {
+                    rest = rest[marker.upperBound...]
+                    if let next = rest.unicodeScalars.first, !Principal.subjectSeparators.contains(next) {
+                        throw ReplicationError(
+                            .badPolicy, "rule \(i + 1): {sub} in \"\(keys)\" is followed by \"\(next)\"; follow it with : or / (or end the pattern)")
+                    }
+                }
+            }
             rules.append(Rule(who: who, maps: r.maps.list.map(Glob.init), keys: r.keys.map(Glob.init), allow: allow, deny: deny))
         }
         self.rules = rules

@@ -26,4 +26,19 @@ public struct Principal: Sendable, Hashable, CustomStringConvertible {
     public var isReplica: Bool { roles.contains { $0.utf8.elementsEqual("replica".utf8) } && subject.utf8.starts(with: "node:".utf8) }
 
     public var description: String { isReplica ? subject : "user:\(subject)" }
+
+    /// What may follow `{sub}` in a policy's key pattern, and so what a user's subject
+    /// may not contain: a subject `alice:x` would otherwise own keys inside `alice:*`.
+    public static let subjectSeparators: Set<Unicode.Scalar> = [":", "/"]
+
+    /// Why `subject` cannot be a user's (nil when it can): empty, a separator, or a
+    /// control character.
+    public static func refusal(ofSubject subject: String) -> String? {
+        if subject.isEmpty { return "the subject is empty" }
+        for scalar in subject.unicodeScalars {
+            if subjectSeparators.contains(scalar) { return "the subject contains \"\(scalar)\", which separates a subject's keys in policies" }
+            if scalar.properties.generalCategory == .control { return "the subject contains a control character" }
+        }
+        return nil
+    }
 }
