@@ -94,7 +94,8 @@ extension ReplicaNode {
             if !welcomed.isSet { raw.close(promise: nil) }
         }
         defer { deadline.cancel() }
-        let hello = Hello(version: Frame.protocolVersion, node: store.nodeID, offersLog: offersLog, bearer: configuration.bearerToken)
+        let hello = Hello(
+            version: Frame.protocolVersion, node: store.nodeID, offersLog: offersLog, bearer: configuration.bearerToken, wallMillis: store.now)
         try await outbound.write(Message.hello(hello).frame)
         let serverNonce: [UInt8]
         switch try await handshakeMessage(&frames) {
@@ -136,7 +137,39 @@ extension ReplicaNode {
                 .duplicateNodeID,
                 "the server at \(address) has this node's own id \(admission.node): one of the two data directories is a copy; give it a fresh id with `topgun reset-id`")
         }
+        noteClock(of: admission.node, theirs: admission.wallMillis)
         return (admission.node, admission.head, admission.repairFirst)
+    }
+
+    /// Records the offset between this node's clock and `peer`'s, told at the
+    /// handshake, and says so when it approaches or passes the drift bound, on the
+    /// side that is ahead too: a peer refuses stamps more than the bound ahead of its
+    /// clock, and this node's persisted HLC can stay ahead after its clock came back.
+    func noteClock(of peer: NodeID, theirs: UInt64) {
+        guard theirs > 0 else { return }
+        let now = store.now
+        let offset = theirs >= now ? Int64(clamping: theirs - now) : -Int64(clamping: now - theirs)
+        stats.withLock { $0.clockOffsets[peer] = offset }
+        do { try store.recordClockOffset(peer, millis: offset) } catch {
+            logger.warning("could not record a peer's clock offset", metadata: ["peer": "\(peer)", "error": "\(error)"])
+        }
+        let bound = Int64(clamping: store.options.maxClockDriftMillis)
+        let highWater = store.clockHighWater.millis
+        let stampsAhead = highWater > theirs ? Int64(clamping: highWater - theirs) : 0
+        let metadata: Logger.Metadata = [
+            "peer": "\(peer)", "offset_ms": "\(offset)", "max_drift_ms": "\(bound)", "hlc_ahead_of_peer_ms": "\(stampsAhead)",
+        ]
+        if stampsAhead > bound {
+            logger.error(
+                "this node's clock or HLC is ahead of the peer's clock by more than the drift bound: the peer refuses this node's new writes until its clock catches up (or it runs with a larger --max-clock-drift)",
+                metadata: metadata)
+        } else if offset > bound {
+            logger.error(
+                "the peer's clock is ahead of this node's by more than the drift bound: its new writes are refused here until the clocks agree",
+                metadata: metadata)
+        } else if offset.magnitude > UInt64(bound / 2) || stampsAhead > bound / 2 {
+            logger.warning("the clocks of this node and the peer differ by more than half the drift bound", metadata: metadata)
+        }
     }
 
     /// The next handshake message; an ERROR becomes the error it names.

@@ -152,6 +152,9 @@ struct Hello: Equatable {
     /// A JWT bearer token: the client authenticates as a user rather than proving the
     /// replicas' shared secret (flag bit 1, then `length u16 | token`).
     var bearer: String?
+    /// The client's wall clock (ms since the epoch) when it sent HELLO: the server
+    /// learns the offset between the two clocks (0: not told).
+    var wallMillis: UInt64 = 0
 
     /// Longest bearer token accepted.
     static let maxBearerBytes = 8192
@@ -162,6 +165,7 @@ struct Hello: Equatable {
         b.appendBigEndian(node.rawValue)
         b.append((offersLog ? 1 : 0) | (bearer != nil ? 2 : 0))
         b.append(contentsOf: nonce)
+        b.appendBigEndian(wallMillis)
         if let bearer {
             b.appendBigEndian(UInt16(bearer.utf8.count))
             b.append(contentsOf: bearer.utf8)
@@ -169,12 +173,15 @@ struct Hello: Equatable {
         return Frame(.hello, b)
     }
 
-    init(version: UInt16, node: NodeID, offersLog: Bool = true, nonce: [UInt8] = Handshake.nonce(), bearer: String? = nil) {
+    init(
+        version: UInt16, node: NodeID, offersLog: Bool = true, nonce: [UInt8] = Handshake.nonce(), bearer: String? = nil, wallMillis: UInt64 = 0
+    ) {
         self.version = version
         self.node = node
         self.offersLog = offersLog
         self.nonce = nonce
         self.bearer = bearer
+        self.wallMillis = wallMillis
     }
 
     init(_ frame: Frame) throws(ReplicationError) {
@@ -191,6 +198,7 @@ struct Hello: Equatable {
                 let node = NodeID(try r.be(UInt64.self))
                 let flags = try r.u8()
                 let nonce = Array(try r.slice(Handshake.nonceBytes))
+                let wall = try r.be(UInt64.self)
                 var bearer: String?
                 if flags & 2 != 0 {
                     let count = Int(try r.be(UInt16.self))
@@ -200,7 +208,7 @@ struct Hello: Equatable {
                     bearer = text
                 }
                 guard r.remaining == 0 else { throw ReplicationError(.malformed, "bytes after HELLO") }
-                return .success(Hello(version: version, node: node, offersLog: flags & 1 != 0, nonce: nonce, bearer: bearer))
+                return .success(Hello(version: version, node: node, offersLog: flags & 1 != 0, nonce: nonce, bearer: bearer, wallMillis: wall))
             } catch { return .failure(error) }
         }
         self = try result.get()
@@ -208,7 +216,7 @@ struct Hello: Equatable {
 }
 
 /// The server's answer once a client authenticated (ADMITTED): `node u64 | head 16 |
-/// flags u8 | proof 32`. The proof is zeros for an app that presented a JWT (it
+/// flags u8 | wall clock ms u64 | proof 32`. The proof is zeros for an app that presented a JWT (it
 /// authenticates the server by TLS, not by the replicas' secret).
 struct Admission: Sendable, Equatable {
     var node: NodeID
@@ -217,6 +225,8 @@ struct Admission: Sendable, Equatable {
     /// The server starts by asking for digests (a user's app whose grants may have
     /// changed); the client is not caught up before that repair.
     var repairFirst: Bool
+    /// The server's wall clock (ms since the epoch) when it admitted the client.
+    var wallMillis: UInt64
     var proof: [UInt8]
 
     var frame: Frame {
@@ -224,14 +234,16 @@ struct Admission: Sendable, Equatable {
         b.appendBigEndian(node.rawValue)
         b.appendStamp(head)
         b.append(repairFirst ? 1 : 0)
+        b.appendBigEndian(wallMillis)
         b += proof
         return Frame(.admitted, b)
     }
 
-    init(node: NodeID, head: HLCTimestamp, repairFirst: Bool, proof: [UInt8]) {
+    init(node: NodeID, head: HLCTimestamp, repairFirst: Bool, wallMillis: UInt64 = 0, proof: [UInt8]) {
         self.node = node
         self.head = head
         self.repairFirst = repairFirst
+        self.wallMillis = wallMillis
         self.proof = proof
     }
 
@@ -242,9 +254,10 @@ struct Admission: Sendable, Equatable {
                 let node = NodeID(try r.be(UInt64.self))
                 let head = try r.stamp()
                 let flags = try r.u8()
+                let wall = try r.be(UInt64.self)
                 let proof = Array(try r.slice(Handshake.proofBytes))
                 guard r.remaining == 0, flags & ~1 == 0 else { throw ReplicationError(.malformed, "ADMITTED of \(raw.count) bytes") }
-                return .success(Admission(node: node, head: head, repairFirst: flags & 1 != 0, proof: proof))
+                return .success(Admission(node: node, head: head, repairFirst: flags & 1 != 0, wallMillis: wall, proof: proof))
             } catch { return .failure(error) }
         }
         self = try result.get()

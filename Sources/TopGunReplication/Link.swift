@@ -319,6 +319,17 @@ struct Link {
                 "refused operations older than the GC horizon for records this node no longer holds; if they are writes this node never saw, run `topgun repair` from that peer",
                 metadata: ["peer": "\(peer)", "refused": "\(horizon)"])
         }
+        // Stamps too far ahead of this clock: loud, with how far, and counted per peer
+        // (the peer's own log says its clock is ahead, from the handshake).
+        let drifted = outcomes.compactMap { if case .rejected(.clockDrift(let e)) = $0 { e } else { nil } }
+        if let ahead = drifted.map({ $0.remote.millis &- $0.localMillis }).max() {
+            node.stats.withLock { $0.refusedForClockDrift[peer, default: 0] += drifted.count }
+            node.logger.error(
+                "refused operations stamped ahead of this node's clock by more than the drift bound; they are offered again once the clocks agree",
+                metadata: [
+                    "peer": "\(peer)", "count": "\(drifted.count)", "ahead_ms": "\(ahead)", "max_drift_ms": "\(drifted[0].maxDriftMillis)",
+                ])
+        }
         // A user's write refused for the horizon is final (it was just refused to the
         // app); anything else refused for now holds the cursor.
         let holding = outcomes.contains { outcome in
@@ -327,7 +338,7 @@ struct Link {
         if holding && !held.isSet {
             // The cursor (or, for a repair, the RESUME that would follow) stays before
             // the refused entry: later segments of this link must not move it.
-            node.logger.info("operations refused for now; cursor held", metadata: ["peer": "\(peer)", "count": "\(outcomes.filter(\.holdsCursor).count)"])
+            node.logger.warning("operations refused for now; cursor held", metadata: ["peer": "\(peer)", "count": "\(outcomes.filter(\.holdsCursor).count)"])
             held.set()
         }
     }

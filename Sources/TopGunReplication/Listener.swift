@@ -87,13 +87,16 @@ struct Listener {
         }
         do {
             try await outbound.write(
-                Message.admitted(Admission(node: node.store.nodeID, head: try node.store.logHead(), repairFirst: repairFirst, proof: proof)).frame)
+                    Message.admitted(
+                    Admission(node: node.store.nodeID, head: try node.store.logHead(), repairFirst: repairFirst, wallMillis: node.store.now, proof: proof)
+                ).frame)
         } catch {
             node.liveSessions.withLock { sessions in
                 if sessions[hello.node] === session { sessions[hello.node] = nil }
             }
             throw error
         }
+        node.noteClock(of: hello.node, theirs: hello.wallMillis)
         return (hello, principal, repairFirst)
     }
 

@@ -284,6 +284,11 @@ public final class ReplicaNode: Sendable {
         public var rejectionsReceived = 0
         /// Connections refused for a bad JWT, by reason.
         public var tokensRefused: [String: Int] = [:]
+        /// Each peer's wall clock minus this node's, ms, told at its last handshake.
+        public var clockOffsets: [NodeID: Int64] = [:]
+        /// Operations refused because their stamps were ahead of this clock by more
+        /// than the drift bound, by the peer that sent them.
+        public var refusedForClockDrift: [NodeID: Int] = [:]
         public init() {}
     }
 

@@ -22,7 +22,12 @@ enum AtomicFile {
             try? out.close()
             unlink(temporary)
             if let error = error as? CLIError { throw error }
-            let reason = (error as NSError).code == Int(ENOSPC) ? "the disk is full" : error.localizedDescription
+            let ns = error as NSError
+            // What the body read can fail too (a damaged record): say that, not "write".
+            guard ns.domain == NSCocoaErrorDomain || ns.domain == NSPOSIXErrorDomain else {
+                throw CLIError("\(error); nothing was written to \(path)")
+            }
+            let reason = ns.code == Int(ENOSPC) ? "the disk is full" : error.localizedDescription
             throw CLIError("cannot write \(path): \(reason); nothing was written")
         }
     }

@@ -14,6 +14,7 @@ struct Export: AsyncParsableCommand {
     @Argument(help: "Output file.") var file: String
     @Option(help: "Only entries after this op-log key (millis:counter:node).") var after: String?
     @Option(help: "Ops per segment.") var segmentSize: Int = 1_000
+    @Flag(help: "Leave out the entries of damaged records (named on stderr) instead of failing.") var skipDamaged = false
 
     func run() async throws {
         let store = try options.openForReading()
@@ -23,9 +24,15 @@ struct Export: AsyncParsableCommand {
         }
         var ops = 0
         var segments = 0
+        var damaged: [String] = []
         try AtomicFile.write(file) { out in
             while true {
-                let entries = try store.operations(after: cursor, limit: segmentSize)
+                // A damaged record fails the export (the file is not written) unless
+                // --skip-damaged: never an export that silently lacks records.
+                let entries =
+                    try skipDamaged
+                    ? store.operations(after: cursor, limit: segmentSize) { damaged.append($0) }
+                    : store.operations(after: cursor, limit: segmentSize)
                 guard let last = entries.last else { break }
                 let bytes = Segment(origin: store.nodeID, entries: entries).encoded()
                 var frame: [UInt8] = []
@@ -36,6 +43,10 @@ struct Export: AsyncParsableCommand {
                 cursor = last.sequence
             }
         }
-        FileHandle.standardError.write(Data("exported \(ops) ops in \(segments) segments from node \(store.nodeID)\n".utf8))
+        var named = Set<String>()
+        damaged = damaged.filter { named.insert($0).inserted }
+        for name in damaged { FileHandle.standardError.write(Data("skipped damaged record \(name)\n".utf8)) }
+        FileHandle.standardError.write(
+            Data("exported \(ops) ops in \(segments) segments from node \(store.nodeID)\(damaged.isEmpty ? "" : ", \(damaged.count) damaged records skipped")\n".utf8))
     }
 }

@@ -30,16 +30,19 @@ struct Import: AsyncParsableCommand {
             offset += length
         }
         let store = try options.open()
-        let total = segments.reduce(0) { $0 + $1.entries.count }
-        let progress = Progress("import", total: total)
-        var done = 0
-        var applied = 0
-        for segment in segments {
-            applied += try store.apply(segment.entries.map(\.operation)).filter(\.isApplied).count
-            done += segment.entries.count
-            progress.update(done)
+        let operations = segments.flatMap { $0.entries.map(\.operation) }
+        // One transaction for the whole file: a failure (a full disk) leaves nothing of
+        // it behind, as the message says.
+        let outcomes: [ApplyOutcome]
+        do {
+            outcomes = try store.apply(operations)
+        } catch {
+            throw CLIError("\(error); nothing of \(file) was imported")
         }
-        progress.finish()
-        FileHandle.standardError.write(Data("imported \(total) ops, \(applied) changed state\n".utf8))
+        let applied = outcomes.filter(\.isApplied).count
+        let refused = outcomes.filter { if case .rejected = $0 { true } else { false } }
+        var summary = "imported \(operations.count) ops, \(applied) changed state"
+        if !refused.isEmpty { summary += ", \(refused.count) refused (first: \(refused[0]))" }
+        FileHandle.standardError.write(Data((summary + "\n").utf8))
     }
 }

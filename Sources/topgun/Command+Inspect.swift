@@ -54,6 +54,10 @@ struct Inspect: AsyncParsableCommand {
             // The principal the node id is bound to: a user's app, or a replica.
             fields["principal"] = .string(p.user.map { "user:\($0)" } ?? "replica")
             fields["writes_rejected"] = .int(Int64(p.writesRejected))
+            // Its clock minus this node's at the last handshake, and what was refused
+            // for stamps beyond the drift bound.
+            fields["clock_offset_ms"] = .int(p.clockOffsetMillis)
+            fields["refused_for_clock_drift"] = .int(Int64(p.refusedForClockDrift))
             if p.refusedBeyondHorizon > 0 {
                 fields["needs_repair"] = .string("writes from this peer older than the GC horizon were refused: topgun repair --from <its address>")
             }

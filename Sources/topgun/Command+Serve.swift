@@ -50,6 +50,11 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "PEM public key (ES256 or RS256) for client JWTs (repeatable).") var jwtPublicKey: [String] = []
     @Option(help: "Required iss claim of client JWTs.") var jwtIssuer: String?
     @Option(help: "Required aud claim of client JWTs.") var jwtAudience: String?
+    @Option(
+        help: ArgumentHelp(
+            "Refuse merged stamps more than this many seconds ahead of this clock (default 60).",
+            discussion: "A peer whose clock (or HLC, after a clock excursion) ran ahead has its new writes refused until real time catches up; a larger bound for a while accepts them (loudly: each handshake logs the offset)."))
+    var maxClockDrift: Int = 60
     @Option(help: "File holding a bearer token that GET /metrics requires (Authorization: Bearer <token>; /healthz stays open).")
     var metricsTokenFile: String?
     @Flag(help: "Label /metrics series with users' subjects (topgun_user_sessions{subject}); by default labels name node ids only.")
@@ -108,7 +113,10 @@ struct Serve: AsyncParsableCommand {
                 logger.warning("client JWTs are accepted without --policy: every user may read and write everything")
             }
         }
-        let store = try Store(path: options.data, options: durability.storeOptions)
+        guard maxClockDrift > 0 else { throw CLIError("--max-clock-drift must be at least 1 second") }
+        var storeOptions = durability.storeOptions
+        storeOptions.maxClockDriftMillis = UInt64(maxClockDrift) * 1_000
+        let store = try Store(path: options.data, options: storeOptions)
         if let http, let metrics, http != metrics { throw CLIError("--metrics is another name for --http: give one address") }
         let httpAddress = try (http ?? metrics).map { try Self.listenAddress($0, flag: http != nil ? "--http" : "--metrics") }
         let registry = httpAddress != nil ? PrometheusCollectorRegistry() : nil

@@ -42,6 +42,8 @@ struct MetricsEndpoint {
         let duplicates = r.makeCounter(
             name: "topgun_replication_duplicate_node_ids_total", help: "Sessions refused because a node id was this node's own or already live.")
         let connectedPeers = r.makeGauge(name: "topgun_connected_peers", help: "Peers with a live link now.")
+        let helpOffset = "The peer's wall clock minus this node's, told at its last handshake (positive: the peer is ahead)."
+        let helpDrift = "Operations refused because their stamps were ahead of this clock by more than the drift bound, by peer."
         let helpLag = "How far this node's pull of the peer's log is behind this node's clock."
         let helpAckLag = "How far the peer's acknowledgement of this node's log is behind this node's clock (absent until it acknowledged)."
         let helpConnected = "1 when the peer has a live link now."
@@ -87,6 +89,14 @@ struct MetricsEndpoint {
                 }
             }
             connectedPeers.set(to: Double(connected.count))
+            for (peer, offset) in stats.clockOffsets {
+                r.makeGauge(name: "topgun_peer_clock_offset_seconds", labels: [("peer", peer.description)], help: helpOffset)
+                    .set(to: Double(offset) / 1000)
+            }
+            for (peer, count) in stats.refusedForClockDrift {
+                r.makeCounter(name: "topgun_replication_refused_clock_drift_total", labels: [("peer", peer.description)], help: helpDrift)
+                    .increment(by: Int64(count - (last.1.refusedForClockDrift[peer] ?? 0)))
+            }
             let sessions = node.sessionsByPrincipal
             var byKind = ["replica": 0, "user": 0]
             for (principal, count) in sessions { byKind[principal.hasPrefix("user:") ? "user" : "replica", default: 0] += count }

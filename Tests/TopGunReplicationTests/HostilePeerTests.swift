@@ -148,12 +148,13 @@ struct ImpostorServerTests {
                     for try await connection in inbound {
                         try await connection.executeThenClose { input, output in
                             var chunks = input.makeAsyncIterator()
-                            // HELLO: length, type, version 2, node 8, flags 1, nonce 32.
-                            guard let first = try await chunks.next(), first.readableBytes >= 48 else { return }
+                            // HELLO: length, type, version 2, node 8, flags 1, nonce 32, clock 8.
+                            guard let first = try await chunks.next(), first.readableBytes >= 56 else { return }
                             let bytes = Array(first.readableBytesView)
+                            let helloBytes = 4 + Int(bytes[0..<4].reduce(UInt32(0)) { $0 << 8 | UInt32($1) })
                             let node = NodeID(bytes[7..<15].reduce(0) { $0 << 8 | UInt64($1) })
                             let nonce = Array(bytes[16..<48])
-                            log.bytes.withLock { $0 += Array(bytes.dropFirst(48)) }
+                            log.bytes.withLock { $0 += Array(bytes.dropFirst(helloBytes)) }
                             for frame in answer(node, nonce) {
                                 var b = ByteBuffer()
                                 b.writeInteger(UInt32(1 + frame.body.count))

@@ -154,9 +154,62 @@ struct ChangeLogTests {
                 return
             }
             #expect(ops.map(\.operation.key) == ["good"])
+            // Whoever reads the log whole is told, with the record's name.
+            let error = #expect(throws: StoreError.self) { try store.operations(after: nil) }
+            #expect(error?.code == .corruptRecord && error?.message.contains("m/bad") == true)
+            var skipped: [String] = []
+            #expect(try store.operations(after: nil) { skipped.append($0) }.map(\.operation.key) == ["good"])
+            #expect(skipped == ["m/bad"])
             let problems = try store.check().problems
             #expect(problems.contains { $0.hasPrefix("m/bad") }, "\(problems)")
             #expect(!problems.contains { $0.contains("op-log") }, "reported with the record, not again per log entry: \(problems)")
+        }
+    }
+
+    /// `check` verifies the op log against the records: a flipped bit in an entry's
+    /// origin stamp made the entry look superseded (readers left the record out) and
+    /// `check` said ok.
+    @Test(arguments: [0, 7, 9, 15])
+    func checkFindsAnEntryWhoseOriginNoLongerMatchesItsRecord(_ byte: Int) throws {
+        try withStore { store, _ in
+            _ = try store.apply([Mutation.set(map: "m", key: "k", value: "v", ttlMillis: nil)])
+            #expect(try store.check().isConsistent)
+            try store.write { txn in
+                var key: [UInt8]?
+                var raw: [UInt8]?
+                try txn.forEach(in: store.dbs.oplog) { k, v in
+                    key = k.withUnsafeBytes { Array($0) }
+                    raw = v.withUnsafeBytes { Array($0) }
+                    return false
+                }
+                var damaged = try #require(raw)
+                damaged[byte] ^= 0x10
+                try txn.put(damaged, forKey: try #require(key), in: store.dbs.oplog)
+            }
+            let problems = try store.check().problems
+            #expect(problems.contains { $0.hasPrefix("m/k") && $0.contains("no op-log entry") }, "\(problems)")
+        }
+    }
+
+    /// An LWW record whose log entry is gone (and not by garbage collection) is named.
+    @Test func checkFindsARecordWithoutItsLogEntry() throws {
+        try withStore { store, _ in
+            _ = try store.apply([Mutation.set(map: "m", key: "k", value: "v", ttlMillis: nil)])
+            _ = try store.apply([Mutation.set(map: "m", key: "other", value: "w", ttlMillis: nil)])
+            try store.write { txn in
+                var key: [UInt8]?
+                try txn.forEach(in: store.dbs.oplog) { k, _ in
+                    key = k.withUnsafeBytes { Array($0) }
+                    return false
+                }
+                _ = try txn.delete(try #require(key), in: store.dbs.oplog)
+            }
+            guard case .lww(let record)? = try store.state(map: "m", key: "k") else {
+                Issue.record("no record")
+                return
+            }
+            let problems = try store.check().problems
+            #expect(problems == ["m/k: its write at \(record.timestamp) has no op-log entry"], "\(problems)")
         }
     }
 

@@ -4,7 +4,7 @@ import TopGunCore
 /// `[origin 16][map id 4][flags 1][ttl 8?][key length 2][key][payload]`.
 ///
 /// An LWW entry with `Layout.Flags.valueInRecord` has no payload: its value is in the
-/// record (see `Store.decodeLogEntry`).
+/// record (see `Store.readLogEntry`).
 struct LogEntry {
     let origin: HLCTimestamp
     let mapID: UInt32

@@ -7,6 +7,7 @@ import TopGunCore
 /// | scope: map count u16 (0xFFFF = all), (length u16, UTF-8)…,
 ///          partition count u16 (0xFFFF = all), partition u16…
 /// | user: length u16 (0xFFFF: a replica), UTF-8 | writes refused u32
+/// | refused for clock drift u32 | clock offset ms i64
 /// ```
 /// Records written before acknowledgements existed hold only the first 24 bytes; the
 /// rest reads as nothing acknowledged, joined at the end of time (the whole GC horizon
@@ -40,6 +41,12 @@ public struct PeerState: Sendable, Equatable {
     /// Writes this peer pushed that were refused (policy, origin, kind): counted for
     /// `topgun inspect`; `/metrics` has them by reason.
     public var writesRejected: Int = 0
+    /// Operations from this peer refused because their stamps were ahead of this
+    /// store's clock by more than the drift bound (offered again once clocks agree).
+    public var refusedForClockDrift: Int = 0
+    /// The peer's wall clock minus this node's, in ms, as measured at the last
+    /// handshake (positive: the peer is ahead).
+    public var clockOffsetMillis: Int64 = 0
 
     public init(
         node: NodeID, cursor: HLCTimestamp = .zero, lastSeenMillis: UInt64 = 0, acknowledged: HLCTimestamp = .zero,
@@ -64,7 +71,7 @@ public struct PeerState: Sendable, Equatable {
         out += acknowledged.bytes
         out.appendBigEndian(UInt32(clamping: refusedBeyondHorizon))
         out += joinedAtHorizon.bytes
-        guard scope != nil || user != nil || writesRejected > 0 else { return out }
+        guard scope != nil || user != nil || writesRejected > 0 || refusedForClockDrift > 0 || clockOffsetMillis != 0 else { return out }
         (scope ?? .all).encode(into: &out)
         if let user {
             let bytes = Array(user.utf8.prefix(Int(UInt16.max) - 1))
@@ -74,6 +81,8 @@ public struct PeerState: Sendable, Equatable {
             out.appendBigEndian(UInt16.max)
         }
         out.appendBigEndian(UInt32(clamping: writesRejected))
+        out.appendBigEndian(UInt32(clamping: refusedForClockDrift))
+        out.appendBigEndian(UInt64(bitPattern: clockOffsetMillis))
         return out
     }
 
@@ -104,6 +113,10 @@ public struct PeerState: Sendable, Equatable {
             rejectedAt += n
         }
         if raw.count >= rejectedAt + 4 { writesRejected = Int(raw.loadBigEndian(fromByteOffset: rejectedAt, as: UInt32.self)) }
+        if raw.count >= rejectedAt + 16 {
+            refusedForClockDrift = Int(raw.loadBigEndian(fromByteOffset: rejectedAt + 4, as: UInt32.self))
+            clockOffsetMillis = Int64(bitPattern: raw.loadBigEndian(fromByteOffset: rejectedAt + 8, as: UInt64.self))
+        }
     }
 }
 

@@ -21,7 +21,7 @@ extension Store {
     public func apply(
         _ operations: [ReplicatedOperation], overridingHorizon: Bool = false, repairFrom peer: NodeID? = nil
     ) throws -> [ApplyOutcome] {
-        try commit { batch, txn in
+        let outcomes = try commit { batch, txn in
             batch.overridesHorizon = overridingHorizon
             if let peer { _ = try batch.horizon(forPeer: peer, txn) }
             var outcomes: [ApplyOutcome] = []
@@ -30,10 +30,13 @@ extension Store {
             let refused = outcomes.filter { if case .rejected(.beyondHorizon) = $0 { true } else { false } }.count
             if let peer, refused > 0 {
                 try Self.updatePeer(peer, txn, dbs) { state, _ in state.refusedBeyondHorizon += refused }
-                counters.record(refusedBeyondHorizon: refused)
             }
             return outcomes
         }
+        // Counted once committed: LMDB runs the body again after growing the map.
+        let refused = outcomes.filter { if case .rejected(.beyondHorizon) = $0 { true } else { false } }.count
+        if peer != nil, refused > 0 { counters.record(refusedBeyondHorizon: refused) }
+        return outcomes
     }
 
     /// Applies local mutations in one transaction, stamping each with a fresh HLC.

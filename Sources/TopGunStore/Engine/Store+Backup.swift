@@ -78,6 +78,6 @@ extension Store {
             throw StoreError(.corruptRecord, "the copy at \(path) does not verify: \(report.problems.prefix(3).joined(separator: "; "))")
         }
         let bytes = (try? FileManager.default.attributesOfItem(atPath: path + "/data.mdb")[.size] as? Int) ?? 0
-        return BackupReport(nodeID: copy.nodeID, bytes: bytes ?? 0, check: report)
+        return BackupReport(nodeID: copy.nodeID, bytes: bytes, check: report)
     }
 }

@@ -64,8 +64,13 @@ extension Store {
                 }
                 return true
             }
-            // Op log.
+            // Op log. Each LWW entry is checked against the records below, from the
+            // record's side: an entry may name a record that no longer holds its write
+            // (superseded, or a refused write reverted), but every record's write must
+            // have its entry — else a damaged origin stamp or key passes for a
+            // superseded entry and log readers leave the record out.
             var recordKey: [UInt8] = []
+            var logged = Set<[UInt8]>()
             try txn.forEach(in: dbs.oplog) { k, v in
                 report.logEntriesChecked += 1
                 guard k.byteCount == 16 else {
@@ -75,9 +80,32 @@ extension Store {
                 let sequence = k.withUnsafeBytes { HLCTimestamp(loadingFrom: $0.baseAddress!) }
                 if sequence > highWater { report.problems.append("op-log key \(sequence) above the HLC high-water mark \(highWater)") }
                 do {
-                    _ = try v.withUnsafeBytes { try Self.decodeLogEntry($0, names: names, recordKey: &recordKey, txn, dbs) }
+                    try v.withUnsafeBytes { v in
+                        _ = try Self.readLogEntry(v, names: names, recordKey: &recordKey, txn, dbs)
+                        let entry = try LogEntry(v)
+                        guard entry.flags.kind == .lww else { return }
+                        if entry.origin > highWater { report.problems.append("op-log entry \(sequence): origin \(entry.origin) above the HLC high-water mark") }
+                        entry.recordKey(into: &recordKey)
+                        logged.insert(recordKey + entry.origin.bytes)
+                    }
                 } catch {
                     report.problems.append("op-log entry \(sequence): \(error)")
+                }
+                return true
+            }
+            // Each LWW record written after the log's truncation point has the entry of
+            // its write (else log readers and replication never see it).
+            let truncated = try txn.value(forKey: Layout.Meta.truncated, in: dbs.meta).flatMap { HLCTimestamp(bytes: $0) } ?? .zero
+            try txn.forEach(in: dbs.records) { k, v in
+                k.withUnsafeBytes { k in
+                    v.withUnsafeBytes { v in
+                        guard k.count >= Layout.recordPrefixBytes, let header = RecordHeader(v), header.flags.kind == .lww,
+                            header.timestamp > truncated, !logged.contains(Array(k) + header.timestamp.bytes)
+                        else { return }
+                        let mapID = k.loadBigEndian(as: UInt32.self)
+                        let key = String(decoding: UnsafeRawBufferPointer(rebasing: k[Layout.recordPrefixBytes...]), as: UTF8.self)
+                        report.problems.append("\(names[mapID] ?? "map \(mapID)")/\(key): its write at \(header.timestamp) has no op-log entry")
+                    }
                 }
                 return true
             }

@@ -22,15 +22,17 @@ extension Store {
         _ entries: [LoggedOperation], fromPeer peer: NodeID, cursor: HLCTimestamp, scope: PeerScope = .all, holdingCursor: Bool = false,
         writesRejected: Int = 0
     ) throws -> [ApplyOutcome] {
-        try commit { batch, txn in
+        let outcomes = try commit { batch, txn in
             let user = try batch.horizon(forPeer: peer, txn)
             var outcomes: [ApplyOutcome] = []
             outcomes.reserveCapacity(entries.count)
             var stop: HLCTimestamp?
             var previous: HLCTimestamp?
             var refused = 0
+            var drifted = 0
             for entry in entries {
                 let outcome = try batch.applyRemote(entry.operation, txn)
+                if case .rejected(.clockDrift) = outcome { drifted += 1 }
                 // A user's write older than the horizon is refused for good (the server
                 // tells the app, which reverts it): its cursor does not wait.
                 let holds = outcome.holdsCursor && !(user && { if case .rejected(.beyondHorizon) = outcome { true } else { false } }())
@@ -44,11 +46,27 @@ extension Store {
                 if !holdingCursor { state.cursor = max(state.cursor, stop ?? cursor) }
                 state.lastSeenMillis = wall
                 state.refusedBeyondHorizon += refused
+                state.refusedForClockDrift += drifted
                 state.writesRejected += writesRejected
                 if !holdingCursor { state.scope = isNew ? scope : (state.scope ?? .all).intersection(scope) }
             }
-            if refused > 0 { counters.record(refusedBeyondHorizon: refused) }
             return outcomes
+        }
+        // Counted once committed: LMDB runs the body again after growing the map.
+        let refused = outcomes.filter { if case .rejected(.beyondHorizon) = $0 { true } else { false } }.count
+        if refused > 0 { counters.record(refusedBeyondHorizon: refused) }
+        return outcomes
+    }
+
+    /// Records the clock offset measured at a handshake with `peer` (its wall clock
+    /// minus this node's, ms).
+    public func recordClockOffset(_ peer: NodeID, millis: Int64) throws {
+        let wall = options.wallClock.milliseconds()
+        try write { txn in
+            try Self.updatePeer(peer, txn, dbs) { state, _ in
+                state.lastSeenMillis = wall
+                state.clockOffsetMillis = millis
+            }
         }
     }
 

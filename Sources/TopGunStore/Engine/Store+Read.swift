@@ -48,8 +48,29 @@ extension Store {
     /// An LWW write that a later write of the same record superseded is left out: the
     /// later entry carries the record's state, so a reader far behind receives each
     /// changed LWW record once.
+    ///
+    /// - Throws: `StoreError(.corruptRecord)` naming the records whose entries could not
+    ///   be read back because the record is damaged (none is left out silently); use
+    ///   `operations(after:limit:skippingDamaged:)` to read the rest anyway.
     public func operations(after sequence: HLCTimestamp?, limit: Int = .max) throws -> [LoggedOperation] {
-        try read { txn in try operations(after: sequence, limit: limit, stepLimit: .max, txn).operations }
+        var damaged: [String] = []
+        let out = try operations(after: sequence, limit: limit) { damaged.append($0) }
+        guard damaged.isEmpty else {
+            throw StoreError(
+                .corruptRecord,
+                "damaged records: \(damaged.prefix(10).joined(separator: ", "))\(damaged.count > 10 ? " and \(damaged.count - 10) more" : ""); `topgun repair` restores them from a peer")
+        }
+        return out
+    }
+
+    /// `operations(after:limit:)`, calling `skippingDamaged` with `MAP/KEY` for each
+    /// entry whose record is damaged and leaving it out.
+    public func operations(
+        after sequence: HLCTimestamp?, limit: Int = .max, skippingDamaged: (String) -> Void
+    ) throws -> [LoggedOperation] {
+        let read = try read { txn in try operations(after: sequence, limit: limit, stepLimit: .max, txn) }
+        read.damaged.forEach(skippingDamaged)
+        return read.operations
     }
 
     /// What a replicator reads after a cursor: the next operations, or the news that
@@ -72,7 +93,8 @@ extension Store {
             {
                 return .truncated(through: truncated)
             }
-            let (operations, through) = try operations(after: sequence, limit: limit, stepLimit: Self.supersededPerRead, txn)
+            let (operations, through, damaged) = try operations(after: sequence, limit: limit, stepLimit: Self.supersededPerRead, txn)
+            if !damaged.isEmpty { counters.record(damagedRecordsMet: damaged.count) }
             return .operations(operations, readThrough: through)
         }
     }
@@ -83,10 +105,11 @@ extension Store {
     /// goes on from `through`).
     func operations(
         after sequence: HLCTimestamp?, limit: Int, stepLimit: Int, _ txn: borrowing ReadTransaction
-    ) throws -> (operations: [LoggedOperation], through: HLCTimestamp?) {
+    ) throws -> (operations: [LoggedOperation], through: HLCTimestamp?, damaged: [String]) {
         var out: [LoggedOperation] = []
         var through: HLCTimestamp?
         var skipped = 0
+        var damaged: [String] = []
         let lower = sequence.map { $0.successor.bytes }
         var names = mapsByID.withLock { $0 }
         var recordKey: [UInt8] = []
@@ -102,16 +125,20 @@ extension Store {
                     names = Dictionary(uniqueKeysWithValues: maps.map { ($0.value.id, $0.key) })
                 }
                 through = seq
-                if let op = try Self.decodeLogEntry(v, names: names, recordKey: &recordKey, txn, dbs) {
+                switch try Self.readLogEntry(v, names: names, recordKey: &recordKey, txn, dbs) {
+                case .operation(let op):
                     out.append(LoggedOperation(sequence: seq, operation: op))
                     skipped = 0
-                } else {
+                case .superseded:
+                    skipped += 1
+                case .damaged(let name):
+                    damaged.append(name)
                     skipped += 1
                 }
                 return true
             }
         }
-        return (out, through)
+        return (out, through, damaged)
     }
 
     /// Superseded entries one log read steps over at most before it returns.
@@ -165,32 +192,43 @@ extension Store {
         }
     }
 
-    /// The operation an op-log entry stands for, or nil when a later write of its LWW
-    /// record superseded it (the record's stamp is no longer the entry's), or when the
-    /// record fails its digest: one damaged record is left out (`check` reports it,
-    /// a repair from a peer replaces it) instead of stopping every reader of the log.
+    /// What an op-log entry stands for when it is read back.
+    enum LogEntryRead {
+        /// The operation (an LWW record's current write, or an OR-Map/counter delta).
+        case operation(ReplicatedOperation)
+        /// A later write of its LWW record superseded it (the record's stamp is newer).
+        case superseded
+        /// Its record (`MAP/KEY`) fails its digest or does not parse: left out, and said
+        /// so (`check` reports it, a repair from a peer replaces it), instead of stopping
+        /// every reader of the log.
+        case damaged(String)
+    }
+
+    /// Reads an op-log entry back (see `LogEntryRead`).
     ///
     /// - Throws: `StoreError(.corruptRecord)` for an entry that does not parse.
-    static func decodeLogEntry(
+    static func readLogEntry(
         _ v: UnsafeRawBufferPointer, names: [UInt32: String], recordKey: inout [UInt8], _ txn: borrowing ReadTransaction, _ dbs: DBs
-    ) throws -> ReplicatedOperation? {
+    ) throws -> LogEntryRead {
         let entry = try LogEntry(v)
         guard let map = names[entry.mapID] else { throw StoreError(.corruptRecord, "op-log entry: unknown map id \(entry.mapID)") }
         let key = entry.key
-        guard entry.flags.kind == .lww else { return try entry.operation(map: map) }
+        guard entry.flags.kind == .lww else { return .operation(try entry.operation(map: map)) }
         entry.recordKey(into: &recordKey)
-        let current: ReplicatedOperation?? = try recordKey.withUnsafeBytes { k in
-            try txn.withValue(forKey: k, in: dbs.records) { raw -> ReplicatedOperation? in
-                guard let header = RecordHeader(raw), entry.isHeld(by: header) else { return nil }
-                guard entry.flags.contains(.valueInRecord) else { return try entry.operation(map: map) }
-                guard !header.flags.contains(.tombstone) else { return nil }
-                guard header.payloadDigest(of: raw) == header.digest else { return nil }
+        let current: LogEntryRead? = try recordKey.withUnsafeBytes { k in
+            try txn.withValue(forKey: k, in: dbs.records) { raw -> LogEntryRead in
+                guard let header = RecordHeader(raw) else { return .damaged("\(map)/\(key)") }
+                guard entry.isHeld(by: header) else { return .superseded }
+                guard entry.flags.contains(.valueInRecord) else { return .operation(try entry.operation(map: map)) }
+                guard !header.flags.contains(.tombstone) else { return .superseded }
+                guard header.payloadDigest(of: raw) == header.digest else { return .damaged("\(map)/\(key)") }
                 // Not decoded here: whoever applies it validates it (`Store.apply`).
                 let value = Array(UnsafeRawBufferPointer(rebasing: raw[header.payloadOffset...]))
-                return ReplicatedOperation(map: map, key: key, timestamp: entry.origin, payload: .lww(encodedValue: value, ttlMillis: header.ttl))
+                return .operation(
+                    ReplicatedOperation(map: map, key: key, timestamp: entry.origin, payload: .lww(encodedValue: value, ttlMillis: header.ttl)))
             }
         }
-        return current ?? nil
+        return current ?? .superseded
     }
 
     // MARK: Merkle
@@ -215,8 +253,8 @@ extension Store {
         var computed: [UInt16: [UInt64]] = [:]
         try read { txn in
             try txn.forEach(in: dbs.records, range: .prefix(Layout.recordPrefix(mapID: info.id))) { k, v in
-                try k.withUnsafeBytes { k in
-                    try v.withUnsafeBytes { v in
+                k.withUnsafeBytes { k in
+                    v.withUnsafeBytes { v in
                         // A damaged record is reported by `check` itself; the Merkle entry
                         // is computed from what the header claims.
                         guard k.count >= Layout.recordPrefixBytes, let header = RecordHeader(v) else { return }

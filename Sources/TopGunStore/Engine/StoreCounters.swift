@@ -10,6 +10,9 @@ public final class StoreCounters: Sendable {
         /// Remote operations refused for being older than the GC horizon (a peer or
         /// this store needs a repair).
         public var refusedBeyondHorizon = 0
+        /// Op-log entries a replicator's read left out because their record is damaged
+        /// (`check` names them; `topgun repair` restores them from a peer).
+        public var damagedRecordsMet = 0
         public init() {}
     }
 
@@ -26,6 +29,10 @@ public final class StoreCounters: Sendable {
 
     func record(refusedBeyondHorizon count: Int) {
         totals.withLock { $0.refusedBeyondHorizon += count }
+    }
+
+    func record(damagedRecordsMet count: Int) {
+        totals.withLock { $0.damagedRecordsMet += count }
     }
 
     func record(batchDuration: Duration) {
