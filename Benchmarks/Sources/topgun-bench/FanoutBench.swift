@@ -51,7 +51,7 @@ struct FanoutBench {
         let root = NSTemporaryDirectory() + "topgun-fanout-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: root) }
-        try "fanout\n".write(toFile: root + "/token", atomically: true, encoding: .utf8)
+        try "fanout-benchmark-secret-of-32-bytes+\n".write(toFile: root + "/token", atomically: true, encoding: .utf8)
         let server = Process()
         server.executableURL = URL(fileURLWithPath: binary)
         server.arguments = [
@@ -82,7 +82,7 @@ struct FanoutBench {
         var logger = Logger(label: "fanout")
         logger.logLevel = .error
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-        let token = Array("fanout".utf8)
+        let token = Array("fanout-benchmark-secret-of-32-bytes+".utf8)
         let arrivals = Arrivals()
         var apps: [Database] = []
         var sessions: [SyncSession] = []

@@ -54,7 +54,7 @@ struct ReplicationBench {
     func pull(from source: Store, into path: String, repairAfter: Int) async throws -> Pull {
         let head = try source.lastSequence()!
         let b = try Store(path: path, options: .init(durability: .noSync, nodeID: NodeID(UInt64.random(in: 10...1_000_000))))
-        let token = Array("bench".utf8)
+        let token = Array("benchmark-replica-secret-of-32-bytes+".utf8)
         let server = try ReplicaNode(
             store: source,
             configuration: .init(listen: .init(host: "127.0.0.1", port: 0), token: token, antiEntropyInterval: nil, catchUpByRepairAfter: repairAfter))
