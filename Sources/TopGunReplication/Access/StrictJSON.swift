@@ -41,47 +41,19 @@ enum StrictJSON {
             case UInt8(ascii: "{"):
                 at += 1
                 var names = Set<[UInt8]>()
-                skipSpace()
-                if at < bytes.count, bytes[at] == UInt8(ascii: "}") {
-                    at += 1
-                    return
-                }
-                while true {
-                    skipSpace()
-                    let name = try string()
+                try members(closing: UInt8(ascii: "}")) { (scanner: inout Scanner) throws(Failure) in
+                    scanner.skipSpace()
+                    let name = try scanner.string()
                     // Names compare by their decoded text: "s\u0075b" is "sub".
                     let decoded = Self.decoded(name)
                     guard names.insert(Array(decoded.utf8)).inserted else { throw .duplicate(decoded) }
-                    skipSpace()
-                    try expect(UInt8(ascii: ":"))
-                    try value(depth: depth + 1)
-                    skipSpace()
-                    guard at < bytes.count else { throw .invalid("unexpected end") }
-                    if bytes[at] == UInt8(ascii: ",") {
-                        at += 1
-                        continue
-                    }
-                    try expect(UInt8(ascii: "}"))
-                    return
+                    scanner.skipSpace()
+                    try scanner.expect(UInt8(ascii: ":"))
+                    try scanner.value(depth: depth + 1)
                 }
             case UInt8(ascii: "["):
                 at += 1
-                skipSpace()
-                if at < bytes.count, bytes[at] == UInt8(ascii: "]") {
-                    at += 1
-                    return
-                }
-                while true {
-                    try value(depth: depth + 1)
-                    skipSpace()
-                    guard at < bytes.count else { throw .invalid("unexpected end") }
-                    if bytes[at] == UInt8(ascii: ",") {
-                        at += 1
-                        continue
-                    }
-                    try expect(UInt8(ascii: "]"))
-                    return
-                }
+                try members(closing: UInt8(ascii: "]")) { (scanner: inout Scanner) throws(Failure) in try scanner.value(depth: depth + 1) }
             case UInt8(ascii: "\""):
                 _ = try string()
             default:
@@ -89,6 +61,27 @@ enum StrictJSON {
                 let start = at
                 while at < bytes.count, Self.isScalarByte(bytes[at]) { at += 1 }
                 guard at > start else { throw .invalid("unexpected byte at \(at)") }
+            }
+        }
+
+        /// The comma-separated members of an object or array up to `close` (the
+        /// opening byte already read), each read by `member`.
+        mutating func members(closing close: UInt8, _ member: (inout Scanner) throws(Failure) -> Void) throws(Failure) {
+            skipSpace()
+            if at < bytes.count, bytes[at] == close {
+                at += 1
+                return
+            }
+            while true {
+                try member(&self)
+                skipSpace()
+                guard at < bytes.count else { throw .invalid("unexpected end") }
+                if bytes[at] == UInt8(ascii: ",") {
+                    at += 1
+                    continue
+                }
+                try expect(close)
+                return
             }
         }
 
