@@ -176,13 +176,7 @@ extension ReplicaNode {
     private func handshakeMessage(_ frames: inout NIOAsyncChannelInboundStream<Frame>.AsyncIterator) async throws -> Message {
         guard let frame = try await frames.next() else { throw ReplicationError(.protocolViolation, "closed during handshake") }
         let message = try Message(frame)
-        if case .error(let text) = message {
-            let code: ReplicationError.Code =
-                text.hasPrefix(ReplicationError.Code.duplicateNodeID.rawValue) ? .duplicateNodeID
-                : text.hasPrefix(ReplicationError.Code.unsupportedVersion.rawValue) ? .unsupportedVersion : .unauthorized
-            let prefix = code.rawValue + ": "
-            throw ReplicationError(code, text.hasPrefix(prefix) ? String(text.dropFirst(prefix.count)) : text)
-        }
+        if case .error(let error) = message { throw error }
         return message
     }
 

@@ -253,11 +253,8 @@ struct Link {
             // revert a write: a user's app must never rewrite a server's record.
             guard serves, access.principal.isReplica else { throw message.unexpected(from: "a peer that may not refuse this node's writes") }
             try reverted(rejection)
-        case .error(let text):
-            if text.contains(ReplicationError.Code.duplicateNodeID.rawValue) {
-                throw ReplicationError(.duplicateNodeID, "peer error: \(text)")
-            }
-            throw ReplicationError(.protocolViolation, "peer error: \(text)")
+        case .error(let error):
+            throw error
         case .hello, .welcome, .proof, .admitted, .heartbeat:
             throw message.unexpected(from: "a connected peer")
         }

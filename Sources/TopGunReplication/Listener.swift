@@ -29,7 +29,7 @@ struct Listener {
             } catch {
                 node.stats.withLock { $0.handshakesRefused += 1 }
                 node.refusals.record(error)
-                try? await outbound.write(Message.error("\(error)").frame)
+                try? await outbound.write(Message.error(error as? ReplicationError ?? ReplicationError(.internalError, "\(error)")).frame)
                 return
             }
             // Authenticated: full-size frames from here on.

@@ -27,8 +27,9 @@ enum Message: Sendable {
     /// Publisher → subscriber: the cursor is behind the truncated log; send digests of
     /// these maps (all when empty).
     case needDigests(maps: [String])
-    /// Either way: an error message, then the connection closes.
-    case error(String)
+    /// Either way: a coded error (`code length u8 | code | message`, UTF-8), then the
+    /// connection closes. The receiver acts on the code, never on the text.
+    case error(ReplicationError)
     /// Publisher → subscriber: state operations repairing differing buckets (no cursor).
     case repair(Segment)
     /// Publisher → subscriber: the repair is complete; it covers the log through here.
@@ -55,7 +56,7 @@ enum Message: Sendable {
         case .ack: self = .ack(try Acknowledgement(frame))
         case .digests: self = .digests(try Digests(frame))
         case .needDigests: self = .needDigests(maps: try frame.mapList())
-        case .error: self = .error(String(decoding: frame.body, as: UTF8.self))
+        case .error: self = .error(Self.error(frame.body))
         case .repair: self = .repair(try Segment(decoding: frame.body))
         case .resume: self = .resume(try frame.stamp())
         case .heartbeat: self = .heartbeat
@@ -76,7 +77,8 @@ enum Message: Sendable {
         case .ack(let ack): ack.frame
         case .digests(let digests): digests.frame
         case .needDigests(let maps): Frame.mapList(.needDigests, maps)
-        case .error(let message): Frame(.error, Array(message.utf8))
+        case .error(let error):
+            Frame(.error, [UInt8(clamping: error.code.rawValue.utf8.count)] + Array(error.code.rawValue.utf8.prefix(255)) + Array(error.message.utf8))
         case .repair(let segment): Frame(.repair, segment.encoded())
         case .resume(let head): Frame.stamp(.resume, head)
         case .heartbeat: Frame(.heartbeat)
@@ -111,6 +113,15 @@ enum Message: Sendable {
         guard version == Frame.protocolVersion else { return .welcome(version: version, nonce: []) }
         guard body.count == 2 + Handshake.nonceBytes else { throw ReplicationError(.malformed, "WELCOME of \(body.count) bytes") }
         return .welcome(version: version, nonce: Array(body[2...]))
+    }
+
+    /// The error an ERROR body carries; a body that is not one is a protocol violation
+    /// quoting its text.
+    private static func error(_ body: [UInt8]) -> ReplicationError {
+        guard let n = body.first.map(Int.init), n > 0, body.count > n, let code = String(validating: body[1..<(1 + n)], as: UTF8.self) else {
+            return ReplicationError(.protocolViolation, "peer error: \(String(decoding: body, as: UTF8.self))")
+        }
+        return ReplicationError(ReplicationError.Code(rawValue: code), String(decoding: body[(1 + n)...], as: UTF8.self))
     }
 
     /// A protocol violation: `self` is not expected from a peer in `role`.

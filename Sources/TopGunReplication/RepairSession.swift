@@ -49,8 +49,8 @@ extension ReplicaNode {
                     if report.refused == 0 { try store.recordRepair(fromPeer: peer, through: report.head, scope: .all) }
                     logger.info("repaired", metadata: ["peer": "\(peer)", "received": "\(report.received)", "applied": "\(report.applied)"])
                     return report
-                case .error(let text):
-                    throw ReplicationError(.protocolViolation, "peer error: \(text)")
+                case .error(let error):
+                    throw error
                 case .hello, .welcome, .proof, .admitted, .subscribe, .segment, .ack, .digests, .needDigests, .heartbeat, .rejected:
                     throw message.unexpected(from: "a server during a repair")
                 }

@@ -27,6 +27,8 @@ public struct ReplicationError: Error, Sendable, Equatable, CustomStringConverti
         /// A node configuration it refuses to run with (a short secret, plain links
         /// beyond loopback).
         public static let invalidConfiguration = Code(rawValue: "invalid configuration")
+        /// The peer failed for a reason of its own (its storage, say), not this side's.
+        public static let internalError = Code(rawValue: "internal error")
         /// The session's credential expired.
         public static let expired = Code(rawValue: "expired")
     }

@@ -233,6 +233,19 @@ struct NodeConfigurationTests {
         }
     }
 
+    /// ERROR carries a code, and the receiver acts on the code: a message that only
+    /// mentions "duplicate node id" is not taken for that error (it was matched by
+    /// substring).
+    @Test func errorCodesCrossTheWireAsCodes() throws {
+        let error = ReplicationError(.unauthorized, "user carol: duplicate node id tried")
+        guard case .error(let back) = try Message(Message.error(error).frame) else { throw CancellationError() }
+        #expect(back == error)
+        for body in [Array("duplicate node id: x".utf8), [0], [0, 65], [1], []] {
+            guard case .error(let raw) = try Message(Frame(.error, body)) else { throw CancellationError() }
+            #expect(raw.code == .protocolViolation, "\(body)")
+        }
+    }
+
     /// The old comparison called these equal (its length check kept 8 bits).
     @Test func constantTimeEqualsComparesLengthsWhole() {
         #expect(!constantTimeEquals([], [UInt8](repeating: 0, count: 256)))

@@ -145,8 +145,11 @@ struct ReplicationSafetyTests {
             // A second live session with one id is refused once the proof checked out,
             // before ADMITTED.
             let answer = try #require(try await second.hello(node: NodeID(5)))
-            #expect(answer.kind == .error)
-            #expect(String(decoding: answer.body, as: UTF8.self).hasPrefix(ReplicationError.Code.duplicateNodeID.rawValue))
+            guard case .error(let error) = try Message(answer) else {
+                Issue.record("expected ERROR, got \(answer.kind)")
+                return
+            }
+            #expect(error.code == .duplicateNodeID, "the code crosses the wire as a code: \(error)")
             #expect(server.node.statistics.duplicateIDsRefused == 2)
             try await first.close()
             try await second.close()
