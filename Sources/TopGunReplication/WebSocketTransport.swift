@@ -319,35 +319,36 @@ final class HTTPRoutesHandler: ChannelInboundHandler {
         case .end:
             guard let head else {
                 // An upgrade request that was refused: the upgrade handler kept its head.
-                let body = "not upgraded: WebSocket sync is a GET /sync with Connection: Upgrade and Upgrade: websocket\n"
-                var headers = HTTPHeaders()
-                headers.add(name: "Content-Type", value: "text/plain")
-                headers.add(name: "Content-Length", value: "\(body.utf8.count)")
-                headers.add(name: "Connection", value: "close")
-                context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .badRequest, headers: headers))), promise: nil)
-                context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil)
-                let channel = context.channel
-                context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
-                return
+                return respond(
+                    context, .badRequest, "text/plain",
+                    "not upgraded: WebSocket sync is a GET /sync with Connection: Upgrade and Upgrade: websocket\n", version: .http1_1,
+                    keepAlive: false)
             }
             self.head = nil
             let requested = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
             let (status, contentType, body) = answer(requested, head)
-            let keepAlive = head.isKeepAlive
-            var headers = HTTPHeaders()
-            headers.add(name: "Content-Type", value: contentType)
-            headers.add(name: "Content-Length", value: "\(body.utf8.count)")
-            if status == .unauthorized { headers.add(name: "WWW-Authenticate", value: "Bearer") }
-            headers.add(name: "Connection", value: keepAlive ? "keep-alive" : "close")
-            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
-            context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: head.method == .HEAD ? "" : body)))), promise: nil)
-            if keepAlive {
-                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-                armDeadline(context)
-            } else {
-                let channel = context.channel
-                context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
-            }
+            respond(context, status, contentType, head.method == .HEAD ? "" : body, version: head.version, keepAlive: head.isKeepAlive)
+        }
+    }
+
+    /// Writes one response; keeps the connection for the next request or closes it.
+    private func respond(
+        _ context: ChannelHandlerContext, _ status: HTTPResponseStatus, _ contentType: String, _ body: String, version: HTTPVersion,
+        keepAlive: Bool
+    ) {
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: contentType)
+        headers.add(name: "Content-Length", value: "\(body.utf8.count)")
+        if status == .unauthorized { headers.add(name: "WWW-Authenticate", value: "Bearer") }
+        headers.add(name: "Connection", value: keepAlive ? "keep-alive" : "close")
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: version, status: status, headers: headers))), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil)
+        if keepAlive {
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            armDeadline(context)
+        } else {
+            let channel = context.channel
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
         }
     }
 
