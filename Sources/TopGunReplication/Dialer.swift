@@ -163,6 +163,11 @@ extension ReplicaNode {
             logger.error(
                 "this node's clock or HLC is ahead of the peer's clock by more than the drift bound: the peer refuses this node's new writes until its clock catches up (or it runs with a larger --max-clock-drift)",
                 metadata: metadata)
+        } else if offset > bound && configuration.bearerToken != nil {
+            // A user's app follows its server's stamps (see `Link.apply`).
+            logger.warning(
+                "this device's clock is behind the server's by more than the drift bound: its HLC follows the server's stamps; fix the clock",
+                metadata: metadata)
         } else if offset > bound {
             logger.error(
                 "the peer's clock is ahead of this node's by more than the drift bound: its new writes are refused here until the clocks agree",

@@ -41,6 +41,8 @@ public struct Frame: Sendable, Equatable {
         /// Server → client, after the client authenticated: the server's node id,
         /// op-log head, whether a repair comes first, and its proof.
         public static let admitted = Kind(rawValue: 14)
+        public static let rewind = Kind(rawValue: 15)
+        public static let notice = Kind(rawValue: 16)
     }
 
     public var kind: Kind

@@ -11,6 +11,12 @@ protocol LinkObserver: Sendable {
     func pulled(through cursor: HLCTimestamp, remoteHead: HLCTimestamp)
     /// The remote acknowledged this node's log through `cursor`.
     func pushed(through cursor: HLCTimestamp)
+    /// The remote sent a NOTICE about this node (its writes refused for its clock).
+    func noticed(_ notice: ReplicationError)
+}
+
+extension LinkObserver {
+    func noticed(_ notice: ReplicationError) {}
 }
 
 /// One connection after its handshake, used both ways: the publisher half serves this
@@ -157,6 +163,22 @@ struct Link {
                         }
                     })
                 }
+                // Records removed as damaged are asked for at once, and at every
+                // connect until they are back.
+                if access.principal.isReplica {
+                    let seen = node.repairWanted.generation
+                    if try !node.store.quarantinedRecords().isEmpty {
+                        out.yield(.digests(try node.digests(for: subscription.maps, visibleTo: access)))
+                    }
+                    tasks.addTask(operation: closing {
+                        var seen = seen
+                        while true {
+                            seen = await node.repairWanted.wait(after: seen)
+                            try Task.checkCancellation()
+                            out.yield(.digests(try node.digests(for: subscription.maps, visibleTo: access)))
+                        }
+                    })
+                }
             }
             defer {
                 out.finish()
@@ -248,6 +270,14 @@ struct Link {
                 observer?.pulled(through: try node.store.peerCursor(peer) ?? .zero, remoteHead: remoteHead)
             }
 
+        case .rewind(let head):
+            guard subscription != nil else { throw message.unexpected(from: "a peer this node did not subscribe to") }
+            let before = try node.store.rewindCursor(ofPeer: peer, to: head)
+            node.logger.warning("the peer's log ends before this node's cursor; cursor moved back", metadata: ["peer": "\(peer)", "cursor": "\(before)", "head": "\(head)"])
+        case .notice(let notice):
+            node.stats.withLock { $0.notices[notice.code.rawValue, default: 0] += 1 }
+            node.logger.error("the peer reports a problem with this node", metadata: ["peer": "\(peer)", "code": "\(notice.code.rawValue)", "message": "\(notice.message)"])
+            observer?.noticed(notice)
         case .rejected(let rejection):
             // Only a server this node pushes to, trusted as a replica, may make it
             // revert a write: a user's app must never rewrite a server's record.
@@ -278,16 +308,21 @@ struct Link {
         }
         // Refusals go before the acknowledgement: a client that sees its writes
         // acknowledged has already heard which of them were refused.
+        // A user's app takes its server's clock as the reference: an app whose clock
+        // is behind would refuse every server write as "ahead" and never catch up.
+        let followsServer = node.configuration.bearerToken != nil && access.principal.isReplica
         if !isRepair {
             outcomes = try store.apply(
-                entries, fromPeer: peer, cursor: segment.lastSequence, scope: scope, holdingCursor: held.isSet, writesRejected: screenedOut.count)
+                entries, fromPeer: peer, cursor: segment.lastSequence, scope: scope, holdingCursor: held.isSet, writesRejected: screenedOut.count,
+                trustingStamps: followsServer, restampingDrift: !access.principal.isReplica)
             for rejection in try screenedOut + horizonRejections(outcomes, entries) { out.yield(.rejected(rejection)) }
+            try restamped(outcomes, entries, out)
             // The stored cursor, which stops before a refused entry.
             let cursor = try store.peerCursor(peer) ?? .zero
             out.yield(.ack(Acknowledgement(cursor: cursor, head: serves ? try store.lastSequence() : nil)))
             observer?.pulled(through: cursor, remoteHead: remoteHead)
         } else {
-            outcomes = try store.apply(entries.map(\.operation), repairFrom: peer)
+            outcomes = try store.apply(entries.map(\.operation), repairFrom: peer, trustingStamps: followsServer)
             for rejection in try screenedOut + horizonRejections(outcomes, entries) { out.yield(.rejected(rejection)) }
         }
         // Only while the remote subscribes on this link: the stream prunes the map.
@@ -321,6 +356,13 @@ struct Link {
         let drifted = outcomes.compactMap { if case .rejected(.clockDrift(let e)) = $0 { e } else { nil } }
         if let ahead = drifted.map({ $0.remote.millis &- $0.localMillis }).max() {
             node.stats.withLock { $0.refusedForClockDrift[peer, default: 0] += drifted.count }
+            // The sender is told, with a code: its own log and status say why its
+            // writes do not arrive.
+            out.yield(
+                .notice(
+                    ReplicationError(
+                        .clockDrift,
+                        "\(drifted.count) operations refused: stamped \(ahead) ms ahead of this node's clock, beyond its bound of \(drifted[0].maxDriftMillis) ms; they are offered again once the clocks agree")))
             node.logger.error(
                 "refused operations stamped ahead of this node's clock by more than the drift bound; they are offered again once the clocks agree",
                 metadata: [
@@ -393,6 +435,31 @@ struct Link {
         }
         if !out.isEmpty { node.stats.withLock { for r in out { $0.writesRejected[r.category, default: 0] += 1 } } }
         return out
+    }
+
+    /// A user's writes taken under this server's stamps because the app's clock is
+    /// ahead: the app is told (REJECTED with the stored state, so it returns to the
+    /// server's stamp and its later writes are judged against it) and warned (NOTICE).
+    func restamped(_ outcomes: [ApplyOutcome], _ entries: [LoggedOperation], _ out: AsyncStream<Message>.Continuation) throws {
+        var count = 0
+        var ahead: UInt64 = 0
+        let now = node.store.now
+        for (outcome, entry) in zip(outcomes, entries) {
+            guard case .restamped = outcome else { continue }
+            count += 1
+            let by = entry.operation.timestamp.millis &- now
+            ahead = max(ahead, by)
+            out.yield(.rejected(try rejection(of: entry.operation, "restamped: stamped \(by) ms ahead of the server's clock")))
+        }
+        guard count > 0 else { return }
+        node.stats.withLock { $0.writesRestamped += count }
+        node.logger.warning(
+            "took a user's writes under this server's stamps: the app's clock is ahead", metadata: ["peer": "\(peer)", "count": "\(count)", "ahead_ms": "\(ahead)"])
+        out.yield(
+            .notice(
+                ReplicationError(
+                    .clockDrift,
+                    "\(count) writes were stamped \(ahead) ms ahead of the server's clock: the server took them under its own stamps; fix this device's clock")))
     }
 
     /// The REJECTED frame for `op`: with the server's state of the record when the
@@ -491,6 +558,20 @@ struct Link {
     func stream(_ subscription: Subscription, _ publisher: Publisher, _ out: AsyncStream<Message>.Continuation) async throws {
         var cursor = subscription.cursor
         let config = node.configuration
+        // A cursor past this log's head names entries this log never had (it was
+        // restored from a backup, or a damaged key put an entry in the future and a
+        // heal removed it): the subscriber moves its cursor back to the head and
+        // compares digests for what its cursor skipped.
+        let head = try node.store.logHead()
+        if let from = cursor, from > head {
+            node.logger.warning(
+                "the subscriber's cursor is past this log's head; rewinding it and repairing by digests",
+                metadata: ["peer": "\(peer)", "cursor": "\(from)", "head": "\(head)"])
+            out.yield(.rewind(head))
+            cursor = head
+            publisher.values.withLock { $0.repairPending = true }
+            out.yield(.needDigests(maps: subscription.maps))
+        }
         // A user's app whose grants may have changed since it was last brought up to
         // date (first session since this process started or the policy was reloaded):
         // compare digests over what it may read first, so records a wider grant now

@@ -38,6 +38,13 @@ enum Message: Sendable {
     case heartbeat
     /// Subscriber → publisher: an op the publisher pushed was refused (policy, origin).
     case rejected(WriteRejection)
+    /// Publisher → subscriber: your cursor is past this log's head (the log was
+    /// restored from a backup, or damage put an entry's key in the future): set it to
+    /// this head. A repair by digests follows, for what the cursor skipped.
+    case rewind(HLCTimestamp)
+    /// Either way: a coded warning the link goes on after (an ERROR ends it). The
+    /// receiver logs it and shows it in its status: its writes are refused for its clock.
+    case notice(ReplicationError)
 
     /// Decodes a frame.
     ///
@@ -61,6 +68,8 @@ enum Message: Sendable {
         case .resume: self = .resume(try frame.stamp())
         case .heartbeat: self = .heartbeat
         case .rejected: self = .rejected(try WriteRejection(frame))
+        case .rewind: self = .rewind(try frame.stamp())
+        case .notice: self = .notice(Self.error(frame.body))
         default: throw ReplicationError(.protocolViolation, "unknown message type \(frame.kind.rawValue)")
         }
     }
@@ -77,8 +86,9 @@ enum Message: Sendable {
         case .ack(let ack): ack.frame
         case .digests(let digests): digests.frame
         case .needDigests(let maps): Frame.mapList(.needDigests, maps)
-        case .error(let error):
-            Frame(.error, [UInt8(clamping: error.code.rawValue.utf8.count)] + Array(error.code.rawValue.utf8.prefix(255)) + Array(error.message.utf8))
+        case .error(let error): Frame(.error, Self.coded(error))
+        case .notice(let error): Frame(.notice, Self.coded(error))
+        case .rewind(let head): Frame.stamp(.rewind, head)
         case .repair(let segment): Frame(.repair, segment.encoded())
         case .resume(let head): Frame.stamp(.resume, head)
         case .heartbeat: Frame(.heartbeat)
@@ -103,6 +113,8 @@ enum Message: Sendable {
         case .resume: "RESUME"
         case .heartbeat: "HEARTBEAT"
         case .rejected: "REJECTED"
+        case .rewind: "REWIND"
+        case .notice: "NOTICE"
         }
     }
 
@@ -117,6 +129,12 @@ enum Message: Sendable {
 
     /// The error an ERROR body carries; a body that is not one is a protocol violation
     /// quoting its text.
+    /// `code length u8 | code | message`, the body of ERROR and NOTICE.
+    private static func coded(_ error: ReplicationError) -> [UInt8] {
+        let code = Array(error.code.rawValue.utf8.prefix(255))
+        return [UInt8(code.count)] + code + Array(error.message.utf8)
+    }
+
     private static func error(_ body: [UInt8]) -> ReplicationError {
         guard let n = body.first.map(Int.init), n > 0, body.count > n, let code = String(validating: body[1..<(1 + n)], as: UTF8.self) else {
             return ReplicationError(.protocolViolation, "peer error: \(String(decoding: body, as: UTF8.self))")

@@ -38,7 +38,8 @@ extension ReplicaNode {
                     guard segment.origin == peer else {
                         throw ReplicationError(.wrongOrigin, "segment claims origin \(segment.origin), peer is \(peer)")
                     }
-                    let outcomes = try store.apply(segment.entries.map(\.operation), overridingHorizon: true, repairFrom: peer)
+                    let outcomes = try store.apply(
+                        segment.entries.map(\.operation), overridingHorizon: true, repairFrom: peer, trustingStamps: configuration.bearerToken != nil)
                     report.received += outcomes.count
                     report.applied += outcomes.filter(\.isApplied).count
                     report.refused += outcomes.filter(\.holdsCursor).count
@@ -51,7 +52,7 @@ extension ReplicaNode {
                     return report
                 case .error(let error):
                     throw error
-                case .hello, .welcome, .proof, .admitted, .subscribe, .segment, .ack, .digests, .needDigests, .heartbeat, .rejected:
+                case .hello, .welcome, .proof, .admitted, .subscribe, .segment, .ack, .digests, .needDigests, .heartbeat, .rejected, .rewind, .notice:
                     throw message.unexpected(from: "a server during a repair")
                 }
             }

@@ -289,6 +289,16 @@ public final class ReplicaNode: Sendable {
         /// Operations refused because their stamps were ahead of this clock by more
         /// than the drift bound, by the peer that sent them.
         public var refusedForClockDrift: [NodeID: Int] = [:]
+        /// Damaged records this store removed (`Store.heal`) to fetch them again from
+        /// the peers it pulls from, and those a peer or a write brought back, since the
+        /// store was created (kept in the store).
+        public var recordsQuarantined: UInt64 = 0
+        /// Users' writes taken under this node's stamps because the app's clock was
+        /// ahead by more than the drift bound.
+        public var writesRestamped = 0
+        /// NOTICE frames peers sent about this node, by code ("clock drift").
+        public var notices: [String: Int] = [:]
+        public var recordsRestored: UInt64 = 0
         public init() {}
     }
 
@@ -302,6 +312,8 @@ public final class ReplicaNode: Sendable {
     /// The node made `group` and shuts it down.
     let ownsGroup: Bool
     let stats = Mutex(Statistics())
+    /// Bumped when this node removed damaged records: links to peers send DIGESTS.
+    let repairWanted = ChangeSignal()
     /// Refused handshakes, logged at a bounded rate.
     let refusals: RefusalLog
     /// The policy now in force (see `reload(policy:)`).
@@ -424,7 +436,11 @@ public final class ReplicaNode: Sendable {
     // blocking shutdown is forbidden: shut down without waiting.
     deinit { if ownsGroup { group.shutdownGracefully { _ in } } }
 
-    public var statistics: Statistics { stats.withLock { $0 } }
+    public var statistics: Statistics {
+        var out = stats.withLock { $0 }
+        if let totals = try? store.damageTotals() { (out.recordsQuarantined, out.recordsRestored) = totals }
+        return out
+    }
 
     /// Puts `policy` in force: new sessions get it, and every accepted session open now
     /// is closed, so its peer reconnects under the new rules (`topgun serve` calls this
@@ -551,6 +567,19 @@ public final class ReplicaNode: Sendable {
             if configuration.listen == nil && configuration.http == nil && configuration.peers.isEmpty && configuration.retention == nil {
                 return
             }
+            // Damage met by a reader is healed at once: the damaged records leave the
+            // Merkle digests, and the links to peers compare digests now, so a peer that
+            // holds a record sends it back.
+            if !store.healedAtOpen.isEmpty {
+                logger.error("healed op-log damage found at open", metadata: ["healed": "\(store.healedAtOpen)"])
+            }
+            tasks.addTask {
+                var seen = self.store.damageSignal.generation
+                while !Task.isCancelled {
+                    if self.store.hasNotedDamage { try self.healNotedDamage() }
+                    seen = await self.store.damageSignal.wait(after: seen)
+                }
+            }
             // New commits wake the streams: this process's at once, other processes'
             // through one watch of the log head.
             tasks.addTask {
@@ -631,6 +660,17 @@ public final class ReplicaNode: Sendable {
 
     func unregister(_ registration: Int) {
         _ = streams.withLock { $0.signals.removeValue(forKey: registration) }
+    }
+
+    /// Heals the damage this process's readers met (`Store.heal`), logs what was
+    /// removed, and has every link to a peer compare Merkle digests now, so the peers'
+    /// repairs send the removed records back.
+    func healNotedDamage() throws {
+        let report = try store.heal()
+        guard !report.isEmpty else { return }
+        logger.error(
+            "damaged data removed; asking peers for the records", metadata: ["healed": "\(report)", "peers": "\(configuration.peers.count)"])
+        repairWanted.notify()
     }
 
     func wakeStreams() {

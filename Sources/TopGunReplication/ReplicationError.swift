@@ -29,6 +29,11 @@ public struct ReplicationError: Error, Sendable, Equatable, CustomStringConverti
         public static let invalidConfiguration = Code(rawValue: "invalid configuration")
         /// The peer failed for a reason of its own (its storage, say), not this side's.
         public static let internalError = Code(rawValue: "internal error")
+        /// Operations refused because their stamps are ahead of the receiver's clock by
+        /// more than its drift bound (sent as a NOTICE: the link goes on).
+        public static let clockDrift = Code(rawValue: "clock drift")
+        /// Damaged records were removed and no peer could restore them.
+        public static let damagedData = Code(rawValue: "damaged data")
         /// The session's credential expired.
         public static let expired = Code(rawValue: "expired")
     }

@@ -44,6 +44,7 @@ public final class SyncSession: Sendable {
         var rejectionWatchers: [Int: AsyncStream<WriteRejection>.Continuation] = [:]
         var nextWatcher = 0
         var stopped = false
+        var notice: ReplicationError?
     }
 
     /// The node underneath (no listen address; one link to the server).
@@ -64,6 +65,11 @@ public final class SyncSession: Sendable {
 
     /// The current status.
     public var status: Status { state.withLock { $0.status } }
+
+    /// The last problem the server reported about this database, if any: for example
+    /// `.clockDrift` when its writes are refused because this device's clock is ahead.
+    /// The session goes on; the writes are offered again.
+    public var notice: ReplicationError? { state.withLock { $0.notice } }
 
     /// The status now, then every change, until the session stops.
     public func statusUpdates() -> AsyncStream<Status> {
@@ -266,6 +272,10 @@ public final class SyncSession: Sendable {
                 state.heardSubscription = true
             }
         }
+
+        func noticed(_ notice: ReplicationError) {
+            session?.update { $0.notice = notice }
+        }
     }
 }
 
@@ -326,6 +336,15 @@ public struct SyncReport: Sendable, Equatable {
     public var opsPulled: Int
     /// This node's log entries the server acknowledged during the sync.
     public var entriesPushed: Int
+    /// What the server reported about this node, if anything (its clock is ahead, so
+    /// the server took its writes under its own stamps).
+    public var notice: ReplicationError?
+
+    public init(opsPulled: Int, entriesPushed: Int, notice: ReplicationError? = nil) {
+        self.opsPulled = opsPulled
+        self.entriesPushed = entriesPushed
+        self.notice = notice
+    }
 }
 
 extension ReplicaNode {
@@ -357,14 +376,34 @@ extension ReplicaNode {
                 throw ReplicationError(.timeout, "not caught up with \(server) within \(timeout)")
             }
             defer { group.cancelAll() }
-            return try await group.next() ?? false
+            do {
+                return try await group.next() ?? false
+            } catch {
+                // A server that refused this node's writes for its clock said so: that is
+                // the error, not the timeout or the closed link it led to.
+                if let notice = progress.state.withLock({ $0.notice }) { throw notice }
+                throw error
+            }
         }
         guard caughtUp else {
+            if let notice = progress.state.withLock({ $0.notice }) { throw notice }
             throw ReplicationError(.protocolViolation, "\(server) closed the connection before both sides were caught up")
         }
         let from = progress.state.withLock { $0.firstPushed } ?? localHead
         let pushed = try store.logEntryCount(after: from) - store.logEntryCount(after: localHead)
-        return SyncReport(opsPulled: statistics.opsApplied, entriesPushed: max(0, pushed))
+        // Caught up is not success while a record was left out as damaged: it is
+        // removed (`Store.heal`) and fetched from the server by digests.
+        if store.hasNotedDamage { try healNotedDamage() }
+        if try !store.quarantinedRecords().isEmpty {
+            _ = try await repair(from: server)
+            let left = try store.quarantinedRecords()
+            guard left.isEmpty else {
+                throw ReplicationError(
+                    .damagedData,
+                    "\(left.count) damaged records were removed and \(server) does not hold them: \(left.prefix(10).joined(separator: ", "))")
+            }
+        }
+        return SyncReport(opsPulled: statistics.opsApplied, entriesPushed: max(0, pushed), notice: progress.state.withLock { $0.notice })
     }
 }
 
@@ -375,6 +414,7 @@ final class OnceProgress: LinkObserver {
         var remoteHead: HLCTimestamp = .zero
         var pushed: HLCTimestamp?
         var firstPushed: HLCTimestamp?
+        var notice: ReplicationError?
     }
 
     let state = Mutex(State())
@@ -393,6 +433,11 @@ final class OnceProgress: LinkObserver {
             if state.firstPushed == nil { state.firstPushed = cursor }
             state.pushed = max(state.pushed ?? .zero, cursor)
         }
+        changed.notify()
+    }
+
+    func noticed(_ notice: ReplicationError) {
+        state.withLock { $0.notice = notice }
         changed.notify()
     }
 

@@ -58,6 +58,7 @@ struct Sync: AsyncParsableCommand {
                 throw CLIError("sync with \(server) failed: \(error)")
             }
             print("pulled \(report.opsPulled) ops, pushed \(report.entriesPushed) log entries; both sides hold each other's writes")
+            if let notice = report.notice { FileHandle.standardError.write(Data("warning: the server reports \(notice)\n".utf8)) }
             // A one-shot sync is the app's only running node: its log sheds the entries
             // later writes superseded here, as a running node's does every GC interval.
             try db.store.compactLog()

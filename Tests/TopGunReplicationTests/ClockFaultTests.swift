@@ -36,6 +36,8 @@ struct ClockFaultTests {
             let record = try #require(try server.peer(ahead.nodeID))
             #expect(record.refusedForClockDrift > 0 && (119_000...121_000).contains(record.clockOffsetMillis))
             #expect(try server.state(map: "m", key: "k") == nil, "refused")
+            // The ahead node is told, with a code, and counts it.
+            #expect(try await eventually { (pushing.node.statistics.notices["clock drift"] ?? 0) > 0 })
             // The clocks agree again (the server's caught up): the write arrives.
             serverClock.set(now + 121_000)
             #expect(try await eventually { if case .lww(let r)? = try server.state(map: "m", key: "k") { r.value == "from the future" } else { false } })

@@ -60,7 +60,7 @@ public final class Database: Sendable {
         switch outcome {
         case .rejected(let why): throw StoreError(.rejected, "\(why)", underlying: why)
         case .failed(let why): throw StoreError(.rejected, "update failed: \(why)", underlying: why)
-        case .applied, .unchanged: return outcome
+        case .applied, .unchanged, .restamped: return outcome
         }
     }
 

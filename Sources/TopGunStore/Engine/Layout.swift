@@ -37,6 +37,12 @@ enum Layout {
         static let compactedHead = Array("oplog.compacted-head".utf8)
         static let gcLastRun = Array("gc.last-run".utf8)
         static let indexNextID = Array("index.next-id".utf8)
+        /// `damage.quarantine/` + a record key: a damaged record `Store.heal` removed
+        /// and no write has brought back yet (empty value).
+        static let quarantinePrefix = Array("damage.quarantine/".utf8)
+        /// UInt64 totals: damaged records removed, and brought back.
+        static let quarantinedTotal = Array("damage.quarantined-total".utf8)
+        static let restoredTotal = Array("damage.restored-total".utf8)
     }
 
     static let recordPrefixBytes = 6

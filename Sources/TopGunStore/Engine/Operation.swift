@@ -74,8 +74,18 @@ public enum ApplyOutcome: Sendable, Equatable {
     case rejected(OperationRejection)
     /// An `update` closure threw; nothing changed.
     case failed(UpdateFailure)
+    /// Stamped further ahead of this node's clock than the drift bound, by a user's app
+    /// whose clock is ahead: taken under a fresh stamp of this node instead (logged
+    /// under this op-log key), so the write is not lost and this clock does not jump.
+    /// The app is told to return to the stored state (REJECTED).
+    case restamped(HLCTimestamp)
 
-    public var isApplied: Bool { if case .applied = self { true } else { false } }
+    public var isApplied: Bool {
+        switch self {
+        case .applied, .restamped: true
+        default: false
+        }
+    }
 
     /// A refusal that may pass later (clock drift) or needs a repair (GC horizon): a
     /// replication cursor must not move past it.

@@ -19,10 +19,11 @@ extension Store {
     /// - Returns: one outcome per operation, in order.
     /// - Throws: `StoreError` when the transaction fails; then nothing was applied.
     public func apply(
-        _ operations: [ReplicatedOperation], overridingHorizon: Bool = false, repairFrom peer: NodeID? = nil
+        _ operations: [ReplicatedOperation], overridingHorizon: Bool = false, repairFrom peer: NodeID? = nil, trustingStamps: Bool = false
     ) throws -> [ApplyOutcome] {
         let outcomes = try commit { batch, txn in
             batch.overridesHorizon = overridingHorizon
+            batch.trustsStamps = trustingStamps
             if let peer { _ = try batch.horizon(forPeer: peer, txn) }
             var outcomes: [ApplyOutcome] = []
             outcomes.reserveCapacity(operations.count)
@@ -31,6 +32,7 @@ extension Store {
             if let peer, refused > 0 {
                 try Self.updatePeer(peer, txn, dbs) { state, _ in state.refusedBeyondHorizon += refused }
             }
+            try liftQuarantine(operations, outcomes, txn)
             return outcomes
         }
         // Counted once committed: LMDB runs the body again after growing the map.
@@ -40,6 +42,23 @@ extension Store {
     }
 
     /// Applies local mutations in one transaction, stamping each with a fresh HLC.
+    /// Records quarantined by `heal` that these operations wrote again are whole again:
+    /// no longer listed, and counted as restored.
+    private func liftQuarantine(_ operations: [ReplicatedOperation], _ outcomes: [ApplyOutcome], _ txn: borrowing WriteTransaction) throws {
+        var any = false
+        try txn.forEach(in: dbs.meta, range: .prefix(Layout.Meta.quarantinePrefix)) { _, _ in
+            any = true
+            return false
+        }
+        guard any else { return }
+        var restored: UInt64 = 0
+        for (op, outcome) in zip(operations, outcomes) where outcome.isApplied {
+            guard let info = mapInfo(op.map) else { continue }
+            if try txn.delete(Layout.Meta.quarantinePrefix + Layout.recordKey(mapID: info.id, key: op.key), in: dbs.meta) { restored += 1 }
+        }
+        if restored > 0 { try Self.addToTotal(Layout.Meta.restoredTotal, restored, txn, dbs) }
+    }
+
     public func apply(_ mutations: [Mutation]) throws -> [ApplyOutcome] {
         try commit { batch, txn in try mutations.map { try batch.apply($0, txn) } }
     }
@@ -97,6 +116,9 @@ struct Batch {
     /// `Store.collectGarbage`); a peer's batch lowers it to the peer's join horizon.
     var horizon: HLCTimestamp
     var overridesHorizon = false
+    /// Remote stamps are taken whatever their distance from this wall clock (see
+    /// `applyRemote`).
+    var trustsStamps = false
     /// OR-Map adds with tags at or before the horizon are checked (batches from no peer).
     var checksCollectedTags = true
     let resolvers: [String: ConflictResolver]
@@ -169,7 +191,16 @@ struct Batch {
 
     mutating func applyRemote(_ op: ReplicatedOperation, _ txn: borrowing WriteTransaction) throws -> ApplyOutcome {
         do throws(HLCError) {
-            try clock.receive(op.timestamp, wall: wall)
+            if trustsStamps {
+                // The sender's clock is the reference (a user's app pulling from its
+                // server): the HLC follows its stamps, however far this clock is off.
+                let bound = clock.maxDriftMillis
+                clock.maxDriftMillis = nil
+                defer { clock.maxDriftMillis = bound }
+                try clock.receive(op.timestamp, wall: wall)
+            } else {
+                try clock.receive(op.timestamp, wall: wall)
+            }
         } catch {
             return .rejected(.clockDrift(error))
         }

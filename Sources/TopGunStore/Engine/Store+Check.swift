@@ -140,13 +140,17 @@ extension Store {
                     continue
                 }
                 var actual = Set<[UInt8]>()
+                var mismatched = 0
                 try read { txn in
-                    try txn.forEach(in: dbs.index, range: .prefix([UInt8](bigEndian: index.id))) { k, _ in
-                        actual.insert(k.withUnsafeBytes { Array($0) })
+                    try txn.forEach(in: dbs.index, range: .prefix([UInt8](bigEndian: index.id))) { k, v in
+                        let key = k.withUnsafeBytes { Array($0) }
+                        if !Layout.isConsistentIndexEntry(key: key, value: v.withUnsafeBytes { Array($0) }) { mismatched += 1 }
+                        actual.insert(key)
                         return true
                     }
                 }
                 report.indexEntriesChecked += actual.count
+                if mismatched > 0 { report.problems.append("index \(map).\(index.path): \(mismatched) entries name another record than their key") }
                 if index.isReady {
                     let missing = expected.subtracting(actual).count
                     let stale = actual.subtracting(expected).count

@@ -68,6 +68,12 @@ extension Layout {
     }
 
     /// The index entry's value: the record's partition and key.
+    /// An index entry's value (partition, key) repeats the end of its key; one that
+    /// does not is damaged.
+    static func isConsistentIndexEntry(key: [UInt8], value: [UInt8]) -> Bool {
+        value.count >= 2 && key.count >= 4 + value.count && key.suffix(value.count).elementsEqual(value)
+    }
+
     static func indexEntryValue(partition: UInt16, key: String) -> [UInt8] {
         var out = [UInt8](bigEndian: partition)
         out.append(contentsOf: key.utf8)

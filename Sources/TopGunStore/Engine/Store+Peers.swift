@@ -18,11 +18,17 @@ extension Store {
     ///   - holdingCursor: apply without moving the cursor (a session that already
     ///     refused an entry goes on applying what follows, and offers the refused one
     ///     again next time).
+    ///   - trustingStamps: take the peer's stamps however far ahead of this clock (a
+    ///     user's app pulling from its server: its HLC follows the server's).
+    ///   - restampingDrift: an op stamped beyond the drift bound is taken under a fresh
+    ///     stamp of this store (`.restamped`) instead of holding the cursor (a server
+    ///     taking a user's app's writes when the app's clock is ahead).
     public func apply(
         _ entries: [LoggedOperation], fromPeer peer: NodeID, cursor: HLCTimestamp, scope: PeerScope = .all, holdingCursor: Bool = false,
-        writesRejected: Int = 0
+        writesRejected: Int = 0, trustingStamps: Bool = false, restampingDrift: Bool = false
     ) throws -> [ApplyOutcome] {
         let outcomes = try commit { batch, txn in
+            batch.trustsStamps = trustingStamps
             let user = try batch.horizon(forPeer: peer, txn)
             var outcomes: [ApplyOutcome] = []
             outcomes.reserveCapacity(entries.count)
@@ -31,8 +37,14 @@ extension Store {
             var refused = 0
             var drifted = 0
             for entry in entries {
-                let outcome = try batch.applyRemote(entry.operation, txn)
-                if case .rejected(.clockDrift) = outcome { drifted += 1 }
+                var outcome = try batch.applyRemote(entry.operation, txn)
+                if !restampingDrift, case .rejected(.clockDrift) = outcome { drifted += 1 }
+                if restampingDrift, case .rejected(.clockDrift) = outcome {
+                    var op = entry.operation
+                    op.timestamp = batch.stamp()
+                    let taken = try batch.apply(op, local: false, txn)
+                    if case .applied(let sequence) = taken { outcome = .restamped(sequence) } else { outcome = taken }
+                }
                 // A user's write older than the horizon is refused for good (the server
                 // tells the app, which reverts it): its cursor does not wait.
                 let holds = outcome.holdsCursor && !(user && { if case .rejected(.beyondHorizon) = outcome { true } else { false } }())
@@ -81,6 +93,21 @@ extension Store {
                 state.lastSeenMillis = wall
                 state.scope = scope
             }
+        }
+    }
+
+    /// Moves `peer`'s cursor back to `head` when it is past it: the peer's log never
+    /// reached it (the peer was restored from a backup, or a damaged key put one of its
+    /// entries in the future). Returns the cursor it had.
+    @discardableResult
+    public func rewindCursor(ofPeer peer: NodeID, to head: HLCTimestamp) throws -> HLCTimestamp {
+        try write { txn in
+            var before = HLCTimestamp.zero
+            try Self.updatePeer(peer, txn, dbs) { state, _ in
+                before = state.cursor
+                state.cursor = min(state.cursor, head)
+            }
+            return before
         }
     }
 

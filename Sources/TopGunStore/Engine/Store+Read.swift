@@ -16,6 +16,7 @@ extension Store {
                 try txn.withValue(forKey: kb, in: dbs.records) { raw in try StoredState(decoding: raw, kind: kind) }
             }
         } catch let error as StoreError {
+            if error.code == .corruptRecord { noteDamage(record: k) }
             throw error.naming(map: mapName(mapID) ?? "map \(mapID)", key: key)
         }
     }
@@ -125,13 +126,25 @@ extension Store {
                     names = Dictionary(uniqueKeysWithValues: maps.map { ($0.value.id, $0.key) })
                 }
                 through = seq
-                switch try Self.readLogEntry(v, names: names, recordKey: &recordKey, txn, dbs) {
+                let entry: LogEntryRead
+                do {
+                    entry = try Self.readLogEntry(v, names: names, recordKey: &recordKey, txn, dbs)
+                } catch let error as StoreError where error.code == .corruptRecord {
+                    // An entry that does not parse stops no reader: it is named, and the
+                    // next heal removes it and logs its record again.
+                    noteDamage(logKey: Array(k))
+                    damaged.append("op-log entry \(seq)")
+                    skipped += 1
+                    return true
+                }
+                switch entry {
                 case .operation(let op):
                     out.append(LoggedOperation(sequence: seq, operation: op))
                     skipped = 0
                 case .superseded:
                     skipped += 1
                 case .damaged(let name):
+                    noteDamage(record: recordKey)
                     damaged.append(name)
                     skipped += 1
                 }

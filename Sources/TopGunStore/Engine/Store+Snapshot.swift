@@ -27,24 +27,70 @@ extension Store {
     }
 
     /// Visits the records of `map` (one partition, or all) in `snapshot`.
+    ///
+    /// A scan that reaches the end checks what it read against the map's Merkle
+    /// digests, so a damaged records tree (a key whose prefix bytes changed, a page that
+    /// ends the map early) is an error instead of missing rows; it visits at most as
+    /// many entries as the tree holds, so a damaged page that loops ends it too.
+    ///
+    /// - Throws: `StoreError(.corruptRecord)` naming the damage.
     package func scan(
         map: String, partition: UInt16?, in snapshot: borrowing Snapshot,
         _ body: (_ key: String, _ state: StoredState) throws -> Bool
     ) throws {
         guard let info = mapInfo(map) else { return }
+        let limit = try snapshot.transaction.statistics(of: dbs.records).entries
+        var visited = 0
+        var previous: [UInt8] = []
+        var computed: [UInt16: [UInt64]] = [:]
+        var stopped = false
         try snapshot.transaction.withCursor(on: dbs.records) { cursor in
             try cursor.scan(range: .prefix(Layout.recordPrefix(mapID: info.id, partition: partition)), reverse: false) { k, v in
+                visited += 1
+                guard visited <= limit, previous.isEmpty || previous.lexicographicallyPrecedes(k) else {
+                    throw StoreError(.corruptRecord, "\(map): the records tree is damaged (keys out of order or repeated); run `topgun check`")
+                }
+                previous.removeAll(keepingCapacity: true)
+                previous.append(contentsOf: k)
                 guard k.count > Layout.recordPrefixBytes,
                     let key = String(validating: UnsafeRawBufferPointer(rebasing: k[Layout.recordPrefixBytes...]), as: UTF8.self)
-                else { throw StoreError(.corruptRecord, "\(map): record key of \(k.count) bytes is not a key") }
+                else {
+                    noteDamage(record: Array(k))
+                    throw StoreError(.corruptRecord, "\(map): record key of \(k.count) bytes is not a key")
+                }
                 // The value digest does not cover the key; its partition does, mostly: a
                 // changed key byte moves it to another partition 270 times in 271.
-                guard Partitioner.partition(of: key) == k.loadBigEndian(fromByteOffset: 4, as: UInt16.self) else {
+                let stored = k.loadBigEndian(fromByteOffset: 4, as: UInt16.self)
+                guard Partitioner.partition(of: key) == stored else {
+                    noteDamage(record: Array(k))
                     throw StoreError(.corruptRecord, "\(map)/\(key): the key is not in its partition (damaged key bytes)")
                 }
                 let state: StoredState
-                do { state = try StoredState(decoding: v, kind: info.kind) } catch let error as StoreError { throw error.naming(map: map, key: key) }
-                return try body(key, state)
+                do {
+                    state = try StoredState(decoding: v, kind: info.kind)
+                } catch let error as StoreError {
+                    noteDamage(record: Array(k))
+                    throw error.naming(map: map, key: key)
+                }
+                if let header = RecordHeader(v) {
+                    let keyHash = Layout.keyHash(ofRecordKey: k)
+                    computed[stored, default: [UInt64](repeating: 0, count: MerkleBuckets.bucketCount)][
+                        Int(MerkleBuckets.bucket(ofKeyHash: keyHash))] ^= Layout.merkleEntry(
+                            kind: info.kind, keyHash: keyHash, timestamp: header.timestamp, digest: header.digest)
+                }
+                let goOn = try body(key, state)
+                if !goOn { stopped = true }
+                return goOn
+            }
+        }
+        guard !stopped else { return }
+        let partitions = partition.map { [$0] } ?? Array(0..<UInt16(Partitioner.partitionCount))
+        for p in partitions {
+            let expected = try MerkleDeltas.read(snapshot.transaction, dbs.merkle, key: Layout.recordPrefix(mapID: info.id, partition: p))
+            if (computed[p] ?? [UInt64](repeating: 0, count: MerkleBuckets.bucketCount)) != expected {
+                throw StoreError(
+                    .corruptRecord,
+                    "\(map): partition \(p) holds records its Merkle digests do not account for, or lacks some (a damaged records tree); run `topgun check`")
             }
         }
     }
@@ -101,7 +147,12 @@ extension Store {
                 }
                 if found {
                     let state: StoredState
-                    do { state = try StoredState(decoding: cursor.currentValue, kind: info.kind) } catch let error as StoreError { throw error.naming(map: map, key: key) }
+                    do {
+                        state = try StoredState(decoding: cursor.currentValue, kind: info.kind)
+                    } catch let error as StoreError {
+                        noteDamage(record: buffer)
+                        throw error.naming(map: map, key: key)
+                    }
                     try body(key, state)
                 }
             }

@@ -105,6 +105,10 @@ public final class Store: Sendable {
     /// Bumped after every commit of this process that logged an entry (see
     /// `ChangeSignal`); writes by other processes on the same files are not seen here.
     public let commits = ChangeSignal()
+    /// Bumped when a reader meets damage (see `heal()`): a replica node waits on it.
+    public let damageSignal = ChangeSignal()
+    let notedDamage = Mutex(NotedDamage())
+    let healedAtOpenState = Mutex(HealReport())
     /// Write-path counters for metrics.
     public let counters = StoreCounters()
 
@@ -176,7 +180,17 @@ public final class Store: Sendable {
         self.horizon = Mutex(horizon)
         self.indexRegistry = Mutex(indexes)
         self.feed = ChangeFeed(bufferSize: options.changeBufferSize)
+        // An op-log key above the high-water mark is damage that stops every local write
+        // (the log is appended in key order): healed before anything else is written.
+        if !readOnly, let last = try lastSequence(), last > (highWater ?? .zero) {
+            let report = try heal()
+            healedAtOpenState.withLock { $0 = report }
+        }
     }
+
+    /// What opening this store healed (see `heal(everything:)`): empty unless the op log
+    /// held keys above the HLC high-water mark. A replica node logs it.
+    public var healedAtOpen: HealReport { healedAtOpenState.withLock { $0 } }
 
     /// Writes the schema version and a node id into a new database.
     private static func initialize(_ env: Environment, _ dbs: DBs, nodeID: NodeID?) throws {
