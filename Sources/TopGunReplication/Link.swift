@@ -483,6 +483,9 @@ struct Link {
     /// Sends the records of every bucket whose digest differs from the remote's, in the
     /// subscribed maps (all maps either side has when it subscribed to everything), one
     /// partition at a time, then RESUME.
+    /// The raw bytes of records one REPAIR frame carries at most (256 KiB).
+    static let repairChunkBytes = 256 << 10
+
     func repair(_ digests: Digests, _ publisher: Publisher, _ outbound: NIOAsyncChannelOutboundWriter<Frame>) async throws {
         let subscription = publisher.values.withLock { $0.subscription } ?? Subscription()
         // The head is read before the records: everything logged up to it is in the
@@ -499,8 +502,10 @@ struct Link {
             try await outbound.write(frame)
             node.stats.withLock { $0.bytesSent += frame.body.count + 5 }
         }
-        // Chunks bounded like stream segments: by count and by bytes.
-        let budget = max(1, node.configuration.maxFrameBytes / 4)
+        // Chunks bounded by count and by bytes, small enough that a hundred readers
+        // that do not read hold little: each holds the chunk being encoded and the one
+        // waiting on its connection (an op larger than the budget goes alone).
+        let budget = max(1, min(node.configuration.maxFrameBytes / 4, Self.repairChunkBytes))
         var sequence: UInt64 = 0
         var chunk: [LoggedOperation] = []
         var chunkBytes = 0

@@ -185,6 +185,41 @@ struct HostileWireTests {
     }
 }
 
+extension HostileWireTests {
+    /// A repair is sent in small frames: a hundred readers that stop reading each hold
+    /// one chunk being encoded and one queued, not a quarter of the frame limit (8 MB of
+    /// records per reader held 2.6 GB for 100 readers of a 30 MB map).
+    @Test func repairsAreSentInSmallFrames() async throws {
+        try await withTemporaryDirectory { root in
+            let store = try openStore(root + "/a", node: 1)
+            var rng = Xorshift(seed: 11)
+            _ = try store.apply(
+                (0..<40).map { i in
+                    let text = String(decoding: (0..<100_000).map { _ in UInt8(ascii: "a") + UInt8(rng.next() % 26) }, as: UTF8.self)
+                    return Mutation.set(map: "m", key: "k\(i)", value: .string(text), ttlMillis: nil)
+                })
+            let server = try await RunningNode(store)
+            let client = try await FrameClient(port: server.port)
+            #expect(try await client.hello(node: NodeID(9))?.kind == .admitted)
+            let zero = Digests(maps: ["m": Dictionary(uniqueKeysWithValues: (0..<UInt16(Partitioner.partitionCount)).map { ($0, [UInt64](repeating: 0, count: MerkleBuckets.bucketCount)) })])
+            try await client.send(Message.digests(zero).frame)
+            var largest = 0
+            var records = 0
+            while let frame = try await client.next() {
+                if case .repair(let segment) = try Message(frame) {
+                    records += segment.entries.count
+                    largest = max(largest, frame.body.count)
+                }
+                if frame.kind == .resume { break }
+            }
+            #expect(records == 40)
+            #expect(largest <= 320 << 10, "largest REPAIR frame: \(largest) bytes")
+            try await client.close()
+            await server.stop()
+        }
+    }
+}
+
 /// What a node refuses to run with: short secrets, plain links beyond loopback.
 struct NodeConfigurationTests {
     @Test func secretsShorterThan32BytesAreRefused() throws {
