@@ -25,6 +25,10 @@ public struct Explanation: Sendable, CustomStringConvertible {
     public var partitionsTouched = 0
     public var recordsExamined = 0
     public var recordsReturned = 0
+    /// The index named an entry its record does not match (a damaged index): the
+    /// result was read from the records instead (`topgun check` names the index, and
+    /// `topgun repair` or `Store.heal(everything:)` fixes it).
+    public var indexDamaged = false
 
     init(plan: Plan) { access = plan.access }
 
@@ -44,6 +48,7 @@ public struct Explanation: Sendable, CustomStringConvertible {
         }
         return "\(path); partitions touched \(partitionsTouched) of \(Partitioner.partitionCount), "
             + "records examined \(recordsExamined), returned \(recordsReturned)"
+            + (indexDamaged ? "; the index is damaged: answered from the records" : "")
     }
 }
 

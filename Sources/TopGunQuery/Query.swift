@@ -111,20 +111,33 @@ public struct Query: Sendable {
                 }
             }
         case .indexScan(let index, let ranges):
-            var candidates: [(partition: UInt16, key: String)] = []
-            for range in ranges {
-                try store.scanIndex(index, lower: range.lower, upper: range.upper, in: txn) { partition, key in
-                    candidates.append((partition, key))
+            do {
+                var candidates: [(partition: UInt16, key: String, indexed: [UInt8]?)] = []
+                for range in ranges {
+                    try store.scanIndex(index, lower: range.lower, upper: range.upper, in: txn) { partition, key, indexed in
+                        candidates.append((partition, key, indexed))
+                        return true
+                    }
+                }
+                if ranges.count > 1 {
+                    var seen = Set<String>()
+                    candidates.removeAll { !seen.insert($0.key).inserted }
+                }
+                touched = Set(candidates.map(\.partition))
+                rows.reserveCapacity(candidates.count)
+                try store.fetch(map: map, keys: candidates, verifying: index, in: txn) { key, state in consider(key, state) }
+            } catch is Store.IndexDamage {
+                // An entry that does not match its record: the index cannot be trusted
+                // for this query, the records can.
+                rows.removeAll()
+                stats.recordsExamined = 0
+                stats.indexDamaged = true
+                try store.scan(map: map, partition: nil, in: txn) { key, state in
+                    consider(key, state)
                     return true
                 }
+                touched = Set(0..<UInt16(Partitioner.partitionCount))
             }
-            if ranges.count > 1 {
-                var seen = Set<String>()
-                candidates.removeAll { !seen.insert($0.key).inserted }
-            }
-            touched = Set(candidates.map(\.partition))
-            rows.reserveCapacity(candidates.count)
-            try store.fetch(map: map, keys: candidates, in: txn) { key, state in consider(key, state) }
         case .fullScan:
             try store.scan(map: map, partition: nil, in: txn) { key, state in
                 consider(key, state)

@@ -483,8 +483,9 @@ struct Link {
     /// Sends the records of every bucket whose digest differs from the remote's, in the
     /// subscribed maps (all maps either side has when it subscribed to everything), one
     /// partition at a time, then RESUME.
-    /// The raw bytes of records one REPAIR frame carries at most (256 KiB).
-    static let repairChunkBytes = 256 << 10
+    /// The raw bytes of records one REPAIR frame carries at most (64 KiB; one larger
+    /// record goes alone).
+    static let repairChunkBytes = 64 << 10
 
     func repair(_ digests: Digests, _ publisher: Publisher, _ outbound: NIOAsyncChannelOutboundWriter<Frame>) async throws {
         let subscription = publisher.values.withLock { $0.subscription } ?? Subscription()

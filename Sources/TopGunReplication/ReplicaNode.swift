@@ -742,12 +742,16 @@ public final class ReplicaNode: Sendable {
         try channel.pipeline.syncOperations.addHandler(
             IdleStateHandler(readTimeout: .nanoseconds(nanoseconds(configuration.idleTimeout)), writeTimeout: .nanoseconds(nanoseconds(configuration.heartbeatInterval))))
         try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(maxBytes: configuration.maxFrameBytes, gate: gate)))
+        try channel.pipeline.syncOperations.addHandler(CloseOnError())
         try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
         try channel.pipeline.syncOperations.addHandler(HeartbeatHandler(idleTimeout: configuration.idleTimeout) { [self] in
             stats.withLock { $0.idleTimeouts += 1 }
             logger.warning("link idle, closing it", metadata: ["timeout": "\(configuration.idleTimeout)"])
         })
-        return try NIOAsyncChannel<Frame, Frame>(wrappingChannelSynchronously: channel)
+        // Two frames wait for the link at most: a frame may be 32 MB, and a peer that
+        // sends faster than the link handles its frames is read no further.
+        return try NIOAsyncChannel<Frame, Frame>(
+            wrappingChannelSynchronously: channel, configuration: .init(backPressureStrategy: .init(lowWatermark: 1, highWatermark: 2)))
     }
 
     func bind(_ address: PeerAddress) async throws -> NIOAsyncChannel<NIOAsyncChannel<Frame, Frame>, Never> {

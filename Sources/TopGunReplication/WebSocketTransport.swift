@@ -258,8 +258,9 @@ final class WebSocketFrameBridge: ChannelDuplexHandler {
     }
 
     private func fail(_ context: ChannelHandlerContext, _ code: WebSocketErrorCode, _ why: String) {
-        context.fireErrorCaught(ReplicationError(.protocolViolation, "WebSocket: \(why)"))
+        // The Close with its code first: the error closes the connection at once.
         sendClose(context, code: code)
+        context.fireErrorCaught(ReplicationError(.protocolViolation, "WebSocket: \(why)"))
     }
 
     static func closeFrame(_ code: WebSocketErrorCode, masked: Bool) -> WebSocketFrame {

@@ -213,7 +213,7 @@ extension HostileWireTests {
                 if frame.kind == .resume { break }
             }
             #expect(records == 40)
-            #expect(largest <= 320 << 10, "largest REPAIR frame: \(largest) bytes")
+            #expect(largest <= 200 << 10, "largest REPAIR frame: \(largest) bytes")
             try await client.close()
             await server.stop()
         }

@@ -95,21 +95,34 @@ extension Store {
         }
     }
 
-    /// Visits the (partition, key) entries of `index` whose indexed value lies in
-    /// `range`, a range over `Layout.indexedValue` bytes (nil bounds = open).
+    /// An index entry that does not match its record (a damaged index), met by a
+    /// query: the query answers from the records instead.
+    package struct IndexDamage: Error, Sendable {
+        package let index: String
+    }
+
+    /// Visits the entries of `index` whose indexed value lies in `range`, a range over
+    /// `Layout.indexedValue` bytes (nil bounds = open): each entry's record (partition,
+    /// key) and its indexed-value bytes, for `fetch(verifying:)`.
+    ///
+    /// - Throws: `IndexDamage` for an entry whose value does not repeat its key.
     package func scanIndex(
         _ index: IndexDefinition, lower: [UInt8]?, upper: [UInt8]?, in snapshot: borrowing Snapshot,
-        _ body: (_ partition: UInt16, _ key: String) throws -> Bool
+        _ body: (_ partition: UInt16, _ key: String, _ indexed: [UInt8]) throws -> Bool
     ) throws {
         let id = [UInt8](bigEndian: index.id)
         let range = KeyRange(
             from: id + (lower ?? []),
             to: upper.map { id + $0 } ?? KeyRange.prefix(id).upper)
         try snapshot.transaction.withCursor(on: dbs.index) { cursor in
-            try cursor.scan(range: range, reverse: false) { _, v in
-                guard v.count >= 2 else { throw StoreError(.corruptRecord, "index entry") }
+            try cursor.scan(range: range, reverse: false) { k, v in
+                guard v.count >= 2, k.count >= id.count + v.count, k.suffix(v.count).elementsEqual(v) else {
+                    counters.record(indexEntriesDamaged: 1)
+                    throw IndexDamage(index: "\(index.map).\(index.path)")
+                }
                 let partition = v.loadBigEndian(as: UInt16.self)
-                return try body(partition, String(decoding: UnsafeRawBufferPointer(rebasing: v[2...]), as: UTF8.self))
+                let indexed = Array(k[id.count..<(k.count - v.count)])
+                return try body(partition, String(decoding: UnsafeRawBufferPointer(rebasing: v[2...]), as: UTF8.self), indexed)
             }
         }
     }
@@ -136,14 +149,33 @@ extension Store {
         map: String, keys: [(partition: UInt16, key: String)], in snapshot: borrowing Snapshot,
         _ body: (_ key: String, _ state: StoredState) throws -> Void
     ) throws {
+        try fetch(map: map, keys: keys.map { ($0.partition, $0.key, nil) }, verifying: nil, in: snapshot, body)
+    }
+
+    /// `fetch`, checking each record against the index entry that named it (its
+    /// indexed-value bytes): an entry whose record is missing or holds another value.
+    ///
+    /// - Throws: `IndexDamage` for such an entry.
+    package func fetch(
+        map: String, keys: [(partition: UInt16, key: String, indexed: [UInt8]?)], verifying index: IndexDefinition?,
+        in snapshot: borrowing Snapshot, _ body: (_ key: String, _ state: StoredState) throws -> Void
+    ) throws {
         guard let info = mapInfo(map), !keys.isEmpty else { return }
         let sorted = keys.sorted { $0.partition != $1.partition ? $0.partition < $1.partition : $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }
         var buffer: [UInt8] = []
         try snapshot.transaction.withCursor(on: dbs.records) { cursor in
-            for (partition, key) in sorted {
+            for (partition, key, indexed) in sorted {
                 Layout.setRecordKey(&buffer, mapID: info.id, partition: partition, key: key)
                 let found = try buffer.withUnsafeBytes { target in
                     try cursor.seek(atLeast: target) && cursor.currentKey.elementsEqual(target)
+                }
+                if let index, let indexed {
+                    // The record must hold the value its entry is filed under.
+                    let field = found ? try? index.field(ofRecord: cursor.currentValue) : nil
+                    guard let field, Layout.indexedValue(index, field) == indexed else {
+                        counters.record(indexEntriesDamaged: 1)
+                        throw IndexDamage(index: "\(index.map).\(index.path)")
+                    }
                 }
                 if found {
                     let state: StoredState

@@ -13,6 +13,9 @@ public final class StoreCounters: Sendable {
         /// Op-log entries a replicator's read left out because their record is damaged
         /// (`check` names them; `topgun repair` restores them from a peer).
         public var damagedRecordsMet = 0
+        /// Index entries a query found not to match their record (it then answered
+        /// from the records).
+        public var indexEntriesDamaged = 0
         public init() {}
     }
 
@@ -29,6 +32,10 @@ public final class StoreCounters: Sendable {
 
     func record(refusedBeyondHorizon count: Int) {
         totals.withLock { $0.refusedBeyondHorizon += count }
+    }
+
+    func record(indexEntriesDamaged count: Int) {
+        totals.withLock { $0.indexEntriesDamaged += count }
     }
 
     func record(damagedRecordsMet count: Int) {
