@@ -63,6 +63,8 @@ struct Inspect: AsyncParsableCommand {
             }
             return .map(fields)
         }
+        let damage = try store.damageTotals()
+        let outstanding = try store.quarantinedRecords()
         let info = store.environmentInfo
         var fileBytes = 0
         if let attributes = try? FileManager.default.attributesOfItem(atPath: options.data + "/data.mdb") {
@@ -82,6 +84,11 @@ struct Inspect: AsyncParsableCommand {
                 "last_run_ms_ago": try store.lastGarbageCollection().map { .int(Int64(now) - Int64($0)) } ?? .null,
             ]),
             "peers": .array(peers),
+            // Damaged records removed to be fetched again from a peer (`Store.heal`).
+            "damage": .map([
+                "quarantined_total": .int(Int64(clamping: damage.quarantined)), "restored_total": .int(Int64(clamping: damage.restored)),
+                "outstanding": .array(outstanding.map { .string($0) }),
+            ]),
             "storage": .map([
                 "map_size": .int(Int64(info.mapSize)), "used_bytes": .int(Int64((info.lastPageNumber + 1) * info.pageSize)),
                 "file_bytes": .int(Int64(fileBytes)), "page_size": .int(Int64(info.pageSize)),
@@ -98,6 +105,10 @@ struct Inspect: AsyncParsableCommand {
         print("op log: \(logCount) entries, \(first?.description ?? "-") … \(last?.description ?? "-")")
         print("hlc high-water: \(store.clockHighWater)")
         print("gc: horizon \(store.garbageCollectionHorizon), log truncated through \(try store.logTruncatedThrough()?.description ?? "-")")
+        if damage.quarantined > 0 {
+            print(
+                "damage: \(damage.quarantined) damaged records removed, \(damage.restored) restored from peers\(outstanding.isEmpty ? "" : "; still missing: \(outstanding.prefix(10).joined(separator: ", "))")")
+        }
         for p in peers { print("peer \(p.json)") }
         print("storage: \(summary[path: "storage"]!.json)")
     }

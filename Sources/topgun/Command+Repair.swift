@@ -13,6 +13,8 @@ struct Repair: AsyncParsableCommand {
             that differs is fetched from the peer and merged, writes the horizon would
             refuse included (a deleted key whose tombstone was collected here comes back if
             the peer still holds it). The peer's cursor then moves past what was repaired.
+            Damaged records (`topgun check` names them) are removed first, so the peer's
+            copies come back; a damaged op-log entry is removed and its record logged again.
             A damaged data directory (or one given --fresh) is moved aside to
             DIR.damaged-<time> and rebuilt from the peer as a new replica with a fresh node
             id; run `topgun forget-peer OLD-ID` on the nodes that knew the old one.
@@ -40,12 +42,20 @@ struct Repair: AsyncParsableCommand {
             FileHandle.standardError.write(Data("\(error.message); moved to \(aside), rebuilding from \(from)\n".utf8))
             store = try options.open()
         }
+        // What is damaged goes first: a damaged record's Merkle digest matched the peer's,
+        // so the repair would not have sent it.
+        let healed = try store.heal(everything: true)
+        if !healed.isEmpty { FileHandle.standardError.write(Data("healed: \(healed)\n".utf8)) }
         let node = try ReplicaNode(
             store: store, configuration: .init(
                 listen: nil, token: try token.secret(), handshakeTimeout: .milliseconds(Int(timeout * 1_000)), allowsPlaintext: insecure),
             logger: Logger(label: "topgun.repair"))
         let report = try await node.repair(from: address)
         print("repaired from \(report.peer): \(report.received) records received, \(report.applied) applied, cursor \(report.head)")
+        let missing = try store.quarantinedRecords()
+        if !missing.isEmpty {
+            throw CLIError("\(missing.count) damaged records were removed and \(from) does not hold them: \(missing.prefix(10).joined(separator: ", "))")
+        }
         if report.refused > 0 {
             throw CLIError("\(report.refused) records were refused for clock drift (this clock is behind the peer's); the cursor did not move: fix the clock and run the repair again")
         }

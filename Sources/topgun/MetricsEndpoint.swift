@@ -42,6 +42,12 @@ struct MetricsEndpoint {
         let duplicates = r.makeCounter(
             name: "topgun_replication_duplicate_node_ids_total", help: "Sessions refused because a node id was this node's own or already live.")
         let connectedPeers = r.makeGauge(name: "topgun_connected_peers", help: "Peers with a live link now.")
+        let quarantined = r.makeCounter(
+            name: "topgun_records_quarantined_total", help: "Damaged records removed to be fetched again from a peer (since the store was created).")
+        let restored = r.makeCounter(name: "topgun_records_restored_total", help: "Removed damaged records a peer's repair or a later write brought back.")
+        let restamped = r.makeCounter(
+            name: "topgun_writes_restamped_total", help: "Users' writes taken under this node's stamps because the app's clock was ahead.")
+        let helpNotices = "NOTICE frames peers sent about this node, by code (clock drift: its writes were refused for its clock)."
         let helpOffset = "The peer's wall clock minus this node's, told at its last handshake (positive: the peer is ahead)."
         let helpDrift = "Operations refused because their stamps were ahead of this clock by more than the drift bound, by peer."
         let helpLag = "How far this node's pull of the peer's log is behind this node's clock."
@@ -71,6 +77,13 @@ struct MetricsEndpoint {
             horizon.increment(by: Int64(store.refusedBeyondHorizon - last.0.refusedBeyondHorizon))
             idle.increment(by: Int64(stats.idleTimeouts - last.1.idleTimeouts))
             duplicates.increment(by: Int64(stats.duplicateIDsRefused - last.1.duplicateIDsRefused))
+            quarantined.increment(by: Int64(clamping: stats.recordsQuarantined &- last.1.recordsQuarantined))
+            restored.increment(by: Int64(clamping: stats.recordsRestored &- last.1.recordsRestored))
+            restamped.increment(by: Int64(stats.writesRestamped - last.1.writesRestamped))
+            for (code, count) in stats.notices {
+                r.makeCounter(name: "topgun_notices_received_total", labels: [("code", code)], help: helpNotices)
+                    .increment(by: Int64(count - (last.1.notices[code] ?? 0)))
+            }
             let now = node.store.clockHighWater.millis
             let connected = node.connectedPeers
             for peer in try node.store.peers() {

@@ -33,6 +33,55 @@ struct DamageTests {
         }
     }
 
+    /// A damaged record's Merkle digest still matched the healthy peer's, so `repair`
+    /// fetched nothing and the record stayed damaged: it is removed first and comes back
+    /// from the peer.
+    @Test func repairRestoresADamagedRecordFromThePeer() throws {
+        let binary = try #require(CLI.binary)
+        try withTemporaryDirectory { dir in
+            try "\(testSecret)\n".write(toFile: dir + "/token", atomically: true, encoding: .utf8)
+            for i in 0..<10 { #expect(try runTopGun(["put", "--data", dir + "/a", "m", "k\(i)", "\(i)"]).status == 0) }
+            #expect(try runTopGun(["export", "--data", dir + "/a", dir + "/a.tgs"]).status == 0)
+            #expect(try runTopGun(["import", "--data", dir + "/b", dir + "/a.tgs"]).status == 0)
+            do {
+                let store = try Store(path: dir + "/b", options: .init(durability: .noSync))
+                try store.write { txn in
+                    let key = Layout.recordKey(mapID: store.mapInfo("m")!.id, key: "k3")
+                    var raw = try #require(try txn.value(forKey: key, in: store.dbs.records))
+                    raw[raw.count - 1] ^= 0x01
+                    try txn.put(raw, forKey: key, in: store.dbs.records)
+                }
+            }
+            #expect(try runTopGun(["check", "--data", dir + "/b"]).status != 0)
+            let server = Process()
+            server.executableURL = URL(fileURLWithPath: binary)
+            server.arguments = ["serve", "--data", dir + "/a", "--listen", "127.0.0.1:0", "--token-file", dir + "/token"]
+            let out = Pipe()
+            server.standardOutput = out
+            server.standardError = FileHandle(forWritingAtPath: "/dev/null")
+            try server.run()
+            defer {
+                server.terminate()
+                server.waitUntilExit()
+            }
+            var text = ""
+            while !text.contains("listening on port") {
+                let chunk = out.fileHandleForReading.availableData
+                if chunk.isEmpty { break }
+                text += String(decoding: chunk, as: UTF8.self)
+            }
+            let line = try #require(text.split(separator: "\n").first { $0.hasPrefix("listening on port") })
+            let port = try #require(Int(line.split(separator: " ").last!))
+            let repair = try runTopGun(["repair", "--data", dir + "/b", "--from", "127.0.0.1:\(port)", "--token-file", dir + "/token"])
+            #expect(repair.status == 0, "\(repair.err)")
+            #expect(repair.err.contains("m/k3"), "\(repair.err)")
+            #expect(try runTopGun(["check", "--data", dir + "/b"]).status == 0)
+            #expect(try runTopGun(["get", "--data", dir + "/b", "m", "k3"]).out.contains("3"))
+            let inspect = try runTopGun(["inspect", "--data", dir + "/b"])
+            #expect(inspect.out.contains("1 damaged records removed, 1 restored"), "\(inspect.out)")
+        }
+    }
+
     /// An import that fills the disk leaves nothing of its file behind, as it says
     /// (it committed segment by segment: 600 of 1,500 records stayed). The disk is a
     /// real 2 MiB tmpfs in a private mount namespace.
