@@ -17,12 +17,7 @@ struct DamageTests {
                 let store = try Store(path: dir + "/db", options: .init(durability: .noSync))
                 _ = try store.apply([Mutation.set(map: "m", key: "bad", value: "v", ttlMillis: nil)])
                 _ = try store.apply([Mutation.set(map: "m", key: "good", value: "w", ttlMillis: nil)])
-                try store.write { txn in
-                    let key = Layout.recordKey(mapID: store.mapInfo("m")!.id, key: "bad")
-                    var raw = try #require(try txn.value(forKey: key, in: store.dbs.records))
-                    raw[raw.count - 1] ^= 0x01
-                    try txn.put(raw, forKey: key, in: store.dbs.records)
-                }
+                try Damage.breakRecord(store, "m", "bad")
             }
             let failed = try runTopGun(["export", "--data", dir + "/db", dir + "/out.tgs"])
             #expect(failed.status == 1 && failed.err.contains("m/bad"), "\(failed.err)")
@@ -45,12 +40,7 @@ struct DamageTests {
             #expect(try runTopGun(["import", "--data", dir + "/b", dir + "/a.tgs"]).status == 0)
             do {
                 let store = try Store(path: dir + "/b", options: .init(durability: .noSync))
-                try store.write { txn in
-                    let key = Layout.recordKey(mapID: store.mapInfo("m")!.id, key: "k3")
-                    var raw = try #require(try txn.value(forKey: key, in: store.dbs.records))
-                    raw[raw.count - 1] ^= 0x01
-                    try txn.put(raw, forKey: key, in: store.dbs.records)
-                }
+                try Damage.breakRecord(store, "m", "k3")
             }
             #expect(try runTopGun(["check", "--data", dir + "/b"]).status != 0)
             let server = Process()

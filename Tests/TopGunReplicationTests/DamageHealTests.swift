@@ -1,5 +1,4 @@
 import Foundation
-import LMDB
 import Testing
 import TopGunCore
 import TopGunTestSupport
@@ -10,17 +9,6 @@ import TopGunTestSupport
 /// Damage heals from a replica, and clock faults neither wedge nor lose writes.
 @Suite(.timeLimit(.minutes(2)))
 struct DamageHealTests {
-    static func entries(_ store: Store, _ db: LMDB.Database) throws -> [([UInt8], [UInt8])] {
-        try store.read { txn in
-            var out: [([UInt8], [UInt8])] = []
-            try txn.forEach(in: db) { k, v in
-                out.append((k.withUnsafeBytes { Array($0) }, v.withUnsafeBytes { Array($0) }))
-                return true
-            }
-            return out
-        }
-    }
-
     /// A node meets a damaged record (a read fails its digest): it removes it, asks
     /// the peer it pulls from for digests at once, and the peer's repair brings the
     /// record back — counted as quarantined and restored.
@@ -32,12 +20,7 @@ struct DamageHealTests {
             let server = try await RunningNode(a)
             let puller = try await RunningNode(b, listen: false, peers: [server.port])
             #expect(try await eventually { try records(b, "m").count == 50 })
-            try b.write { txn in
-                let key = Layout.recordKey(mapID: b.mapInfo("m")!.id, key: "k7")
-                var raw = try #require(try txn.value(forKey: key, in: b.dbs.records))
-                raw[raw.count - 1] ^= 0x01
-                try txn.put(raw, forKey: key, in: b.dbs.records)
-            }
+            try Damage.breakRecord(b, "m", "k7")
             #expect(throws: StoreError.self) { try b.state(map: "m", key: "k7") }
             #expect(try await eventually { (try? b.state(map: "m", key: "k7")) != nil })
             #expect(try b.state(map: "m", key: "k7") == a.state(map: "m", key: "k7"))
@@ -60,13 +43,7 @@ struct DamageHealTests {
             do {
                 let a = try openStore(root + "/a", node: 1)
                 for i in 0..<10 { _ = try a.apply([Mutation.set(map: "m", key: "k\(i)", value: .int(Int64(i)), ttlMillis: nil)]) }
-                try a.write { txn in
-                    let (key, value) = try Self.entries(a, a.dbs.oplog)[4]
-                    var moved = key
-                    moved[0] ^= 0x10
-                    _ = try txn.delete(key, in: a.dbs.oplog)
-                    try txn.put(value, forKey: moved, in: a.dbs.oplog)
-                }
+                try Damage.flipKey(a, .oplog, key: try Damage.entries(a, .oplog)[4].0, at: 0)
                 let server = try await RunningNode(a, port: 0)
                 let puller = try await RunningNode(b, listen: false, peers: [server.port])
                 #expect(try await eventually { try records(b, "m").count == 10 })
@@ -95,12 +72,7 @@ struct DamageHealTests {
             let server = try await RunningNode(serverStore)
             let app = try openStore(root + "/app", node: 2)
             _ = try app.apply((0..<5).map { Mutation.set(map: "m", key: "k\($0)", value: .int(Int64($0)), ttlMillis: nil) })
-            try app.write { txn in
-                let key = Layout.recordKey(mapID: app.mapInfo("m")!.id, key: "k3")
-                var raw = try #require(try txn.value(forKey: key, in: app.dbs.records))
-                raw[raw.count - 1] ^= 0x01
-                try txn.put(raw, forKey: key, in: app.dbs.records)
-            }
+            try Damage.breakRecord(app, "m", "k3")
             let node = try ReplicaNode(store: app, configuration: .init(listen: nil, token: Array(testSecret.utf8)))
             let error = await #expect(throws: ReplicationError.self) {
                 try await node.syncOnce(with: .init(host: "127.0.0.1", port: server.port), timeout: .seconds(10))

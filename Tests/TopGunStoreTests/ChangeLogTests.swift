@@ -143,12 +143,7 @@ struct ChangeLogTests {
         try withStore { store, _ in
             _ = try store.apply([Mutation.set(map: "m", key: "bad", value: "v", ttlMillis: nil)])
             _ = try store.apply([Mutation.set(map: "m", key: "good", value: "w", ttlMillis: nil)])
-            try store.write { txn in
-                let key = Layout.recordKey(mapID: store.mapInfo("m")!.id, key: "bad")
-                var raw = try #require(try txn.value(forKey: key, in: store.dbs.records))
-                raw[raw.count - 1] ^= 0x01
-                try txn.put(raw, forKey: key, in: store.dbs.records)
-            }
+            try Damage.breakRecord(store, "m", "bad")
             guard case .operations(let ops, _) = try store.readLog(after: nil, limit: 10) else {
                 Issue.record("expected operations")
                 return

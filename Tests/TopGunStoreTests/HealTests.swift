@@ -1,49 +1,8 @@
-import LMDB
 import Testing
 import TopGunCore
 import TopGunTestSupport
 
 @testable import TopGunStore
-
-/// Damage made on purpose in a store's trees, as a flipped bit on disk leaves it.
-enum Damage {
-    /// Every (key, value) of `db`, in key order.
-    static func entries(_ store: Store, _ db: LMDB.Database) throws -> [([UInt8], [UInt8])] {
-        try store.read { txn in
-            var out: [([UInt8], [UInt8])] = []
-            try txn.forEach(in: db) { k, v in
-                out.append((k.withUnsafeBytes { Array($0) }, v.withUnsafeBytes { Array($0) }))
-                return true
-            }
-            return out
-        }
-    }
-
-    /// XORs `mask` into byte `at` of the value stored under `key`.
-    static func flipValue(_ store: Store, _ db: LMDB.Database, key: [UInt8], at: Int, mask: UInt8 = 0x01) throws {
-        try store.write { txn in
-            var raw = try #require(try txn.value(forKey: key, in: db))
-            raw[at < 0 ? raw.count + at : at] ^= mask
-            try txn.put(raw, forKey: key, in: db)
-        }
-    }
-
-    /// Moves the entry under `key` to the same key with `mask` XORed into byte `at`.
-    static func flipKey(_ store: Store, _ db: LMDB.Database, key: [UInt8], at: Int, mask: UInt8 = 0x10) throws {
-        try store.write { txn in
-            let raw = try #require(try txn.value(forKey: key, in: db))
-            var moved = key
-            moved[at] ^= mask
-            _ = try txn.delete(key, in: db)
-            try txn.put(raw, forKey: moved, in: db)
-        }
-    }
-
-    /// The stored key of record `key` of `map`.
-    static func recordKey(_ store: Store, _ map: String, _ key: String) throws -> [UInt8] {
-        Layout.recordKey(mapID: try #require(store.mapInfo(map)).id, key: key)
-    }
-}
 
 /// `Store.heal`: what is damaged is removed or logged again, so that the rest is whole
 /// and a peer can restore what was lost.
@@ -56,7 +15,7 @@ struct HealTests {
             do {
                 let store = try Store(path: dir, options: .init(durability: .noSync, nodeID: NodeID(1)))
                 for i in 0..<5 { _ = try store.apply([Mutation.set(map: "m", key: "k\(i)", value: .int(Int64(i)), ttlMillis: nil)]) }
-                try Damage.flipKey(store, store.dbs.oplog, key: try Damage.entries(store, store.dbs.oplog)[2].0, at: 0)
+                try Damage.flipKey(store, Damage.Tree.oplog, key: try Damage.entries(store, Damage.Tree.oplog)[2].0, at: 0)
                 #expect(throws: StoreError.self) { try store.apply([Mutation.set(map: "m", key: "after", value: 1, ttlMillis: nil)]) }
             }
             let store = try Store(path: dir, options: .init(durability: .noSync))
@@ -79,7 +38,7 @@ struct HealTests {
                 Issue.record("no record")
                 return
             }
-            try Damage.flipValue(store, store.dbs.records, key: try Damage.recordKey(store, "m", "k1"), at: -1)
+            try Damage.flipValue(store, Damage.Tree.records, key: try Damage.recordKey(store, "m", "k1"), at: -1)
             guard case .operations(let ops, _) = try store.readLog(after: nil, limit: 10) else {
                 Issue.record("expected operations")
                 return
@@ -108,9 +67,9 @@ struct HealTests {
     @Test func aLogEntryThatDoesNotParseIsSkippedAndItsRecordLoggedAgain() throws {
         try withStore { store, _ in
             _ = try store.apply((0..<3).map { Mutation.set(map: "m", key: "k\($0)", value: .int(Int64($0)), ttlMillis: nil) })
-            let entries = try Damage.entries(store, store.dbs.oplog)
+            let entries = try Damage.entries(store, Damage.Tree.oplog)
             // Byte 16 is the high byte of the map id.
-            try Damage.flipValue(store, store.dbs.oplog, key: entries[1].0, at: 16, mask: 0x80)
+            try Damage.flipValue(store, Damage.Tree.oplog, key: entries[1].0, at: 16, mask: 0x80)
             guard case .operations(let ops, _) = try store.readLog(after: nil, limit: 10) else {
                 Issue.record("expected operations")
                 return
@@ -131,8 +90,8 @@ struct HealTests {
         try withStore { store, _ in
             _ = try store.apply([Mutation.set(map: "m", key: "k", value: "v", ttlMillis: nil)])
             _ = try store.apply([Mutation.add(map: "s", key: "t", value: "a", ttlMillis: nil)])
-            let entries = try Damage.entries(store, store.dbs.oplog)
-            try Damage.flipValue(store, store.dbs.oplog, key: entries[0].0, at: 9, mask: 0x10)
+            let entries = try Damage.entries(store, Damage.Tree.oplog)
+            try Damage.flipValue(store, Damage.Tree.oplog, key: entries[0].0, at: 9, mask: 0x10)
             #expect(try store.operations(after: nil).map(\.operation.key) == ["t"])
             #expect(!(try store.check().problems.isEmpty))
             let report = try store.heal(everything: true)
@@ -149,7 +108,7 @@ struct HealTests {
         try withStore { store, _ in
             _ = try store.apply((0..<20).map { Mutation.set(map: "m", key: "k\($0)", value: .int(Int64($0)), ttlMillis: nil) })
             // Byte 3 is the low byte of the map id: the record now belongs to no map.
-            try Damage.flipKey(store, store.dbs.records, key: try Damage.recordKey(store, "m", "k7"), at: 3, mask: 0x40)
+            try Damage.flipKey(store, Damage.Tree.records, key: try Damage.recordKey(store, "m", "k7"), at: 3, mask: 0x40)
             let error = #expect(throws: StoreError.self) {
                 try store.scan(map: "m") { _, _ in true }
             }
@@ -170,8 +129,8 @@ struct HealTests {
         try withStore { store, _ in
             _ = try store.apply((0..<10).map { Mutation.set(map: "m", key: "k\($0)", value: ["n": .int(Int64($0))], ttlMillis: nil) })
             try store.createIndex(map: "m", path: "n", kind: .range)
-            let entries = try Damage.entries(store, store.dbs.index)
-            try Damage.flipValue(store, store.dbs.index, key: entries[4].0, at: -1)
+            let entries = try Damage.entries(store, Damage.Tree.index)
+            try Damage.flipValue(store, Damage.Tree.index, key: entries[4].0, at: -1)
             #expect(!(try store.check().problems.isEmpty))
             let report = try store.heal(everything: true)
             #expect(report.indexEntriesFixed == 2, "\(report)")
