@@ -60,6 +60,10 @@ public final class Simulation {
     var scopes: [Link: PeerScope] = [:]
     /// Records changed by Merkle repairs so far (repairs inside sessions are progress).
     var repairsApplied = 0
+    /// Wall clocks of nodes away on a clock excursion, to return to.
+    var excursions: [Int: UInt64] = [:]
+    /// Records damaged on purpose and restored from a peer.
+    public var corruptionsHealed = 0
     /// Nodes form a chain 0-1-2-… (only neighbours talk) instead of a full mesh.
     let chain: Bool
     /// App nodes after the servers: no listen address; each connects to node 0 now and
@@ -223,6 +227,7 @@ public final class Simulation {
         case 95: try collectRetention(i)
         case 96: widen(i)
         case 97: try reusedStamp(i)
+        case 98 where Bool.random(using: &rng): try corrupt(i)
         default: try repair(i, from: Int.random(in: 0..<nodes.count, using: &rng))
         }
         for n in nodes { n.clock.advance(by: UInt64.random(in: 0..<5, using: &rng)) }
@@ -419,11 +424,45 @@ public final class Simulation {
 
     func skewClock(_ i: Int) {
         let clock = nodes[i].clock
-        switch Int.random(in: 0..<4, using: &rng) {
+        switch Int.random(in: 0..<6, using: &rng) {
         case 0: clock.set(clock.milliseconds() - UInt64.random(in: 0..<5_000, using: &rng))  // backwards
         case 1: clock.advance(by: 120_000)  // beyond the drift limit of its peers
+        case 2:
+            // An excursion of a day, and later the return.
+            if let away = excursions.removeValue(forKey: i) {
+                clock.set(away)
+            } else {
+                excursions[i] = clock.milliseconds()
+                clock.advance(by: 86_400_000)
+            }
         default: clock.advance(by: UInt64.random(in: 0..<3_000, using: &rng))
         }
+    }
+
+    /// Disk damage on node `i`: a record that another replica holds in the same state
+    /// fails its digest. The node heals as a replica node does when a reader meets the
+    /// damage — it removes the record and repairs from a peer — and gets the record back.
+    func corrupt(_ i: Int) throws {
+        guard let store = nodes[i].store, !clients.contains(i) else { return }
+        let key = "k\(Int.random(in: 0..<options.keys, using: &rng))"
+        // A record stamped beyond this node's drift bound (its clock came back from an
+        // excursion) would come back only once the clocks agree: not this case.
+        guard let state = try store.state(map: "lww", key: key), case .lww(let record) = state,
+            record.timestamp.millis <= nodes[i].clock.milliseconds() + 60_000
+        else { return }
+        let holder = nodes.indices.first { j in
+            j != i && !clients.contains(j) && reachable(i, j) && !partitioned.contains([i, j].sorted())
+                && (try? nodes[j].store?.state(map: "lww", key: key)) == state
+        }
+        guard let holder else { return }
+        try Damage.breakRecord(store, "lww", key)
+        if (try? store.state(map: "lww", key: key)) != nil { fail("a damaged record lww/\(key) was read as whole") }
+        let report = try store.heal()
+        if report.quarantined != ["lww/\(key)"] { fail("heal removed \(report.quarantined), not lww/\(key)") }
+        _ = try repair(i, from: holder)
+        if try store.state(map: "lww", key: key) != state { fail("lww/\(key) did not come back from node \(holder)") }
+        if try !store.quarantinedRecords().isEmpty { fail("records still quarantined: \(try store.quarantinedRecords())") }
+        corruptionsHealed += 1
     }
 
     func restart(_ i: Int) throws {
