@@ -45,4 +45,40 @@ struct ClockFaultTests {
             await serving.stop()
         }
     }
+
+    /// A replica's clock spent a day ahead and came back: its persisted HLC keeps its
+    /// new stamps a day ahead, so its peer refuses them (they wait, nothing is lost).
+    /// The documented way out: run the peer with a drift bound past the excursion; every
+    /// write then arrives, and later writes too.
+    @Test func aDayLongExcursionIsLetInByALargerDriftBound() async throws {
+        try await withTemporaryDirectory { root in
+            let now = UInt64(Date().timeIntervalSince1970 * 1000)
+            let clock = ManualWallClock(now + 86_400_000)
+            do {
+                let away = try Self.store(root + "/away", node: 2, clock: clock)
+                _ = try away.apply((0..<20).map { Mutation.set(map: "m", key: "k\($0)", value: .int(Int64($0)), ttlMillis: nil) })
+            }
+            clock.set(now)
+            let returned = try Self.store(root + "/away", node: 2, clock: clock)
+            _ = try returned.apply([Mutation.set(map: "m", key: "after", value: 1, ttlMillis: nil)])
+            do {
+                let strict = try Self.store(root + "/peer", node: 1, clock: ManualWallClock(now))
+                let source = try await RunningNode(returned)
+                let pulling = try await RunningNode(strict, listen: false, peers: [source.port])
+                #expect(try await eventually { (pulling.node.statistics.refusedForClockDrift[returned.nodeID] ?? 0) > 0 })
+                #expect(try records(strict, "m").isEmpty)
+                await pulling.stop()
+                await source.stop()
+            }
+            let lenient = try Store(
+                path: root + "/peer", options: .init(durability: .noSync, maxClockDriftMillis: 2 * 86_400_000, wallClock: ManualWallClock(now), nodeID: NodeID(1)))
+            let source = try await RunningNode(returned)
+            let pulling = try await RunningNode(lenient, listen: false, peers: [source.port])
+            #expect(try await eventually { try records(lenient, "m").count == 21 })
+            _ = try returned.apply([Mutation.set(map: "m", key: "later", value: 2, ttlMillis: nil)])
+            #expect(try await eventually { try lenient.state(map: "m", key: "later") != nil })
+            await pulling.stop()
+            await source.stop()
+        }
+    }
 }
