@@ -22,31 +22,22 @@ struct MetricsEndpoint {
     /// Copies node and store counters into the registry once a second.
     func publish() async throws {
         let r = registry
-        let mergeOps = r.makeCounter(name: "topgun_merge_ops_total", help: "Operations that changed a record, local or merged.")
-        let offered = r.makeCounter(name: "topgun_ops_offered_total", help: "Operations offered to the merge, applied or not.")
-        let batch = r.makeDurationHistogram(
-            name: "topgun_batch_duration_seconds", buckets: Self.batchBuckets, help: "Duration of one write transaction (a batch of operations).")
-        let oplog = r.makeGauge(name: "topgun_oplog_entries", help: "Entries in the op log.")
-        let bytesIn = r.makeCounter(name: "topgun_replication_received_bytes_total", help: "Bytes of replication frames received.")
-        let bytesOut = r.makeCounter(name: "topgun_replication_sent_bytes_total", help: "Bytes of replication frames sent.")
-        let rejected = r.makeCounter(
-            name: "topgun_replication_segments_rejected_total", help: "Frames refused whole (malformed, bad checksum, wrong origin).")
-        let refused = r.makeCounter(
-            name: "topgun_replication_handshakes_refused_total", help: "Connections refused during the handshake (bad credential, version, identity).")
-        let invalid = r.makeCounter(
-            name: "topgun_replication_ops_refused_invalid_total",
-            help: "Merged operations refused one by one as invalid (a value too large, a counter leaving the Int64 range).")
-        let horizon = r.makeCounter(
-            name: "topgun_replication_refused_beyond_gc_horizon_total", help: "Operations refused as older than the garbage-collection horizon.")
-        let idle = r.makeCounter(name: "topgun_replication_idle_timeouts_total", help: "Connections closed because nothing arrived within the idle timeout.")
-        let duplicates = r.makeCounter(
-            name: "topgun_replication_duplicate_node_ids_total", help: "Sessions refused because a node id was this node's own or already live.")
-        let connectedPeers = r.makeGauge(name: "topgun_connected_peers", help: "Peers with a live link now.")
-        let quarantined = r.makeCounter(
-            name: "topgun_records_quarantined_total", help: "Damaged records removed to be fetched again from a peer (since the store was created).")
-        let restored = r.makeCounter(name: "topgun_records_restored_total", help: "Removed damaged records a peer's repair or a later write brought back.")
-        let restamped = r.makeCounter(
-            name: "topgun_writes_restamped_total", help: "Users' writes taken under this node's stamps because the app's clock was ahead.")
+        let mergeOps = r.makeCounter(descriptor: .named("topgun_merge_ops_total", help: "Operations that changed a record, local or merged."))
+        let offered = r.makeCounter(descriptor: .named("topgun_ops_offered_total", help: "Operations offered to the merge, applied or not."))
+        let batch = r.makeDurationHistogram(descriptor: .named("topgun_batch_duration_seconds", help: "Duration of one write transaction (a batch of operations)."), buckets: Self.batchBuckets)
+        let oplog = r.makeGauge(descriptor: .named("topgun_oplog_entries", help: "Entries in the op log."))
+        let bytesIn = r.makeCounter(descriptor: .named("topgun_replication_received_bytes_total", help: "Bytes of replication frames received."))
+        let bytesOut = r.makeCounter(descriptor: .named("topgun_replication_sent_bytes_total", help: "Bytes of replication frames sent."))
+        let rejected = r.makeCounter(descriptor: .named("topgun_replication_segments_rejected_total", help: "Frames refused whole (malformed, bad checksum, wrong origin)."))
+        let refused = r.makeCounter(descriptor: .named("topgun_replication_handshakes_refused_total", help: "Connections refused during the handshake (bad credential, version, identity)."))
+        let invalid = r.makeCounter(descriptor: .named("topgun_replication_ops_refused_invalid_total", help: "Merged operations refused one by one as invalid (a value too large, a counter leaving the Int64 range)."))
+        let horizon = r.makeCounter(descriptor: .named("topgun_replication_refused_beyond_gc_horizon_total", help: "Operations refused as older than the garbage-collection horizon."))
+        let idle = r.makeCounter(descriptor: .named("topgun_replication_idle_timeouts_total", help: "Connections closed because nothing arrived within the idle timeout."))
+        let duplicates = r.makeCounter(descriptor: .named("topgun_replication_duplicate_node_ids_total", help: "Sessions refused because a node id was this node's own or already live."))
+        let connectedPeers = r.makeGauge(descriptor: .named("topgun_connected_peers", help: "Peers with a live link now."))
+        let quarantined = r.makeCounter(descriptor: .named("topgun_records_quarantined_total", help: "Damaged records removed to be fetched again from a peer (since the store was created)."))
+        let restored = r.makeCounter(descriptor: .named("topgun_records_restored_total", help: "Removed damaged records a peer's repair or a later write brought back."))
+        let restamped = r.makeCounter(descriptor: .named("topgun_writes_restamped_total", help: "Users' writes taken under this node's stamps because the app's clock was ahead."))
         let helpNotices = "NOTICE frames peers sent about this node, by code (clock drift: its writes were refused for its clock)."
         let helpOffset = "The peer's wall clock minus this node's, told at its last handshake (positive: the peer is ahead)."
         let helpDrift = "Operations refused because their stamps were ahead of this clock by more than the drift bound, by peer."
@@ -81,58 +72,65 @@ struct MetricsEndpoint {
             restored.increment(by: Int64(clamping: stats.recordsRestored &- last.1.recordsRestored))
             restamped.increment(by: Int64(stats.writesRestamped - last.1.writesRestamped))
             for (code, count) in stats.notices {
-                r.makeCounter(name: "topgun_notices_received_total", labels: [("code", code)], help: helpNotices)
+                r.makeCounter(descriptor: .named("topgun_notices_received_total", help: helpNotices), labels: [("code", code)])
                     .increment(by: Int64(count - (last.1.notices[code] ?? 0)))
             }
             let now = node.store.clockHighWater.millis
             let connected = node.connectedPeers
             for peer in try node.store.peers() {
                 let id = [("peer", peer.node.description)]
-                r.makeGauge(name: "topgun_peer_lag_seconds", labels: id, help: helpLag)
+                r.makeGauge(descriptor: .named("topgun_peer_lag_seconds", help: helpLag), labels: id)
                     .set(to: seconds(now > peer.cursor.millis ? now - peer.cursor.millis : 0))
                 let acknowledged = max(peer.acknowledged, node.acknowledgedCursor(of: peer.node) ?? .zero)
                 if acknowledged > .zero {
-                    let gauge = acknowledgedLag[peer.node] ?? r.makeGauge(name: "topgun_peer_acknowledged_lag_seconds", labels: id, help: helpAckLag)
+                    let gauge = acknowledgedLag[peer.node] ?? r.makeGauge(descriptor: .named("topgun_peer_acknowledged_lag_seconds", help: helpAckLag), labels: id)
                     acknowledgedLag[peer.node] = gauge
                     gauge.set(to: seconds(now > acknowledged.millis ? now - acknowledged.millis : 0))
                 }
-                r.makeGauge(name: "topgun_peer_connected", labels: id, help: helpConnected).set(to: connected.contains(peer.node) ? 1 : 0)
+                r.makeGauge(descriptor: .named("topgun_peer_connected", help: helpConnected), labels: id).set(to: connected.contains(peer.node) ? 1 : 0)
                 if peer.lastSeenMillis > 0 {
-                    r.makeGauge(name: "topgun_peer_last_seen_timestamp_seconds", labels: id, help: helpSeen).set(to: seconds(peer.lastSeenMillis))
+                    r.makeGauge(descriptor: .named("topgun_peer_last_seen_timestamp_seconds", help: helpSeen), labels: id).set(to: seconds(peer.lastSeenMillis))
                 }
             }
             connectedPeers.set(to: Double(connected.count))
             for (peer, offset) in stats.clockOffsets {
-                r.makeGauge(name: "topgun_peer_clock_offset_seconds", labels: [("peer", peer.description)], help: helpOffset)
+                r.makeGauge(descriptor: .named("topgun_peer_clock_offset_seconds", help: helpOffset), labels: [("peer", peer.description)])
                     .set(to: Double(offset) / 1000)
             }
             for (peer, count) in stats.refusedForClockDrift {
-                r.makeCounter(name: "topgun_replication_refused_clock_drift_total", labels: [("peer", peer.description)], help: helpDrift)
+                r.makeCounter(descriptor: .named("topgun_replication_refused_clock_drift_total", help: helpDrift), labels: [("peer", peer.description)])
                     .increment(by: Int64(count - (last.1.refusedForClockDrift[peer] ?? 0)))
             }
             let sessions = node.sessionsByPrincipal
             var byKind = ["replica": 0, "user": 0]
             for (principal, count) in sessions { byKind[principal.hasPrefix("user:") ? "user" : "replica", default: 0] += count }
-            for (kind, count) in byKind { r.makeGauge(name: "topgun_sessions", labels: [("kind", kind)], help: helpSessions).set(to: Double(count)) }
+            for (kind, count) in byKind { r.makeGauge(descriptor: .named("topgun_sessions", help: helpSessions), labels: [("kind", kind)]).set(to: Double(count)) }
             if subjects {
                 // Zero for those that ended since the last second.
                 let users = sessions.filter { $0.key.hasPrefix("user:") }
                 for subject in Set(users.keys).union(seenSubjects) {
-                    r.makeGauge(name: "topgun_user_sessions", labels: [("subject", String(subject.dropFirst(5)))], help: helpUserSessions)
+                    r.makeGauge(descriptor: .named("topgun_user_sessions", help: helpUserSessions), labels: [("subject", String(subject.dropFirst(5)))])
                         .set(to: Double(users[subject] ?? 0))
                 }
                 seenSubjects.formUnion(users.keys)
             }
             for (reason, count) in stats.writesRejected {
-                r.makeCounter(name: "topgun_writes_rejected_total", labels: [("reason", reason)], help: helpWrites)
+                r.makeCounter(descriptor: .named("topgun_writes_rejected_total", help: helpWrites), labels: [("reason", reason)])
                     .increment(by: Int64(count - (last.1.writesRejected[reason] ?? 0)))
             }
             for (reason, count) in stats.tokensRefused {
-                r.makeCounter(name: "topgun_tokens_refused_total", labels: [("reason", reason)], help: helpTokens)
+                r.makeCounter(descriptor: .named("topgun_tokens_refused_total", help: helpTokens), labels: [("reason", reason)])
                     .increment(by: Int64(count - (last.1.tokensRefused[reason] ?? 0)))
             }
             last = (store, stats)
             try await Task.sleep(for: .seconds(1))
         }
+    }
+}
+
+extension MetricNameDescriptor {
+    /// A metric named in full (`topgun_…_total`), with its HELP text.
+    static func named(_ name: String, help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(metricName: name, unitName: "", helpText: help)
     }
 }
