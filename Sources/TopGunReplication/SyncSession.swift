@@ -362,6 +362,7 @@ extension ReplicaNode {
             configuration.bearerToken != nil
             ? try store.ownEntries(of: store.nodeID, after: nil).last ?? .zero : try store.lastSequence() ?? .zero
         let progress = OnceProgress()
+        let deadline = ContinuousClock.now + timeout
         let caughtUp = try await withThrowingTaskGroup(of: Bool.self) { group in
             group.addTask {
                 try await self.session(with: server, observer: progress) {}
@@ -395,7 +396,16 @@ extension ReplicaNode {
         // removed (`Store.heal`) and fetched from the server by digests.
         if store.hasNotedDamage { try healNotedDamage() }
         if try !store.quarantinedRecords().isEmpty {
-            _ = try await repair(from: server)
+            // Within what is left of the timeout, like the rest of the sync.
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { _ = try await self.repair(from: server) }
+                group.addTask {
+                    try await Task.sleep(until: deadline)
+                    throw ReplicationError(.timeout, "damaged records not restored from \(server) within \(timeout)")
+                }
+                defer { group.cancelAll() }
+                try await group.next()
+            }
             let left = try store.quarantinedRecords()
             guard left.isEmpty else {
                 throw ReplicationError(
