@@ -239,8 +239,15 @@ public enum FileVerifier {
             }
         }
 
+        /// Walks the subtree at `pgno`, whose keys must lie in `bounds` (from the
+        /// parent's separators: at least the lower, below the upper) and be in
+        /// strictly increasing byte order (liblmdb's default comparison, which every
+        /// database of this file uses; the free list's integer keys are not checked).
+        /// A changed key byte that breaks the order makes liblmdb's searches miss whole
+        /// ranges, and its writes then spread the damage.
         mutating func walkPage(
-            _ pgno: UInt64, level: Int, name: String, isFreeList: Bool, isMain: Bool, entries: inout UInt64, subs: inout [(String, DB)]
+            _ pgno: UInt64, level: Int, name: String, isFreeList: Bool, isMain: Bool, entries: inout UInt64, subs: inout [(String, DB)],
+            bounds: (lower: [UInt8]?, upper: [UInt8]?) = (nil, nil)
         ) {
             guard problems.count < 100, claim(pgno, name) else { return }
             guard read(pgno) else {
@@ -277,6 +284,11 @@ public enum FileVerifier {
                 return
             }
             var children: [UInt64] = []
+            var separators: [[UInt8]?] = []
+            var previous: Range<Int>?
+            // Where each node's bytes lie: two that overlap mean a damaged size field,
+            // and liblmdb writing into such a page overwrites its neighbours.
+            var spans: [Range<Int>] = []
             for i in 0..<count {
                 let offset = Int(u16(p, pageHeader + 2 * i))
                 guard offset >= upper, offset + nodeHeader <= pageSize else {
@@ -289,14 +301,30 @@ public enum FileVerifier {
                     problems.append("\(name): page \(pgno) node \(i) has a key of \(keySize) bytes")
                     return
                 }
+                // A branch page's first key is implicit (below every other).
+                if !isFreeList && (isLeaf || i > 0) {
+                    let keyRange = (offset + nodeHeader)..<(offset + nodeHeader + keySize)
+                    let key = p[keyRange]
+                    let inOrder = previous.map { p[$0].lexicographicallyPrecedes(key) } ?? true
+                    let aboveLower = bounds.lower.map { !key.lexicographicallyPrecedes($0) } ?? true
+                    let belowUpper = bounds.upper.map { key.lexicographicallyPrecedes($0) } ?? true
+                    guard inOrder, aboveLower, belowUpper else {
+                        problems.append("\(name): page \(pgno) node \(i) has a key out of order (a damaged key)")
+                        return
+                    }
+                    previous = keyRange
+                }
                 if !isLeaf {
+                    spans.append(offset..<(offset + nodeHeader + keySize))
                     let child = UInt64(u16(p, offset)) | UInt64(u16(p, offset + 2)) << 16 | UInt64(nodeFlags) << 32
                     children.append(child)
+                    separators.append(i == 0 ? nil : Array(p[(offset + nodeHeader)..<(offset + nodeHeader + keySize)]))
                     continue
                 }
                 entries += 1
                 let dataSize = Int(u16(p, offset)) | Int(u16(p, offset + 2)) << 16
                 let dataAt = offset + nodeHeader + keySize
+                spans.append(offset..<(dataAt + (nodeFlags & bigData != 0 ? 8 : min(dataSize, pageSize))))
                 if isFreeList && keySize != 8 {
                     problems.append("\(name): page \(pgno) node \(i) has a \(keySize)-byte key, not a transaction id")
                     return
@@ -334,8 +362,18 @@ public enum FileVerifier {
                     checkFreeList(p, at: dataAt, size: dataSize, name: name, page: pgno)
                 }
             }
-            for child in children where problems.count < 100 {
-                walkPage(child, level: level - 1, name: name, isFreeList: isFreeList, isMain: isMain, entries: &entries, subs: &subs)
+            let ordered = spans.sorted { $0.lowerBound < $1.lowerBound }
+            for (a, b) in zip(ordered, ordered.dropFirst()) where a.upperBound > b.lowerBound {
+                problems.append("\(name): page \(pgno) has nodes that overlap (a damaged size)")
+                return
+            }
+            for (j, child) in children.enumerated() where problems.count < 100 {
+                let childBounds = (
+                    lower: j == 0 ? bounds.lower : separators[j], upper: j + 1 < separators.count ? separators[j + 1] : bounds.upper
+                )
+                walkPage(
+                    child, level: level - 1, name: name, isFreeList: isFreeList, isMain: isMain, entries: &entries, subs: &subs,
+                    bounds: isFreeList ? (nil, nil) : childBounds)
             }
         }
 

@@ -25,6 +25,16 @@ struct Export: AsyncParsableCommand {
         var ops = 0
         var segments = 0
         var damaged: [String] = []
+        // A whole export fails naming every record whose log entry was lost (damage the
+        // log read cannot see: the entry passes for superseded), rather than lack it.
+        if after == nil {
+            let unlogged = try store.recordsMissingFromLog().map(\.name)
+            if !unlogged.isEmpty && !skipDamaged {
+                throw CLIError(
+                    "records without their op-log entry (a damaged log): \(unlogged.prefix(10).joined(separator: ", "))\(unlogged.count > 10 ? " and \(unlogged.count - 10) more" : ""); `topgun check --heal` logs them again; nothing was written to \(file)")
+            }
+            damaged += unlogged
+        }
         try AtomicFile.write(file) { out in
             while true {
                 // A damaged record fails the export (the file is not written) unless

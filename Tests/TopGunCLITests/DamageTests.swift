@@ -28,6 +28,27 @@ struct DamageTests {
         }
     }
 
+    /// A flipped bit in a log entry's origin stamp made the entry pass for superseded:
+    /// `export` exited 0 with the record missing. It fails naming the record, and
+    /// `check --heal` logs it again.
+    @Test func exportNamesARecordWhoseLogEntryWasLost() throws {
+        try withTemporaryDirectory { dir in
+            do {
+                let store = try Store(path: dir + "/db", options: .init(durability: .noSync))
+                _ = try store.apply([Mutation.set(map: "m", key: "lost", value: "v", ttlMillis: nil)])
+                _ = try store.apply([Mutation.set(map: "m", key: "kept", value: "w", ttlMillis: nil)])
+                try Damage.flipValue(store, .oplog, key: try Damage.entries(store, .oplog)[0].0, at: 9, mask: 0x10)
+            }
+            let failed = try runTopGun(["export", "--data", dir + "/db", dir + "/out.tgs"])
+            #expect(failed.status == 1 && failed.err.contains("m/lost"), "\(failed.err)")
+            #expect(!FileManager.default.fileExists(atPath: dir + "/out.tgs"))
+            let healed = try runTopGun(["check", "--heal", "--data", dir + "/db"])
+            #expect(healed.status == 0 && healed.out.contains("1 records logged again (m/lost)"), "\(healed.out) \(healed.err)")
+            let exported = try runTopGun(["export", "--data", dir + "/db", dir + "/out.tgs"])
+            #expect(exported.status == 0 && exported.err.contains("exported 2 ops"), "\(exported.err)")
+        }
+    }
+
     /// A damaged record's Merkle digest still matched the healthy peer's, so `repair`
     /// fetched nothing and the record stayed damaged: it is removed first and comes back
     /// from the peer.

@@ -137,4 +137,39 @@ struct HealTests {
             #expect(try store.check().problems == [])
         }
     }
+
+    /// An OR-Map entry whose state bytes are damaged still parsed as an entry, and the
+    /// heal kept it (`repair` exited 0 over it); it is removed and the record's state
+    /// logged again.
+    @Test func anEntryWhosePayloadIsDamagedIsRemovedAndItsRecordLoggedAgain() throws {
+        try withStore { store, _ in
+            _ = try store.apply([Mutation.add(map: "s", key: "t", value: "a", ttlMillis: nil)])
+            _ = try store.apply([Mutation.set(map: "m", key: "k", value: 1, ttlMillis: nil)])
+            let entry = try Damage.entries(store, .oplog)[0]
+            // The state starts after origin 16, map id 4, flags 1, key length 2 and "t".
+            try Damage.flipValue(store, .oplog, key: entry.0, at: 24, mask: 0xFF)
+            #expect(try store.check().problems.contains { $0.contains("op-log entry") })
+            let report = try store.heal(everything: true)
+            #expect(report.logEntriesRemoved.count == 1 && report.relogged == ["s/t"], "\(report)")
+            #expect(try store.check().problems == [])
+            #expect(Set(try store.operations(after: nil).map(\.operation.key)) == ["t", "k"])
+        }
+    }
+
+    /// A record whose map id bytes are damaged belongs to no map: it is removed but not
+    /// listed as waiting for a peer (none holds it under that key), and the partition
+    /// the record came from no longer counts it, so a repair sends it back.
+    @Test func aRecordOfNoMapIsRemovedAndItsPartitionRecomputed() throws {
+        try withStore { store, _ in
+            _ = try store.apply((0..<10).map { Mutation.set(map: "m", key: "k\($0)", value: .int(Int64($0)), ttlMillis: nil) })
+            let partition = Partitioner.partition(of: "k7")
+            let before = try store.merkleBuckets(map: "m", partition: partition)
+            try Damage.flipKey(store, .records, key: try Damage.recordKey(store, "m", "k7"), at: 3, mask: 0x40)
+            let report = try store.heal(everything: true)
+            #expect(report.quarantined.count == 1, "\(report)")
+            #expect(try store.quarantinedRecords() == [])
+            #expect(try store.merkleBuckets(map: "m", partition: partition) != before)
+            #expect(try store.check().problems == [])
+        }
+    }
 }

@@ -41,7 +41,10 @@ public struct HealReport: Sendable, Equatable, CustomStringConvertible {
 struct NotedDamage {
     var records = Set<[UInt8]>()
     var logKeys = Set<[UInt8]>()
-    var isEmpty: Bool { records.isEmpty && logKeys.isEmpty }
+    /// Record prefixes (map id, partition) whose records disagree with their Merkle
+    /// digests: a record is missing from its key range.
+    var partitions = Set<[UInt8]>()
+    var isEmpty: Bool { records.isEmpty && logKeys.isEmpty && partitions.isEmpty }
 }
 
 extension Store {
@@ -55,6 +58,13 @@ extension Store {
     /// Records that readers met an op-log entry that does not parse (its key).
     func noteDamage(logKey key: [UInt8]) {
         let added = notedDamage.withLock { $0.logKeys.insert(key).inserted }
+        if added { damageSignal.notify() }
+    }
+
+    /// Records that a scan found partition `prefix` (map id, partition) to disagree
+    /// with its Merkle digests.
+    func noteDamage(partition prefix: [UInt8]) {
+        let added = notedDamage.withLock { $0.partitions.insert(prefix).inserted }
         if added { damageSignal.notify() }
     }
 
@@ -122,7 +132,11 @@ extension Store {
             }
         } catch let error as LMDBError {
             // Met again next time.
-            notedDamage.withLock { $0.records.formUnion(noted.records); $0.logKeys.formUnion(noted.logKeys) }
+            notedDamage.withLock {
+                $0.records.formUnion(noted.records)
+                $0.logKeys.formUnion(noted.logKeys)
+                $0.partitions.formUnion(noted.partitions)
+            }
             throw storeError(error, "heal aborted, nothing changed")
         }
         if !report.relogged.isEmpty { commits.notify() }
@@ -154,6 +168,7 @@ extension Store {
         // An entry removed without naming its record (its map id or key is what is
         // damaged) leaves a record without its entry somewhere: every record is looked at.
         var namesLost = false
+        var namedByRemoved = Set<[UInt8]>()
         for (key, value) in examine {
             let sequence = HLCTimestamp(bytes: key)
             var why: String?
@@ -167,17 +182,23 @@ extension Store {
                         throw StoreError(.corruptRecord, "unknown map id \(entry.mapID)")
                     }
                     guard entry.flags.kind == info.kind else { throw StoreError(.corruptRecord, "kind does not match map \(name)") }
-                    if entry.flags.contains(.valueInRecord) || entry.flags.kind != .lww { _ = try? entry.operation(map: name) }
                     entry.recordKey(into: &recordKey)
                     namedRecords.insert(recordKey)
                     named = true
+                    // The payload decodes: an OR-Map or counter state, or an LWW value
+                    // carried by the entry.
+                    if entry.flags.kind != .lww {
+                        _ = try entry.operation(map: name)
+                    } else if !entry.flags.contains(.valueInRecord) && !entry.flags.contains(.tombstone) {
+                        try Value.validate(messagePack: entry.payload)
+                    }
                     if why == nil { logged.insert(recordKey + entry.origin.bytes) }
                 }
             } catch {
                 why = why ?? "\(error)"
             }
             guard let why else { continue }
-            if !named { namesLost = true }
+            if !named { namesLost = true } else { namedByRemoved.insert(recordKey) }
             _ = try txn.delete(key, in: dbs.oplog)
             report.logEntriesRemoved.append("\(sequence.map { "\($0)" } ?? "?"): \(why)")
         }
@@ -195,7 +216,7 @@ extension Store {
                 if let value = try txn.value(forKey: key, in: dbs.records) { records.append((key, value)) }
             }
         }
-        var touched = Set<[UInt8]>()  // record prefixes (map id, partition) whose Merkle digests change
+        var touched = noted.partitions  // record prefixes (map id, partition) whose Merkle digests change
         var quarantinedByMap: [UInt32: Set<[UInt8]>] = [:]
         var relog: [(key: [UInt8], value: [UInt8])] = []
         for (key, value) in records {
@@ -214,14 +235,31 @@ extension Store {
                 let name = key.withUnsafeBytes { recordName($0) }
                 report.quarantined.append(name)
                 touched.insert(Array(key[..<Layout.recordPrefixBytes]))
+                // Where the key would live if its map or partition bytes are what changed:
+                // that partition's digests still count the record it was.
+                if let text = String(validating: key[Layout.recordPrefixBytes...], as: UTF8.self) {
+                    for (_, info) in mapsByName.withLock({ $0 }) {
+                        touched.insert(Layout.recordPrefix(mapID: info.id, partition: Partitioner.partition(of: text)))
+                    }
+                }
                 let mapID = key.withUnsafeBytes { $0.loadBigEndian(as: UInt32.self) }
                 quarantinedByMap[mapID, default: []].insert(Array(key[4...]))
-                try txn.put([], forKey: Layout.Meta.quarantinePrefix + key, in: dbs.meta)
+                // A record of no map, or in another partition than its key's, is a damaged
+                // key: no peer holds it under that key (the record it was is missing from
+                // its partition, whose digests now differ, so a repair sends it).
+                let keyIsSound = names[mapID] != nil && key.withUnsafeBytes { k in
+                    String(validating: UnsafeRawBufferPointer(rebasing: k[Layout.recordPrefixBytes...]), as: UTF8.self).map {
+                        Partitioner.partition(of: $0) == k.loadBigEndian(fromByteOffset: 4, as: UInt16.self)
+                    } ?? false
+                }
+                if keyIsSound { try txn.put([], forKey: Layout.Meta.quarantinePrefix + key, in: dbs.meta) }
                 continue
             }
             guard let header = value.withUnsafeBytes({ RecordHeader($0) }) else { continue }
+            // LWW records whose write lost its entry (all of them looked at, or those a
+            // removed entry named), and OR-Map or counter records a removed entry named.
             if allRecords {
-                if header.flags.kind == .lww && header.timestamp > truncated { relog.append((key, value)) }
+                if (header.flags.kind == .lww && header.timestamp > truncated) || namedByRemoved.contains(key) { relog.append((key, value)) }
             } else if namedRecords.contains(key) {
                 relog.append((key, value))
             }

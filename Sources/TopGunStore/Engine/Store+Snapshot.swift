@@ -88,6 +88,7 @@ extension Store {
         for p in partitions {
             let expected = try MerkleDeltas.read(snapshot.transaction, dbs.merkle, key: Layout.recordPrefix(mapID: info.id, partition: p))
             if (computed[p] ?? [UInt64](repeating: 0, count: MerkleBuckets.bucketCount)) != expected {
+                noteDamage(partition: Layout.recordPrefix(mapID: info.id, partition: p))
                 throw StoreError(
                     .corruptRecord,
                     "\(map): partition \(p) holds records its Merkle digests do not account for, or lacks some (a damaged records tree); run `topgun check`")
