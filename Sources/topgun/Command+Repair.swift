@@ -39,7 +39,10 @@ struct Repair: AsyncParsableCommand {
             // state is all the new replica holds.
             let aside = options.data + ".damaged-\(Int(Date().timeIntervalSince1970))"
             try FileManager.default.moveItem(atPath: options.data, toPath: aside)
-            FileHandle.standardError.write(Data("\(error.message); moved to \(aside), rebuilding from \(from)\n".utf8))
+            FileHandle.standardError.write(
+                Data(
+                    "\(error.message); moved to \(aside), rebuilding from \(from) (indexes are local to each replica: create them again with `topgun index`)\n"
+                        .utf8))
             store = try options.open()
         }
         // What is damaged goes first: a damaged record's Merkle digest matched the peer's,
