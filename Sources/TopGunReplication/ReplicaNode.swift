@@ -293,6 +293,8 @@ public final class ReplicaNode: Sendable {
         /// the peers it pulls from, and those a peer or a write brought back, since the
         /// store was created (kept in the store).
         public var recordsQuarantined: UInt64 = 0
+        /// Accepted connections whose session has not ended yet.
+        public var connectionsOpen = 0
         /// Users' writes taken under this node's stamps because the app's clock was
         /// ahead by more than the drift bound.
         public var writesRestamped = 0
@@ -314,6 +316,8 @@ public final class ReplicaNode: Sendable {
     let stats = Mutex(Statistics())
     /// Bumped when this node removed damaged records: links to peers send DIGESTS.
     let repairWanted = ChangeSignal()
+    /// Accepted connections whose session has not ended (TCP and HTTP listeners).
+    let openConnections = Atomic<Int>(0)
     /// Refused handshakes, logged at a bounded rate.
     let refusals: RefusalLog
     /// The policy now in force (see `reload(policy:)`).
@@ -438,6 +442,7 @@ public final class ReplicaNode: Sendable {
 
     public var statistics: Statistics {
         var out = stats.withLock { $0 }
+        out.connectionsOpen = openConnections.load(ordering: .relaxed)
         if let totals = try? store.damageTotals() { (out.recordsQuarantined, out.recordsRestored) = totals }
         return out
     }
@@ -772,7 +777,9 @@ public final class ReplicaNode: Sendable {
         try await withThrowingDiscardingTaskGroup { sessions in
             try await server.executeThenClose { inbound in
                 for try await connection in inbound {
+                    openConnections.add(1, ordering: .relaxed)
                     sessions.addTask {
+                        defer { self.openConnections.subtract(1, ordering: .relaxed) }
                         do {
                             try await Listener(node: self, channel: connection).run()
                         } catch {

@@ -81,7 +81,9 @@ extension ReplicaNode {
         try await withThrowingDiscardingTaskGroup { sessions in
             try await server.executeThenClose { inbound in
                 for try await connection in inbound {
+                    openConnections.add(1, ordering: .relaxed)
                     sessions.addTask {
+                        defer { self.openConnections.subtract(1, ordering: .relaxed) }
                         do {
                             guard case .sync(let channel) = try await connection.get() else { return }
                             try await Listener(node: self, channel: channel).run()

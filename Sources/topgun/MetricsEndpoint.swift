@@ -35,6 +35,8 @@ struct MetricsEndpoint {
         let idle = r.makeCounter(descriptor: .named("topgun_replication_idle_timeouts_total", help: "Connections closed because nothing arrived within the idle timeout."))
         let duplicates = r.makeCounter(descriptor: .named("topgun_replication_duplicate_node_ids_total", help: "Sessions refused because a node id was this node's own or already live."))
         let connectedPeers = r.makeGauge(descriptor: .named("topgun_connected_peers", help: "Peers with a live link now."))
+        let openConnections = r.makeGauge(
+            descriptor: .named("topgun_connections_open", help: "Accepted connections (TCP and HTTP) whose session has not ended."))
         let quarantined = r.makeCounter(descriptor: .named("topgun_records_quarantined_total", help: "Damaged records removed to be fetched again from a peer (since the store was created)."))
         let restored = r.makeCounter(descriptor: .named("topgun_records_restored_total", help: "Removed damaged records a peer's repair or a later write brought back."))
         let restamped = r.makeCounter(descriptor: .named("topgun_writes_restamped_total", help: "Users' writes taken under this node's stamps because the app's clock was ahead."))
@@ -93,6 +95,7 @@ struct MetricsEndpoint {
                 }
             }
             connectedPeers.set(to: Double(connected.count))
+            openConnections.set(to: Double(stats.connectionsOpen))
             for (peer, offset) in stats.clockOffsets {
                 r.makeGauge(descriptor: .named("topgun_peer_clock_offset_seconds", help: helpOffset), labels: [("peer", peer.description)])
                     .set(to: Double(offset) / 1000)

@@ -46,6 +46,7 @@ struct HostileWireTests {
             let welcome = try #require(try await client.next())
             #expect(welcome.kind == .welcome)
             #expect(welcome.body.count == 2 + Handshake.nonceBytes, "version and nonce only")
+            #expect(server.node.statistics.connectionsOpen == 1)
             // A guess: the proof of a wrong secret.
             guard case .welcome(_, let nonce) = try Message(welcome) else { throw CancellationError() }
             try await client.send(
@@ -64,6 +65,7 @@ struct HostileWireTests {
             #expect(refused.kind == .error)
             #expect(String(decoding: refused.body, as: UTF8.self).contains("wrong secret"))
             try await probe.close()
+            #expect(try await eventually { server.node.statistics.connectionsOpen == 0 })
             await server.stop()
         }
     }
