@@ -148,9 +148,32 @@ struct FrameEncoder: MessageToByteEncoder {
     typealias OutboundIn = Frame
 
     func encode(data: Frame, out: inout ByteBuffer) throws {
-        out.writeInteger(UInt32(1 + data.body.count))
-        out.writeInteger(data.kind.rawValue)
-        out.writeBytes(data.body)
+        data.write(into: &out)
+    }
+}
+
+extension Frame {
+    /// `length u32 | kind u8 | body`, the one layout of a frame on the wire.
+    func write(into out: inout ByteBuffer) {
+        out.writeInteger(UInt32(1 + body.count))
+        out.writeInteger(kind.rawValue)
+        out.writeBytes(body)
+    }
+}
+
+/// Writes each frame into a buffer of exactly its size. (`MessageToByteHandler` reuses
+/// one buffer, and while a write is pending allocates the next at the capacity of the
+/// largest frame so far: each small frame queued behind a stalled reader — a heartbeat —
+/// then held 64 KB or more.)
+final class FrameWriter: ChannelOutboundHandler, Sendable {
+    typealias OutboundIn = Frame
+    typealias OutboundOut = ByteBuffer
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let frame = unwrapOutboundIn(data)
+        var buffer = context.channel.allocator.buffer(capacity: 5 + frame.body.count)
+        frame.write(into: &buffer)
+        context.write(wrapOutboundOut(buffer), promise: promise)
     }
 }
 

@@ -32,6 +32,9 @@ final class HeartbeatHandler: ChannelDuplexHandler, Sendable {
         }
         switch idle {
         case .write:
+            // A connection that is not writable has bytes queued already: the peer is
+            // not reading them, and a heartbeat would only wait behind them.
+            guard context.channel.isWritable else { return }
             context.writeAndFlush(wrapOutboundOut(Message.heartbeat.frame), promise: nil)
         case .read:
             onTimeout()

@@ -748,7 +748,7 @@ public final class ReplicaNode: Sendable {
             IdleStateHandler(readTimeout: .nanoseconds(nanoseconds(configuration.idleTimeout)), writeTimeout: .nanoseconds(nanoseconds(configuration.heartbeatInterval))))
         try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(maxBytes: configuration.maxFrameBytes, gate: gate)))
         try channel.pipeline.syncOperations.addHandler(CloseOnError())
-        try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
+        try channel.pipeline.syncOperations.addHandler(FrameWriter())
         try channel.pipeline.syncOperations.addHandler(HeartbeatHandler(idleTimeout: configuration.idleTimeout) { [self] in
             stats.withLock { $0.idleTimeouts += 1 }
             logger.warning("link idle, closing it", metadata: ["timeout": "\(configuration.idleTimeout)"])
