@@ -53,7 +53,6 @@ struct DamageTests {
     /// fetched nothing and the record stayed damaged: it is removed first and comes back
     /// from the peer.
     @Test func repairRestoresADamagedRecordFromThePeer() throws {
-        let binary = try #require(CLI.binary)
         try withTemporaryDirectory { dir in
             try "\(testSecret)\n".write(toFile: dir + "/token", atomically: true, encoding: .utf8)
             for i in 0..<10 { #expect(try runTopGun(["put", "--data", dir + "/a", "m", "k\(i)", "\(i)"]).status == 0) }
@@ -64,25 +63,9 @@ struct DamageTests {
                 try Damage.breakRecord(store, "m", "k3")
             }
             #expect(try runTopGun(["check", "--data", dir + "/b"]).status != 0)
-            let server = Process()
-            server.executableURL = URL(fileURLWithPath: binary)
-            server.arguments = ["serve", "--data", dir + "/a", "--listen", "127.0.0.1:0", "--token-file", dir + "/token"]
-            let out = Pipe()
-            server.standardOutput = out
-            server.standardError = FileHandle(forWritingAtPath: "/dev/null")
-            try server.run()
-            defer {
-                server.terminate()
-                server.waitUntilExit()
-            }
-            var text = ""
-            while !text.contains("listening on port") {
-                let chunk = out.fileHandleForReading.availableData
-                if chunk.isEmpty { break }
-                text += String(decoding: chunk, as: UTF8.self)
-            }
-            let line = try #require(text.split(separator: "\n").first { $0.hasPrefix("listening on port") })
-            let port = try #require(Int(line.split(separator: " ").last!))
+            let server = try ServeProcess(data: dir + "/a", listen: reservePorts(1)[0], peers: [], token: dir + "/token", extra: [])
+            defer { server.stop() }
+            let port = server.port
             let repair = try runTopGun(["repair", "--data", dir + "/b", "--from", "127.0.0.1:\(port)", "--token-file", dir + "/token"])
             #expect(repair.status == 0, "\(repair.err)")
             #expect(repair.err.contains("m/k3"), "\(repair.err)")

@@ -155,16 +155,7 @@ extension Store {
 
     func recordsMissingFromLog(_ txn: borrowing ReadTransaction) throws -> [(name: String, stamp: HLCTimestamp)] {
         let names = mapsByID.withLock { $0 }
-        var recordKey: [UInt8] = []
-        var logged = Set<[UInt8]>()
-        try txn.forEach(in: dbs.oplog) { _, v in
-            v.withUnsafeBytes { v in
-                guard let entry = try? LogEntry(v), entry.flags.kind == .lww else { return }
-                entry.recordKey(into: &recordKey)
-                logged.insert(recordKey + entry.origin.bytes)
-            }
-            return true
-        }
+        let logged = try Self.loggedWrites(txn, dbs)
         let truncated = try txn.value(forKey: Layout.Meta.truncated, in: dbs.meta).flatMap { HLCTimestamp(bytes: $0) } ?? .zero
         var missing: [(name: String, stamp: HLCTimestamp)] = []
         try txn.forEach(in: dbs.records) { k, v in
@@ -181,5 +172,21 @@ extension Store {
             return true
         }
         return missing
+    }
+
+    /// The LWW writes the op log holds an entry of: record key + origin stamp, for
+    /// every entry that parses.
+    static func loggedWrites(_ txn: borrowing ReadTransaction, _ dbs: DBs) throws -> Set<[UInt8]> {
+        var recordKey: [UInt8] = []
+        var logged = Set<[UInt8]>()
+        try txn.forEach(in: dbs.oplog) { _, v in
+            v.withUnsafeBytes { v in
+                guard let entry = try? LogEntry(v), entry.flags.kind == .lww else { return }
+                entry.recordKey(into: &recordKey)
+                logged.insert(recordKey + entry.origin.bytes)
+            }
+            return true
+        }
+        return logged
     }
 }

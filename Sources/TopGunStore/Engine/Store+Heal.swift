@@ -264,17 +264,7 @@ extension Store {
                 relog.append((key, value))
             }
         }
-        if allRecords {
-            logged.removeAll()
-            try txn.forEach(in: dbs.oplog) { k, v in
-                v.withUnsafeBytes { v in
-                    guard let entry = try? LogEntry(v), entry.flags.kind == .lww else { return }
-                    entry.recordKey(into: &recordKey)
-                    logged.insert(recordKey + entry.origin.bytes)
-                }
-                return true
-            }
-        }
+        if allRecords { logged = try Self.loggedWrites(txn.reads, dbs) }
         for (key, value) in relog {
             guard let header = value.withUnsafeBytes({ RecordHeader($0) }) else { continue }
             // An LWW record whose write still has its entry needs none; an OR-Map or
