@@ -81,15 +81,11 @@ def reader(index, host, port, secret, payload, stop, counters):
             wall = int(time.time() * 1000)
             sock.sendall(frame(HELLO, struct.pack(">HQB", PROTOCOL, node, 0) + nonce + struct.pack(">Q", wall)))
             kind, body = read_frame(sock)
-            if kind != WELCOME:
-                counters.add("reader_refused")
-                sock.close()
-                time.sleep(1)
-                continue
-            server_nonce = body[2:34]
-            message = b"topgun-client-proof-v7" + nonce + server_nonce + struct.pack(">Q", node)
-            sock.sendall(frame(PROOF, hmac.new(secret, message, hashlib.sha256).digest()))
-            kind, body = read_frame(sock)
+            if kind == WELCOME:
+                server_nonce = body[2:34]
+                message = b"topgun-client-proof-v7" + nonce + server_nonce + struct.pack(">Q", node)
+                sock.sendall(frame(PROOF, hmac.new(secret, message, hashlib.sha256).digest()))
+                kind, body = read_frame(sock)
             if kind != ADMITTED:
                 counters.add("reader_refused")
                 sock.close()
