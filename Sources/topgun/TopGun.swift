@@ -109,7 +109,15 @@ struct TokenOption: ParsableArguments {
         guard let token = FileManager.default.contents(atPath: tokenFile), !token.isEmpty else {
             throw CLIError("token file \(tokenFile) is missing or empty")
         }
-        return Array(String(decoding: token, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines).utf8)
+        // The file's bytes as they are, surrounding ASCII whitespace trimmed: decoding
+        // them as text replaced every invalid byte with U+FFFD, so 11 bytes of 0xFF
+        // passed for 33 and matched any other 11 invalid bytes.
+        let bytes = [UInt8](token)
+        let isSpace: (UInt8) -> Bool = { $0 == 0x20 || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D }
+        guard let first = bytes.firstIndex(where: { !isSpace($0) }), let last = bytes.lastIndex(where: { !isSpace($0) }) else {
+            throw CLIError("token file \(tokenFile) holds only whitespace")
+        }
+        return Array(bytes[first...last])
     }
 
     /// The file's text when it holds a JWT (three base64url parts whose first decodes

@@ -196,6 +196,11 @@ struct ServeMetricsTests {
             try "\(testSecret)\n".write(toFile: dir + "/token", atomically: true, encoding: .utf8)
             let short = try runTopGun(["serve", "--data", dir + "/a", "--listen", "127.0.0.1:0", "--token-file", dir + "/short"])
             #expect(short.status != 0 && short.err.contains("at least 32"), "\(short.err)")
+            // Bytes that are not UTF-8 count as bytes: 11 bytes of 0xFF were decoded to
+            // 11 replacement characters (33 bytes), and matched any 11 invalid bytes.
+            try Data(repeating: 0xFF, count: 11).write(to: URL(fileURLWithPath: dir + "/binary"))
+            let binary = try runTopGun(["serve", "--data", dir + "/a", "--listen", "127.0.0.1:0", "--token-file", dir + "/binary"])
+            #expect(binary.status != 0 && binary.err.contains("at least 32"), "\(binary.err)")
             let plain = try runTopGun(["serve", "--data", dir + "/a", "--http", "0.0.0.0:0", "--token-file", dir + "/token"])
             #expect(plain.status != 0 && plain.err.contains("--insecure"), "\(plain.err)")
         }
