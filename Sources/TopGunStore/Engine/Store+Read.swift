@@ -233,7 +233,9 @@ extension Store {
                 guard let header = RecordHeader(raw) else { return .damaged("\(map)/\(key)") }
                 guard entry.isHeld(by: header) else { return .superseded }
                 guard entry.flags.contains(.valueInRecord) else { return .operation(try entry.operation(map: map)) }
-                guard !header.flags.contains(.tombstone) else { return .superseded }
+                // A delete has a stamp of its own: a tombstone under the value's stamp is
+                // a damaged header.
+                guard !header.flags.contains(.tombstone) else { return .damaged("\(map)/\(key)") }
                 guard header.payloadDigest(of: raw) == header.digest else { return .damaged("\(map)/\(key)") }
                 // Not decoded here: whoever applies it validates it (`Store.apply`).
                 let value = Array(UnsafeRawBufferPointer(rebasing: raw[header.payloadOffset...]))
